@@ -1,0 +1,103 @@
+"""``velocity-pg backup``: pg_dump -Fc -Z9 into a new, complete, private backup file.
+
+Order of work, so that nothing is ever lost:
+1. check the folder, reach the server, check that our pg_dump can dump it;
+2. pg_dump writes into a fresh temporary file (``.velocity-tmp-*.partial``),
+   which we hold locked so ``cleanup`` can tell it belongs to a live backup;
+3. only after pg_dump succeeded: fsync, mode 0600, link to the first free
+   ``velocity_YYYY-MM-DD_HHMMSS.dump`` name (never overwriting), fsync the folder;
+4. on any failure or interruption the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from velocity_pg import catalog, db, pgtools
+from velocity_pg.errors import CommandFailed, OperationFailed
+from velocity_pg.settings import Settings
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    name: str
+    path: Path
+    size: int
+    started: datetime
+    duration: float
+    database: str
+    server_version: str
+    pg_dump_version: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "size_bytes": self.size,
+            "started_at": self.started.isoformat(),
+            "duration_seconds": round(self.duration, 3),
+            "database": self.database,
+            "server_version": self.server_version,
+            "pg_dump_version": self.pg_dump_version,
+        }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -> BackupResult:
+    """Take one backup of the configured database; see the module docstring."""
+    folder = settings.backup_dir
+    catalog.require_dir(folder, writable=True)
+    with db.connect(settings.connection) as connection:
+        server_num = db.server_version_num(connection)
+        dbname = connection.info.dbname
+        server_version = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
+    pgtools.check_can_dump(program, server_num)
+
+    started = now()
+    clock = time.monotonic()
+    try:
+        fd, temp = catalog.temp_path_for(folder)
+    except OSError as exc:
+        raise OperationFailed(f"cannot create a file in {folder}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # pg_dump reads the database from PG* variables, password included.
+        env = settings.connection.libpq_env() | {"PGDATABASE": dbname}
+        try:
+            pgtools.run(pgtools.pg_dump_cmd(program.path, temp), env)
+        except CommandFailed as exc:
+            raise OperationFailed(f"{exc.message}; no backup was written") from exc
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, catalog.FILE_MODE)
+            final = catalog.publish(temp, folder, catalog.candidate_names(started))
+        except OSError as exc:
+            raise OperationFailed(
+                f"cannot finish the backup in {folder}: {exc.strerror}; no backup was written"
+            ) from exc
+        size = final.stat().st_size
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return BackupResult(
+        name=final.name,
+        path=final,
+        size=size,
+        started=started,
+        duration=time.monotonic() - clock,
+        database=dbname,
+        server_version=server_version,
+        pg_dump_version=program.version,
+    )

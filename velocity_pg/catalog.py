@@ -1,0 +1,235 @@
+"""Backup files: their names, the folder that holds them, and safe placement.
+
+A backup is a file named ``velocity_YYYY-MM-DD_HHMMSS.dump`` (UTC) in
+BACKUP_DIR. Anything else in the folder (temporary files of a running backup,
+notes, sub-folders) is not a backup and is never listed, pruned or restored.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from velocity_pg.errors import ConfigError, OperationFailed
+
+PREFIX = "velocity_"
+SUFFIX = ".dump"
+NAME_FORMAT = "velocity_%Y-%m-%d_%H%M%S.dump"
+NAME_RE = re.compile(r"\Avelocity_(\d{4}-\d{2}-\d{2}_\d{6})\.dump\Z")
+#: Temporary files start with a dot and end in ``.partial``: never a backup's name.
+TEMP_PREFIX = ".velocity-tmp-"
+TEMP_SUFFIX = ".partial"
+FILE_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A complete backup file in BACKUP_DIR."""
+
+    name: str
+    path: Path
+    created: datetime  # from the name, UTC
+    mtime: datetime  # file modification time, UTC
+    size: int
+
+
+def format_name(moment: datetime) -> str:
+    """The backup file name for a moment (converted to UTC)."""
+    if moment.tzinfo is None:
+        raise ValueError("format_name needs an aware datetime")
+    return moment.astimezone(UTC).strftime(NAME_FORMAT)
+
+
+def parse_name(name: str) -> datetime | None:
+    """The UTC creation time encoded in a backup name, or None if it is not one."""
+    match = NAME_RE.match(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y-%m-%d_%H%M%S").replace(tzinfo=UTC)
+    except ValueError:  # e.g. month 13: matches the shape, is no date
+        return None
+
+
+def is_backup_name(name: str) -> bool:
+    """True for names in the backup pattern (and nothing else)."""
+    return parse_name(name) is not None
+
+
+def candidate_names(start: datetime, tries: int = 3600) -> Iterator[str]:
+    """Names to try for a backup started at ``start``: that second, then the next ones.
+
+    Two backups started in the same second get consecutive seconds, so both
+    names stay in the documented pattern and neither overwrites the other.
+    """
+    base = start.astimezone(UTC).replace(microsecond=0)
+    for offset in range(tries):
+        yield format_name(base + timedelta(seconds=offset))
+
+
+def require_dir(folder: Path, *, writable: bool = False) -> None:
+    """Fail clearly when BACKUP_DIR is missing, not a folder, or not usable."""
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        raise OperationFailed(
+            f"backup folder {folder} does not exist; create it or set BACKUP_DIR"
+        ) from None
+    except PermissionError:
+        raise OperationFailed(f"backup folder {folder} cannot be accessed: permission denied") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"BACKUP_DIR {folder} is not a directory; point BACKUP_DIR at a folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise OperationFailed(f"backup folder {folder} cannot be read: permission denied")
+    if writable and not os.access(folder, os.W_OK | os.X_OK):
+        raise OperationFailed(
+            f"backup folder {folder} is not writable by this user; fix its permissions"
+        )
+
+
+def list_backups(folder: Path) -> list[Backup]:
+    """The complete backups in ``folder``, newest first (by the time in their name)."""
+    require_dir(folder)
+    backups: list[Backup] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise OperationFailed(f"cannot list backup folder {folder}: {exc.strerror}") from exc
+    for entry in entries:
+        created = parse_name(entry.name)
+        if created is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed while we looked
+            continue
+        backups.append(
+            Backup(
+                name=entry.name,
+                path=Path(entry.path),
+                created=created,
+                mtime=datetime.fromtimestamp(info.st_mtime, UTC),
+                size=info.st_size,
+            )
+        )
+    backups.sort(key=lambda b: b.name, reverse=True)
+    return backups
+
+
+def resolve_backup(folder: Path, name: str) -> Path:
+    """The path of an existing backup given its name (or a path inside ``folder``).
+
+    Refuses anything that resolves outside ``folder`` (``..``, absolute paths
+    elsewhere, symlinks leading out) and anything not named like a backup.
+    """
+    require_dir(folder)
+    if not name or "\x00" in name:
+        raise ConfigError("no backup name given; run `velocity-pg list` to see the backups")
+    root = folder.resolve()
+    given = Path(name)
+    candidate = given if given.is_absolute() else (folder / given)
+    # A bare name must not climb; a path must lead inside the folder.
+    resolved = candidate.resolve()
+    if resolved.parent != root:
+        raise ConfigError(
+            f"{name!r} is not a file in the backup folder {folder}; "
+            "give a backup name as `velocity-pg list` shows it"
+        )
+    if not is_backup_name(resolved.name) or not is_backup_name(candidate.name):
+        raise ConfigError(
+            f"{name!r} is not a backup name (velocity_YYYY-MM-DD_HHMMSS.dump); "
+            "run `velocity-pg list` to see the backups"
+        )
+    try:
+        info = resolved.lstat()
+    except FileNotFoundError:
+        raise OperationFailed(
+            f"backup {resolved.name} does not exist in {folder}; run `velocity-pg list`"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise OperationFailed(f"{resolved.name} in {folder} is not a regular file")
+    return resolved
+
+
+def temp_path_for(folder: Path) -> tuple[int, Path]:
+    """Create a new private temporary file in ``folder``; returns (fd, path).
+
+    Its name starts with a dot and ends in ``.partial``, so it can never be
+    taken for a backup, and it embeds our pid so a leftover can be traced.
+    """
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
+    os.fchmod(fd, FILE_MODE)
+    return fd, Path(name)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by path."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(temp: Path, folder: Path, names: Iterator[str]) -> Path:
+    """Give a complete, fsynced temporary file the first free backup name.
+
+    Uses link-then-unlink so an existing backup is never overwritten, even by a
+    concurrent run that picked the same name. The folder is fsynced afterwards
+    so the new name survives a crash.
+    """
+    for name in names:
+        final = folder / name
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # Filesystems without hard links: rename, after checking the name is free.
+            if final.exists():
+                continue
+            os.rename(temp, final)
+        else:
+            temp.unlink()
+        fsync_path(folder)
+        return final
+    raise OperationFailed(f"no free backup name left in {folder}")
+
+
+def human_size(size: float) -> str:
+    """Bytes in human units (1024-based): ``1.5 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(delta: timedelta) -> str:
+    """A duration as a short human string: ``3d 4h``, ``5h 12m``, ``42s``."""
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        return "in the future"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

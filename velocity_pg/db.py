@@ -1,0 +1,78 @@
+"""psycopg administration work: connecting, versions, and database-level DDL.
+
+Names always go through :class:`psycopg.sql.Identifier`, values as parameters.
+psycopg is imported here only, so commands that need no server start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from velocity_pg.errors import OperationFailed
+from velocity_pg.settings import Connection
+
+if TYPE_CHECKING:
+    import psycopg
+
+MAINTENANCE_DBS = ("postgres", "template1")
+INVALID_CATALOG_NAME = "3D000"  # psycopg.errors.InvalidCatalogName.sqlstate
+
+
+def one_line(exc: BaseException) -> str:
+    """psycopg's message on one line (libpq messages span several)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def open_connection(
+    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Connect (autocommit by default), turning connection failures into one clear line."""
+    import psycopg
+
+    kwargs = conn.connect_kwargs(dbname)
+    kwargs.setdefault("connect_timeout", 10)
+    try:
+        return psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        target = conn.describe() if dbname is None else f"database {dbname!r}"
+        raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
+
+
+class ConnectFailed(OperationFailed):
+    """The server could not be reached or refused us; ``sqlstate`` says why when known."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@contextmanager
+def connect(
+    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection closed on exit."""
+    with open_connection(conn, dbname, autocommit=autocommit) as connection:
+        yield connection
+
+
+@contextmanager
+def connect_maintenance(conn: Connection) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Connect to a maintenance database (postgres, else template1), autocommit."""
+    connection = None
+    for name in MAINTENANCE_DBS:
+        try:
+            connection = open_connection(conn, name)
+            break
+        except ConnectFailed as exc:
+            if exc.sqlstate != INVALID_CATALOG_NAME or name == MAINTENANCE_DBS[-1]:
+                raise
+    assert connection is not None
+    with connection:
+        yield connection
+
+
+def server_version_num(connection: psycopg.Connection[tuple[object, ...]]) -> int:
+    return int(connection.info.server_version)

@@ -1,0 +1,84 @@
+"""The tool's errors: each carries the one line a user sees and the exit status."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Process exit statuses (httpie-style: one named value per outcome)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class VelocityError(Exception):
+    """An error with a message meant for the user.
+
+    The message is one line that says what failed and how to fix it.
+    """
+
+    exit_status: ExitStatus = ExitStatus.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(VelocityError):
+    """Bad usage or configuration, found before anything ran."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class OperationFailed(VelocityError):
+    """An operation was attempted and failed; nothing was lost."""
+
+    exit_status = ExitStatus.FAILED
+
+
+class LockBusy(OperationFailed):
+    """Another velocity-pg process holds a lock this operation needs."""
+
+
+class CommandFailed(OperationFailed):
+    """A PostgreSQL client program (pg_dump, pg_restore) failed."""
+
+    def __init__(self, program: str, returncode: int, stderr: str) -> None:
+        self.program = program
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(f"{program} failed: {describe_failure(returncode, stderr)}")
+
+
+def describe_failure(returncode: int, stderr: str) -> str:
+    """Summarise a failed program run in one line, keeping its own reason."""
+    import signal
+
+    reason = first_error_line(stderr)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        killed = f"killed by {name}"
+        return f"{killed} ({reason})" if reason else killed
+    return reason or f"exit status {returncode}"
+
+
+def first_error_line(stderr: str) -> str:
+    """The most telling line of a PostgreSQL tool's stderr, on one line.
+
+    pg_dump/pg_restore prefix lines with ``program: error:``; libpq's detail
+    lines follow. The error line plus its detail lines are joined.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    for i, line in enumerate(lines):
+        if "error:" in line or "FATAL:" in line:
+            tail = [ln for ln in lines[i + 1 : i + 3] if ln.startswith(("DETAIL:", "HINT:"))]
+            return " ".join([line, *tail])
+    return lines[-1]

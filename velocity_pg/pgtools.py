@@ -1,0 +1,243 @@
+"""PostgreSQL client programs: argv builders (pure) and the one place that runs them.
+
+Every program gets an argument list (never a shell string), stdin from
+/dev/null, ``--no-password`` so it can never hang on a prompt, and the
+connection (password included) through its environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from velocity_pg.errors import CommandFailed, ConfigError, OperationFailed
+
+DEBIAN_BINDIR = "/usr/lib/postgresql/{major}/bin"
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+# -- argv builders (pure) ------------------------------------------------------
+
+
+def pg_dump_cmd(
+    program: str | Path,
+    output: Path,
+    *,
+    compress: int = 9,
+    lock_wait_timeout: str | None = "60s",
+) -> list[str]:
+    """``pg_dump -Fc -Z9`` into ``output``; the database comes from PG* variables."""
+    cmd = [str(program), "--format=custom", f"--compress={compress}", "--no-password"]
+    if lock_wait_timeout:
+        cmd.append(f"--lock-wait-timeout={lock_wait_timeout}")
+    cmd.append(f"--file={output}")
+    return cmd
+
+
+def pg_restore_list_cmd(program: str | Path, archive: Path) -> list[str]:
+    """``pg_restore --list``: reads an archive's table of contents, touches no database."""
+    return [str(program), "--list", str(archive)]
+
+
+def pg_restore_cmd(
+    program: str | Path,
+    archive: Path,
+    dbname: str,
+    *,
+    jobs: int = 1,
+    verbose: bool = False,
+) -> list[str]:
+    """``pg_restore`` of a whole archive into ``dbname``, stopping at the first error."""
+    cmd = [
+        str(program),
+        "--exit-on-error",
+        "--no-password",
+        f"--dbname={dbname}",
+    ]
+    if jobs > 1:
+        cmd.append(f"--jobs={jobs}")
+    if verbose:
+        cmd.append("--verbose")
+    cmd.append(str(archive))
+    return cmd
+
+
+def version_cmd(program: str | Path) -> list[str]:
+    return [str(program), "--version"]
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """(major, minor) from ``pg_dump (PostgreSQL) 15.18 (Debian ...)``."""
+    match = _VERSION_RE.search(text)
+    if match is None:
+        raise ValueError(f"no PostgreSQL version in {text.strip()!r}")
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def server_major(server_version_num: int) -> int:
+    """Major version from ``server_version_num`` (150018 -> 15, 90624 -> 9)."""
+    return server_version_num // 10000
+
+
+# -- locating programs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Program:
+    path: Path
+    major: int
+    version: str
+
+
+def find_program(name: str, wanted_major: int | None = None) -> Program:
+    """Find a client program, preferring the one that matches the server's major.
+
+    Order: ``$PG_BINDIR``; Debian's ``/usr/lib/postgresql/<server major>/bin``;
+    the newest ``/usr/lib/postgresql/*/bin``; then ``PATH``.
+    """
+    candidates: list[Path] = []
+    bindir = os.environ.get("PG_BINDIR")
+    if bindir:
+        candidates.append(Path(bindir) / name)
+    else:
+        if wanted_major is not None:
+            candidates.append(Path(DEBIAN_BINDIR.format(major=wanted_major)) / name)
+        root = Path("/usr/lib/postgresql")
+        if root.is_dir():
+            majors = sorted((p.name for p in root.iterdir() if p.name.isdigit()), key=int, reverse=True)
+            candidates.extend(root / m / "bin" / name for m in majors)
+        found = shutil.which(name)
+        if found:
+            candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return describe_program(path)
+    where = f"PG_BINDIR={bindir}" if bindir else "PATH or /usr/lib/postgresql/*/bin"
+    raise ConfigError(
+        f"{name} not found in {where}; install the PostgreSQL client programs "
+        "(Debian: postgresql-client) or run velocity-pg inside the db container"
+    )
+
+
+def describe_program(path: Path) -> Program:
+    result = subprocess.run(
+        version_cmd(path), capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    )
+    try:
+        major, minor = parse_version(result.stdout)
+    except ValueError:
+        raise ConfigError(f"cannot tell the version of {path}: {result.stdout.strip()!r}") from None
+    return Program(path=path, major=major, version=f"{major}.{minor}")
+
+
+def check_can_dump(program: Program, server_num: int) -> None:
+    """pg_dump refuses to dump a server newer than itself; say so before trying."""
+    major = server_major(server_num)
+    if program.major < major:
+        raise OperationFailed(
+            f"{program.path.name} {program.version} cannot dump a PostgreSQL {major} server; "
+            f"install the PostgreSQL {major} client programs (or set PG_BINDIR) "
+            "or run velocity-pg inside the db container, whose tools match the server"
+        )
+
+
+# -- running them -------------------------------------------------------------------
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a client program: ours plus the connection variables."""
+    env = dict(os.environ)
+    env.update(extra)
+    env.setdefault("LC_MESSAGES", "C")
+    return env
+
+
+class Terminated(Exception):
+    """SIGTERM/SIGHUP arrived; unwinds like Ctrl+C so cleanup code runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def install_termination_handlers() -> None:
+    """Turn SIGTERM and SIGHUP into an exception so ``finally`` blocks clean up."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+
+
+def run(
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    nice: int = 0,
+    on_stderr_line: Callable[[str], None] | None = None,
+) -> str:
+    """Run a client program to completion and return its stderr.
+
+    Raises :class:`CommandFailed` with the program's own reason when it fails
+    or is killed. If we are interrupted (Ctrl+C, SIGTERM) the child is stopped
+    and waited for before the exception goes on, so no orphan keeps writing.
+    """
+    log_command(cmd)
+    proc = subprocess.Popen(
+        list(cmd),
+        env=child_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, proc.pid) + nice))
+        except OSError:
+            pass
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if on_stderr_line is not None:
+                on_stderr_line(line)
+        returncode = proc.wait()
+    except BaseException:
+        stop(proc)
+        raise
+    stderr = "".join(lines)
+    if returncode != 0:
+        raise CommandFailed(Path(cmd[0]).name, returncode, stderr)
+    return stderr
+
+
+def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """Terminate a child and wait for it; kill it if it does not go."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    deadline = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def log_command(cmd: Sequence[str]) -> None:
+    """Show the argv under --debug. It never holds a password (that is in the env)."""
+    if os.environ.get("VELOCITY_PG_DEBUG") == "1":
+        print("velocity-pg: running " + " ".join(cmd), file=sys.stderr)
