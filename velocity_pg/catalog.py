@@ -82,7 +82,9 @@ def require_dir(folder: Path, *, writable: bool = False) -> None:
             f"backup folder {folder} does not exist; create it or set BACKUP_DIR"
         ) from None
     except PermissionError:
-        raise OperationFailed(f"backup folder {folder} cannot be accessed: permission denied") from None
+        raise OperationFailed(
+            f"backup folder {folder} cannot be accessed: permission denied"
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"BACKUP_DIR {folder} is not a directory; point BACKUP_DIR at a folder")
     if not os.access(folder, os.R_OK | os.X_OK):
@@ -167,7 +169,9 @@ def temp_path_for(folder: Path) -> tuple[int, Path]:
     """
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
+    fd, name = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder
+    )
     os.fchmod(fd, FILE_MODE)
     return fd, Path(name)
 
@@ -201,7 +205,7 @@ def publish(temp: Path, folder: Path, names: Iterator[str]) -> Path:
             # Filesystems without hard links: rename, after checking the name is free.
             if final.exists():
                 continue
-            os.rename(temp, final)
+            temp.rename(final)
         else:
             temp.unlink()
         fsync_path(folder)

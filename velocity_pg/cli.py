@@ -6,7 +6,6 @@ imports (psycopg) happen inside the commands that need them.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -46,11 +45,15 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")(func)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts)."
+    )(func)
 
 
 def emit_json(payload: object) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=False))
+    from velocity_pg.report import to_json
+
+    click.echo(to_json(payload))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -60,13 +63,13 @@ def emit_json(payload: object) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read settings from this .env file (default: ./.env if present).",
 )
-@click.option("--backup-dir", metavar="DIR", help="Backup folder [env BACKUP_DIR; default /backups].")
+@click.option(
+    "--backup-dir", metavar="DIR", help="Backup folder [env BACKUP_DIR; default /backups]."
+)
 @click.option("--host", metavar="HOST", help="Server host or socket folder [env PGHOST].")
 @click.option("--port", metavar="PORT", help="Server port [env PGPORT].")
 @click.option("--user", "-U", metavar="USER", help="Database user [env PGUSER, POSTGRES_USER].")
-@click.option(
-    "--dbname", "-d", metavar="NAME", help="Database [env PGDATABASE, POSTGRES_DB]."
-)
+@click.option("--dbname", "-d", metavar="NAME", help="Database [env PGDATABASE, POSTGRES_DB].")
 @click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.")
 @pass_state
 def cli(
@@ -130,6 +133,7 @@ def backup(state: State, as_json: bool) -> None:
 def list_(state: State, as_json: bool) -> None:
     """List the backups in BACKUP_DIR, newest first."""
     from velocity_pg.catalog import human_age, human_size, list_backups
+    from velocity_pg.report import format_table
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
@@ -153,18 +157,21 @@ def list_(state: State, as_json: bool) -> None:
         )
         return
     if not backups:
-        click.echo(f"No backups yet in {settings.backup_dir}. Create one with `velocity-pg backup`.")
+        click.echo(
+            f"No backups yet in {settings.backup_dir}. Create one with `velocity-pg backup`."
+        )
         return
     rows = [
-        (b.name, human_size(b.size), b.created.strftime("%Y-%m-%d %H:%M:%S"), human_age(now - b.created))
+        (
+            b.name,
+            human_size(b.size),
+            b.created.strftime("%Y-%m-%d %H:%M:%S"),
+            human_age(now - b.created),
+        )
         for b in backups
     ]
     header = ("NAME", "SIZE", "CREATED (UTC)", "AGE")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        click.echo(
-            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
-        )
+    click.echo(format_table(header, rows, right=(1, 3)))
     total = sum(b.size for b in backups)
     click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
 
@@ -199,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(
-            f"velocity-pg: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"velocity-pg: error: unexpected {type(exc).__name__}: {exc} "
+            "(run with --debug for details)",
             err=True,
         )
         sys.exit(ExitStatus.FAILED)

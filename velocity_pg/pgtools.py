@@ -7,6 +7,7 @@ connection (password included) through its environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -113,7 +114,9 @@ def find_program(name: str, wanted_major: int | None = None) -> Program:
             candidates.append(Path(DEBIAN_BINDIR.format(major=wanted_major)) / name)
         root = Path("/usr/lib/postgresql")
         if root.is_dir():
-            majors = sorted((p.name for p in root.iterdir() if p.name.isdigit()), key=int, reverse=True)
+            majors = sorted(
+                (p.name for p in root.iterdir() if p.name.isdigit()), key=int, reverse=True
+            )
             candidates.extend(root / m / "bin" / name for m in majors)
         found = shutil.which(name)
         if found:
@@ -203,10 +206,9 @@ def run(
         errors="replace",
     )
     if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, proc.pid) + nice))
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # best effort: a busy system still backs up
+            current = os.getpriority(os.PRIO_PROCESS, proc.pid)
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, current + nice))
     lines: list[str] = []
     try:
         assert proc.stderr is not None

@@ -141,7 +141,9 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
     port_text = lookup(*_CONNECTION_KEYS["port"])
     connection = Connection(
         host=lookup(*_CONNECTION_KEYS["host"]),
-        port=None if port_text is None else parse_int("PGPORT", port_text, minimum=1, maximum=65535),
+        port=None
+        if port_text is None
+        else parse_int("PGPORT", port_text, minimum=1, maximum=65535),
         user=lookup(*_CONNECTION_KEYS["user"]),
         dbname=lookup(*_CONNECTION_KEYS["dbname"]),
         password=lookup(*_CONNECTION_KEYS["password"]),
@@ -149,7 +151,9 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
     backup_dir_text = lookup("BACKUP_DIR") or DEFAULT_BACKUP_DIR
     backup_dir = Path(backup_dir_text).expanduser()
     if backup_dir.exists() and not backup_dir.is_dir():
-        raise ConfigError(f"BACKUP_DIR {backup_dir} is not a directory; point BACKUP_DIR at a folder")
+        raise ConfigError(
+            f"BACKUP_DIR {backup_dir} is not a directory; point BACKUP_DIR at a folder"
+        )
     return Settings(
         backup_dir=backup_dir,
         connection=connection,
@@ -159,7 +163,9 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         max_count=parse_int(
             "BACKUP_MAX_COUNT", lookup("BACKUP_MAX_COUNT"), DEFAULT_MAX_COUNT, minimum=1
         ),
-        min_keep=parse_int("BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1),
+        min_keep=parse_int(
+            "BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1
+        ),
     )
 
 
@@ -180,7 +186,9 @@ def parse_int(
     try:
         value = int(stripped, 10)
     except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a whole number; set it to e.g. {default or 1}") from None
+        raise ConfigError(
+            f"{name}={text!r} is not a whole number; set it to e.g. {default or 1}"
+        ) from None
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ConfigError(f"{name}={text!r} is out of range; it must be {bound}")

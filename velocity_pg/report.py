@@ -1,0 +1,25 @@
+"""Plain-text output helpers shared by the verbs (tables, JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> str:
+    """Columns padded to their widest cell; indexes in ``right`` are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            f"{cell:>{widths[i]}}" if i in right else f"{cell:<{widths[i]}}"
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def to_json(payload: object) -> str:
+    return json.dumps(payload, indent=2, ensure_ascii=False)
