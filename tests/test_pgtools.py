@@ -1,0 +1,73 @@
+"""argv builders read like the shell lines they stand for (pure, no database)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from velocity_pg import pgtools
+from velocity_pg.errors import CommandFailed, OperationFailed, describe_failure, first_error_line
+
+
+def test_pg_dump_cmd() -> None:
+    assert pgtools.pg_dump_cmd("pg_dump", Path("/b/.velocity-tmp-1.partial")) == shlex.split(
+        "pg_dump --format=custom --compress=9 --no-password --lock-wait-timeout=60s "
+        "--file=/b/.velocity-tmp-1.partial"
+    )
+
+
+def test_pg_dump_cmd_never_holds_connection_details() -> None:
+    cmd = pgtools.pg_dump_cmd("/usr/lib/postgresql/15/bin/pg_dump", Path("/b/x"))
+    assert not any(a.startswith(("--password", "-W", "postgresql://", "--dbname")) for a in cmd)
+
+
+def test_pg_restore_cmds() -> None:
+    assert pgtools.pg_restore_list_cmd("pg_restore", Path("/b/v.dump")) == shlex.split(
+        "pg_restore --list /b/v.dump"
+    )
+    assert pgtools.pg_restore_cmd("pg_restore", Path("/b/v.dump"), "stage", jobs=2) == shlex.split(
+        "pg_restore --exit-on-error --no-password --dbname=stage --jobs=2 /b/v.dump"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", (15, 18)),
+        ("pg_dump (PostgreSQL) 17.2\n", (17, 2)),
+        ("pg_restore (PostgreSQL) 18beta1\n", (18, 0)),
+    ],
+)
+def test_parse_version(text: str, version: tuple[int, int]) -> None:
+    assert pgtools.parse_version(text) == version
+
+
+def test_server_major() -> None:
+    assert pgtools.server_major(150018) == 15
+    assert pgtools.server_major(170000) == 17
+    assert pgtools.server_major(90624) == 9
+
+
+def test_check_can_dump_refuses_newer_server() -> None:
+    prog = pgtools.Program(
+        path=Path("/usr/lib/postgresql/15/bin/pg_dump"), major=15, version="15.18"
+    )
+    pgtools.check_can_dump(prog, 150018)
+    pgtools.check_can_dump(prog, 130005)
+    with pytest.raises(OperationFailed, match="cannot dump a PostgreSQL 17 server"):
+        pgtools.check_can_dump(prog, 170002)
+
+
+def test_error_summaries() -> None:
+    stderr = (
+        'pg_dump: error: connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n"
+    )
+    assert first_error_line(stderr).startswith("pg_dump: error: connection to server")
+    assert describe_failure(-9, "") == "killed by SIGKILL"
+    assert describe_failure(1, "") == "exit status 1"
+    failed = CommandFailed("pg_dump", 1, stderr)
+    assert failed.message.startswith("pg_dump failed: pg_dump: error:")
+    assert "\n" not in failed.message
