@@ -233,24 +233,20 @@ def hold_table_lock(target: Target, table: str) -> psycopg.Connection:
     return conn
 
 
-def wait_for_pg_dump(timeout: float = 30) -> list[tuple[int, list[str]]]:
-    """The running pg_dump processes started by us: (pid, argv)."""
+def wait_for_pg_dump(parent: int, timeout: float = 30) -> tuple[int, list[str]]:
+    """The pg_dump started by velocity-pg process ``parent``: (pid, argv)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = []
         for pid_dir in Path("/proc").iterdir():
             if not pid_dir.name.isdigit():
                 continue
             try:
                 argv = (pid_dir / "cmdline").read_bytes().split(b"\0")
-                if pid_dir.stat().st_uid != os.geteuid():
-                    continue
-            except OSError:
+                ppid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if argv and argv[0].endswith(b"pg_dump") and any(b"velocity-tmp" in a for a in argv):
-                found.append((int(pid_dir.name), [a.decode() for a in argv if a]))
-        if found:
-            return found
+            if ppid == parent and argv and argv[0].endswith(b"pg_dump"):
+                return int(pid_dir.name), [a.decode() for a in argv if a]
         time.sleep(0.05)
     raise AssertionError("pg_dump did not start")
 
@@ -269,7 +265,7 @@ def test_password_never_in_argv_or_output(target: Target) -> None:
     locker = hold_table_lock(target, "shop.orders")
     try:
         proc = target.popen("backup")
-        wait_for_pg_dump()
+        wait_for_pg_dump(proc.pid)
         # pg_dump is now running (waiting for the lock): look at every process's argv.
         assert not [c for c in all_cmdlines() if PASSWORD.encode() in c]
     finally:
@@ -286,7 +282,7 @@ def test_pg_dump_killed(target: Target) -> None:
     locker = hold_table_lock(target, "shop.orders")
     try:
         proc = target.popen("backup")
-        ((pid, argv),) = wait_for_pg_dump()
+        pid, argv = wait_for_pg_dump(proc.pid)
         temp = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--file=")))
         assert temp.exists()
         assert not catalog.is_backup_name(temp.name)
@@ -307,7 +303,7 @@ def test_interrupted_backup_leaves_nothing(target: Target) -> None:
         locker = hold_table_lock(target, "shop.orders")
         try:
             proc = target.popen("backup")
-            ((pid, _argv),) = wait_for_pg_dump()
+            pid, _argv = wait_for_pg_dump(proc.pid)
             proc.send_signal(sig)
             _out, err = proc.communicate(timeout=60)
         finally:
