@@ -25,7 +25,7 @@ from conftest import (
     table_contents,
 )
 
-from velocity_pg import catalog
+from velocity_pg import catalog, manifest
 
 OLD_BACKUP = "velocity_2026-01-01_000000.dump"
 
@@ -68,8 +68,15 @@ def test_backup_round_trip(target: Target, postgresql_proc: object) -> None:
     path = target.backup_dir / name
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes()[:5] == b"PGDMP"
-    # Nothing else was left behind.
-    assert sorted(p.name for p in target.backup_dir.iterdir()) == [name]
+    # The dump and its manifest, nothing else (no temporary files).
+    assert sorted(p.name for p in target.backup_dir.iterdir()) == [name, name + ".json"]
+    record = manifest.read(path)
+    assert record is not None
+    assert (record.sha256, record.size_bytes) == manifest.sha256_file(path)
+    assert record.database == target.dbname
+    assert record.toc_entries > 10
+    assert record.last_verification is None
+    assert stat.S_IMODE(manifest.path_for(path).stat().st_mode) == 0o600
 
     restored = target.dbname + "_restored"
     create_database(postgresql_proc, restored)

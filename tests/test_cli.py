@@ -12,7 +12,7 @@ import pytest
 
 from velocity_pg import __version__
 
-VERBS = ["backup", "list"]
+VERBS = ["backup", "list", "status"]
 
 
 def run(
@@ -91,7 +91,7 @@ class TestList:
         result = run("list", cwd=tmp_path, env={"BACKUP_DIR": str(folder)})
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0].split() == ["NAME", "SIZE", "CREATED", "(UTC)", "AGE"]
+        assert lines[0].split() == ["NAME", "SIZE", "CREATED", "(UTC)", "AGE", "VERIFIED"]
         assert lines[1].startswith("velocity_2026-02-01_120000.dump")
         assert "2026-02-01 12:00:00" in lines[1]
         assert lines[2].startswith("velocity_2026-01-01_000000.dump")

@@ -4,8 +4,10 @@ Order of work, so that nothing is ever lost:
 1. check the folder, reach the server, check that our pg_dump can dump it;
 2. pg_dump writes into a fresh temporary file (``.velocity-tmp-*.partial``),
    which we hold locked so ``cleanup`` can tell it belongs to a live backup;
-3. only after pg_dump succeeded: fsync, mode 0600, link to the first free
-   ``velocity_YYYY-MM-DD_HHMMSS.dump`` name (never overwriting), fsync the folder;
+3. only after pg_dump succeeded: fsync, mode 0600, checksum, read the table of
+   contents back with ``pg_restore --list``, write the manifest, then link the
+   manifest and the dump to the first free ``velocity_YYYY-MM-DD_HHMMSS.dump``
+   name (never overwriting; manifest first), fsync the folder;
 4. on any failure or interruption the temporary file is removed.
 """
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg import catalog, db, pgtools
+from velocity_pg import __version__, catalog, db, manifest, pgtools
 from velocity_pg.errors import CommandFailed, OperationFailed
 from velocity_pg.settings import Settings
 
@@ -34,6 +36,8 @@ class BackupResult:
     database: str
     server_version: str
     pg_dump_version: str
+    sha256: str
+    toc_entries: int
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,6 +49,9 @@ class BackupResult:
             "database": self.database,
             "server_version": self.server_version,
             "pg_dump_version": self.pg_dump_version,
+            "sha256": self.sha256,
+            "toc_entries": self.toc_entries,
+            "manifest": str(manifest.path_for(self.path)),
         }
 
 
@@ -69,28 +76,50 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         fd, temp = catalog.temp_path_for(folder)
     except OSError as exc:
         raise OperationFailed(f"cannot create a file in {folder}: {exc.strerror}") from exc
+    side_fd: int | None = None
+    side_temp: Path | None = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # pg_dump reads the database from PG* variables, password included.
         env = settings.connection.libpq_env() | {"PGDATABASE": dbname}
         try:
-            pgtools.run(pgtools.pg_dump_cmd(program.path, temp), env)
+            pgtools.run(pgtools.pg_dump_cmd(program.path, temp), env, nice=settings.dump_nice)
         except CommandFailed as exc:
             raise OperationFailed(f"{exc.message}; no backup was written") from exc
         try:
             os.fsync(fd)
             os.fchmod(fd, catalog.FILE_MODE)
-            final = catalog.publish(temp, folder, catalog.candidate_names(started))
+            sha256, size = manifest.sha256_file(temp)
+            toc_entries = read_back(temp, server_num)
+            finished = now()
+            record = manifest.Manifest(
+                sha256=sha256,
+                size_bytes=size,
+                started_at=manifest.now_iso(started),
+                finished_at=manifest.now_iso(finished),
+                duration_seconds=round(time.monotonic() - clock, 3),
+                database=dbname,
+                server_version=server_version,
+                pg_dump_version=program.version,
+                velocity_pg_version=__version__,
+                toc_entries=toc_entries,
+            )
+            side_fd, side_temp = manifest.write_temp(folder, record)
+            fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            final = catalog.publish(temp, folder, catalog.candidate_names(started), side_temp)
         except OSError as exc:
             raise OperationFailed(
                 f"cannot finish the backup in {folder}: {exc.strerror}; no backup was written"
             ) from exc
-        size = final.stat().st_size
     except BaseException:
         temp.unlink(missing_ok=True)
+        if side_temp is not None:
+            side_temp.unlink(missing_ok=True)
         raise
     finally:
         os.close(fd)
+        if side_fd is not None:
+            os.close(side_fd)
     return BackupResult(
         name=final.name,
         path=final,
@@ -100,4 +129,18 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         database=dbname,
         server_version=server_version,
         pg_dump_version=program.version,
+        sha256=sha256,
+        toc_entries=toc_entries,
     )
+
+
+def read_back(dump: Path, server_num: int) -> int:
+    """Read the new archive's table of contents back before it gets a name."""
+    program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
+    try:
+        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, dump))
+    except CommandFailed as exc:
+        raise OperationFailed(
+            f"the new dump does not read back ({exc.message}); no backup was written"
+        ) from exc
+    return pgtools.count_toc_entries(listing)

@@ -186,31 +186,46 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def publish(temp: Path, folder: Path, names: Iterator[str]) -> Path:
+def publish(temp: Path, folder: Path, names: Iterator[str], sidecar: Path | None = None) -> Path:
     """Give a complete, fsynced temporary file the first free backup name.
 
     Uses link-then-unlink so an existing backup is never overwritten, even by a
-    concurrent run that picked the same name. The folder is fsynced afterwards
-    so the new name survives a crash.
+    concurrent run that picked the same name. With a ``sidecar`` (the
+    manifest), it is linked to ``NAME.json`` first, so a named dump always has
+    its manifest; a name whose dump or manifest is taken is skipped. The folder
+    is fsynced afterwards so the new names survive a crash.
     """
     for name in names:
         final = folder / name
-        try:
-            os.link(temp, final)
-        except FileExistsError:
+        side_final = folder / (name + ".json")
+        if sidecar is not None and (final.exists() or not _link_no_replace(sidecar, side_final)):
             continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            # Filesystems without hard links: rename, after checking the name is free.
-            if final.exists():
-                continue
-            temp.rename(final)
-        else:
-            temp.unlink()
+        if not _link_no_replace(temp, final):
+            if sidecar is not None:
+                side_final.unlink(missing_ok=True)
+            continue
+        temp.unlink(missing_ok=True)
+        if sidecar is not None:
+            sidecar.unlink(missing_ok=True)
         fsync_path(folder)
         return final
     raise OperationFailed(f"no free backup name left in {folder}")
+
+
+def _link_no_replace(source: Path, target: Path) -> bool:
+    """Give ``source`` the extra name ``target`` unless it exists; True on success."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # Filesystems without hard links: copy-free rename after checking the name is free.
+        if target.exists():
+            return False
+        source.rename(target)
+    return True
 
 
 def human_size(size: float) -> str:

@@ -132,12 +132,20 @@ def backup(state: State, as_json: bool) -> None:
 @pass_state
 def list_(state: State, as_json: bool) -> None:
     """List the backups in BACKUP_DIR, newest first."""
+    from velocity_pg import manifest
     from velocity_pg.catalog import human_age, human_size, list_backups
-    from velocity_pg.report import format_table
+    from velocity_pg.errors import ManifestUnreadable
+    from velocity_pg.report import describe_verification, format_table
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
     now = datetime.now(UTC)
+    records: list[manifest.Manifest | str | None] = []
+    for b in backups:
+        try:
+            records.append(manifest.read(b.path))
+        except ManifestUnreadable:
+            records.append("unreadable")
     if as_json:
         emit_json(
             {
@@ -150,8 +158,13 @@ def list_(state: State, as_json: bool) -> None:
                         "created_at": b.created.isoformat(),
                         "modified_at": b.mtime.isoformat(),
                         "age_seconds": int((now - b.created).total_seconds()),
+                        "manifest": "unreadable" if isinstance(rec, str) else (rec is not None),
+                        "sha256": rec.sha256 if isinstance(rec, manifest.Manifest) else None,
+                        "last_verification": vars(rec.last_verification)
+                        if isinstance(rec, manifest.Manifest) and rec.last_verification
+                        else None,
                     }
-                    for b in backups
+                    for b, rec in zip(backups, records, strict=True)
                 ],
             }
         )
@@ -167,13 +180,46 @@ def list_(state: State, as_json: bool) -> None:
             human_size(b.size),
             b.created.strftime("%Y-%m-%d %H:%M:%S"),
             human_age(now - b.created),
+            describe_verification(rec),
         )
-        for b in backups
+        for b, rec in zip(backups, records, strict=True)
     ]
-    header = ("NAME", "SIZE", "CREATED (UTC)", "AGE")
+    header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
     click.echo(format_table(header, rows, right=(1, 3)))
     total = sum(b.size for b in backups)
     click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
+
+
+@cli.command()
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none.",
+)
+@json_option
+@pass_state
+def status(state: State, max_age: str | None, as_json: bool) -> None:
+    """Backup count, size, free space, and the newest backup's age and verification.
+
+    With --max-age it is a monitor (healthcheck, cron, CI gate): exit 1 when the
+    newest backup is too old or there is none.
+    """
+    from velocity_pg.report import to_json
+    from velocity_pg.status import gather, parse_duration, render
+
+    limit = parse_duration(max_age) if max_age is not None else None
+    settings = state.settings()
+    report = gather(settings.backup_dir, datetime.now(UTC), limit)
+    click.echo(to_json(report.to_json()) if as_json else render(report))
+    if report.stale:
+        assert limit is not None
+        why = (
+            "there is no backup"
+            if report.newest is None
+            else f"the newest backup is older than {max_age}"
+        )
+        click.echo(f"velocity-pg: status: STALE: {why}", err=True)
+        sys.exit(ExitStatus.FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,9 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     install_termination_handlers()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="velocity-pg", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        # Without standalone mode click returns (not raises) the code of ctx.exit().
+        returned = cli.main(args=argv, prog_name="velocity-pg", standalone_mode=False)
+        sys.exit(returned if isinstance(returned, int) else ExitStatus.OK)
     except click.ClickException as exc:
         exc.show()
         sys.exit(ExitStatus.USAGE if exc.exit_code == 2 else exc.exit_code)

@@ -43,6 +43,10 @@ class LockBusy(OperationFailed):
     """Another velocity-pg process holds a lock this operation needs."""
 
 
+class ManifestUnreadable(OperationFailed):
+    """A backup's manifest exists but cannot be read or makes no sense."""
+
+
 class CommandFailed(OperationFailed):
     """A PostgreSQL client program (pg_dump, pg_restore) failed."""
 

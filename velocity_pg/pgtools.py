@@ -72,6 +72,11 @@ def pg_restore_cmd(
     return cmd
 
 
+def count_toc_entries(listing: str) -> int:
+    """Entries in ``pg_restore --list`` output (comment lines start with ';')."""
+    return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
+
+
 def version_cmd(program: str | Path) -> list[str]:
     return [str(program), "--version"]
 
@@ -224,6 +229,23 @@ def run(
     if returncode != 0:
         raise CommandFailed(Path(cmd[0]).name, returncode, stderr)
     return stderr
+
+
+def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Run a short read-only client program (``pg_restore --list``) and return its stdout."""
+    log_command(cmd)
+    result = subprocess.run(
+        list(cmd),
+        env=child_env(env or {}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CommandFailed(Path(cmd[0]).name, result.returncode, result.stderr)
+    return result.stdout
 
 
 def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:

@@ -23,3 +23,18 @@ def format_table(
 
 def to_json(payload: object) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False)
+
+
+def describe_verification(record: object) -> str:
+    """A backup's verification state in a few words, from its manifest (or lack of one)."""
+    from velocity_pg.manifest import Manifest
+
+    if isinstance(record, str):
+        return "manifest unreadable"
+    if not isinstance(record, Manifest):
+        return "no manifest"
+    check = record.last_verification
+    if check is None:
+        return "not yet"
+    verdict = "ok" if check.ok else "FAILED"
+    return f"{verdict} ({check.method}, {check.at[:16].replace('T', ' ')})"

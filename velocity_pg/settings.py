@@ -18,6 +18,7 @@ DEFAULT_BACKUP_DIR = "/backups"
 DEFAULT_MAX_AGE_DAYS = 30
 DEFAULT_MAX_COUNT = 50
 DEFAULT_MIN_KEEP = 1
+DEFAULT_DUMP_NICE = 10
 
 #: The connection variables, each with its libpq name first and the official
 #: postgres image's name as a fallback.
@@ -86,6 +87,8 @@ class Settings:
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     max_count: int = DEFAULT_MAX_COUNT
     min_keep: int = DEFAULT_MIN_KEEP
+    #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
+    dump_nice: int = DEFAULT_DUMP_NICE
 
 
 def read_env_file(path: Path | None, *, required: bool) -> dict[str, str]:
