@@ -222,6 +222,48 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
         sys.exit(ExitStatus.FAILED)
 
 
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "everything", is_flag=True, help="Verify every backup in BACKUP_DIR.")
+@click.option(
+    "--restore",
+    "restore_drill",
+    is_flag=True,
+    help="Also restore each backup into a throwaway database and check its tables.",
+)
+@json_option
+@pass_state
+def verify(
+    state: State, names: tuple[str, ...], everything: bool, restore_drill: bool, as_json: bool
+) -> None:
+    """Check backups: checksum against the manifest, archive readable, and with --restore
+    a real restore into a throwaway database (the live one is never touched).
+
+    With no NAME and no --all, the newest backup is verified. Exit 0 only if
+    every check passed.
+    """
+    from velocity_pg import verify as verifying
+
+    if names and everything:
+        raise click.UsageError("give backup names or --all, not both")
+    settings = state.settings()
+    restore_check = verifying.restore_drill(settings) if restore_drill else None
+    outcomes = verifying.verify(
+        settings,
+        list(names),
+        everything=everything,
+        restore_check=restore_check,
+        report=None if as_json else lambda outcome: click.echo(outcome.line()),
+    )
+    if as_json:
+        emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
+    if not outcomes:
+        # A nightly verify that finds nothing to check must not look like success.
+        click.echo(f"velocity-pg: verify: no backups to verify in {settings.backup_dir}", err=True)
+    if not outcomes or not all(o.ok for o in outcomes):
+        sys.exit(ExitStatus.FAILED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn every error into one line and an exit status."""
     from velocity_pg.pgtools import Terminated, install_termination_handlers
