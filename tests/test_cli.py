@@ -12,7 +12,7 @@ import pytest
 
 from velocity_pg import __version__
 
-VERBS = ["backup", "list"]
+VERBS = ["backup", "list", "cleanup"]
 
 
 def run(
