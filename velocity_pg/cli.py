@@ -223,8 +223,14 @@ def cleanup(
     def show_plan(plan: Plan) -> None:
         click.echo("\n".join(core.format_plan_header(plan, folder, dry_run=dry_run)))
 
+    # A real run prints each deletion as it happens; a dry run (which can list
+    # thousands of lines at once) prints them in one write.
+    pending: list[str] = []
+
     def show_outcome(outcome: core.Outcome | core.TempOutcome) -> None:
-        click.echo(core.format_outcome(outcome))
+        pending.append(core.format_outcome(outcome))
+        if not dry_run:
+            click.echo(pending.pop())
 
     result = core.run_cleanup(
         settings,
@@ -235,7 +241,7 @@ def cleanup(
     if as_json:
         emit_json(result.to_json())
     else:
-        click.echo(core.format_summary(result))
+        click.echo("\n".join([*pending, core.format_summary(result)]))
     if result.partial:
         raise OperationFailed(result.partial_message())
 
