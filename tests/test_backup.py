@@ -252,7 +252,9 @@ def wait_for_pg_dump(parent: int, timeout: float = 30) -> tuple[int, list[str]]:
                 ppid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == parent and argv and argv[0].endswith(b"pg_dump"):
+            # The dump itself, not the `pg_dump --version` probe run just before it.
+            complete = any(a.startswith(b"--file=") for a in argv)
+            if ppid == parent and argv and argv[0].endswith(b"pg_dump") and complete:
                 return int(pid_dir.name), [a.decode() for a in argv if a]
         time.sleep(0.05)
     raise AssertionError("pg_dump did not start")

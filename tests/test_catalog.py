@@ -44,6 +44,8 @@ def test_format_refuses_naive_datetime() -> None:
         "xvelocity_2026-11-25_160509.dump",
         "velocity_2026-11-25_160509.sql",
         "velocity_2026-11-25_160509.dump.json",
+        "velocity_2026-11-25_16050\u0669.dump",  # a non-ASCII digit
+        "velocity_2026-11-25_240000.dump",  # hour 24
         "",
     ],
 )

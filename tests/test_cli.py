@@ -12,7 +12,7 @@ import pytest
 
 from velocity_pg import __version__
 
-VERBS = ["backup", "list", "status", "verify"]
+VERBS = ["backup", "list", "status", "verify", "cleanup"]
 
 
 def run(

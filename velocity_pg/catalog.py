@@ -21,7 +21,7 @@ from velocity_pg.errors import ConfigError, OperationFailed
 PREFIX = "velocity_"
 SUFFIX = ".dump"
 NAME_FORMAT = "velocity_%Y-%m-%d_%H%M%S.dump"
-NAME_RE = re.compile(r"\Avelocity_(\d{4}-\d{2}-\d{2}_\d{6})\.dump\Z")
+NAME_RE = re.compile(r"\Avelocity_(\d{4})-(\d{2})-(\d{2})_(\d{2})(\d{2})(\d{2})\.dump\Z", re.ASCII)
 #: Temporary files start with a dot and end in ``.partial``: never a backup's name.
 TEMP_PREFIX = ".velocity-tmp-"
 TEMP_SUFFIX = ".partial"
@@ -51,8 +51,11 @@ def parse_name(name: str) -> datetime | None:
     match = NAME_RE.match(name)
     if match is None:
         return None
+    # Plain ints, not strptime: this runs once per file and listing 10,000 backups
+    # with strptime took a noticeable part of a second.
     try:
-        return datetime.strptime(match.group(1), "%Y-%m-%d_%H%M%S").replace(tzinfo=UTC)
+        year, month, day, hour, minute, second = map(int, match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:  # e.g. month 13: matches the shape, is no date
         return None
 
@@ -116,7 +119,7 @@ def list_backups(folder: Path) -> list[Backup]:
         backups.append(
             Backup(
                 name=entry.name,
-                path=Path(entry.path),
+                path=folder / entry.name,
                 created=created,
                 mtime=datetime.fromtimestamp(info.st_mtime, UTC),
                 size=info.st_size,

@@ -264,6 +264,76 @@ def verify(
         sys.exit(ExitStatus.FAILED)
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan with its reasons; delete nothing.")
+@click.option(
+    "--max-age-days",
+    metavar="DAYS",
+    help="Delete backups modified more than DAYS x 24 h ago [env BACKUP_MAX_AGE_DAYS; "
+    "default 30; at least 1].",
+)
+@click.option(
+    "--max-count",
+    metavar="N",
+    help="Keep at most the N newest backups [env BACKUP_MAX_COUNT; default 50; at least 1].",
+)
+@click.option(
+    "--min-keep",
+    metavar="N",
+    help="Always keep the N newest backups, whatever their age "
+    "[env BACKUP_MIN_KEEP; default 1; at least 1].",
+)
+@json_option
+@pass_state
+def cleanup(
+    state: State,
+    dry_run: bool,
+    max_age_days: str | None,
+    max_count: str | None,
+    min_keep: str | None,
+    as_json: bool,
+) -> None:
+    """Delete old backups: older than the age limit or beyond the count, oldest first.
+
+    The newest backups (BACKUP_MIN_KEEP) are always kept. Only files named
+    velocity_YYYY-MM-DD_HHMMSS.dump are considered; other files are never touched.
+    Fails at once, deleting nothing, while a restore or verify is reading the folder.
+    """
+    from velocity_pg import cleanup as core
+    from velocity_pg.errors import OperationFailed
+    from velocity_pg.retention import Plan
+
+    settings = state.settings(
+        BACKUP_MAX_AGE_DAYS=max_age_days, BACKUP_MAX_COUNT=max_count, BACKUP_MIN_KEEP=min_keep
+    )
+    folder = settings.backup_dir
+
+    def show_plan(plan: Plan) -> None:
+        click.echo("\n".join(core.format_plan_header(plan, folder, dry_run=dry_run)))
+
+    # A real run prints each deletion as it happens; a dry run (which can list
+    # thousands of lines at once) prints them in one write.
+    pending: list[str] = []
+
+    def show_outcome(outcome: core.Outcome | core.TempOutcome) -> None:
+        pending.append(core.format_outcome(outcome))
+        if not dry_run:
+            click.echo(pending.pop())
+
+    result = core.run_cleanup(
+        settings,
+        dry_run=dry_run,
+        on_plan=None if as_json else show_plan,
+        on_outcome=None if as_json else show_outcome,
+    )
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo("\n".join([*pending, core.format_summary(result)]))
+    if result.partial:
+        raise OperationFailed(result.partial_message())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn every error into one line and an exit status."""
     from velocity_pg.pgtools import Terminated, install_termination_handlers

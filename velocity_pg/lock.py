@@ -73,7 +73,7 @@ def _locked(folder: Path, mode: int, purpose: str) -> Iterator[None]:
             holder = (
                 "a cleanup is changing"
                 if mode == fcntl.LOCK_SH
-                else "a restore or verify is reading"
+                else "a restore, verify or another cleanup is using"
             )
             raise LockBusy(
                 f"cannot {purpose}: {holder} the backups in {folder} right now "
