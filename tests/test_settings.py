@@ -85,6 +85,8 @@ def test_empty_values_fall_through() -> None:
         ("BACKUP_MAX_COUNT", "0", "out of range"),
         ("BACKUP_MAX_COUNT", "ten", "not a whole number"),
         ("BACKUP_MIN_KEEP", "0", "out of range"),
+        ("BACKUP_NICE", "20", "out of range"),
+        ("BACKUP_NICE", "-1", "out of range"),
         ("PGPORT", "0", "out of range"),
         ("PGPORT", "70000", "out of range"),
         ("PGPORT", "port", "not a whole number"),
