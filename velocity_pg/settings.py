@@ -169,6 +169,9 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         min_keep=parse_int(
             "BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1
         ),
+        dump_nice=parse_int(
+            "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
+        ),
     )
 
 
