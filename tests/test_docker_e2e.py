@@ -146,12 +146,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         pytest.skip(reason)
     base_image = os.environ.get("POSTGRES_IMAGE") or "postgres:17-bookworm"
     override = tmp_path_factory.mktemp("compose") / "e2e.override.yml"
-    app = {
+    app: dict[str, object] = {
         "image": base_image,
         "entrypoint": ["sleep", "infinity"],
         "init": True,
         "depends_on": ["db"],
     }
+    # The base image declares VOLUMEs (PGDATA): a tmpfs there instead, or each app
+    # stand-in would leave an anonymous volume behind at every `down` without -v.
+    inspect = ["docker", "image", "inspect", "-f", "{{json .Config.Volumes}}", base_image]
+    found = subprocess.run(inspect, capture_output=True, text=True, check=False)
+    if found.returncode == 0 and found.stdout.strip() not in ("", "null"):
+        app["tmpfs"] = sorted(json.loads(found.stdout))
     override.write_text(yaml.safe_dump({"services": {service: app for service in APP}}))
     env = {
         key: value
