@@ -35,17 +35,22 @@ def _pg_ctl() -> str:
     raise RuntimeError("pg_ctl not found: install the PostgreSQL server (Debian: postgresql)")
 
 
-if os.geteuid() == 0:
-    pytest.exit(
-        "PostgreSQL refuses to run as root: run the tests as an unprivileged user "
-        "(CI does: see .ci/run)",
-        returncode=2,
-    )
-
 PASSWORD = "velocity-s3cret-Pw"  # distinctive, so a leak is easy to spot
-postgresql_proc = factories.postgresql_proc(
+_postgresql_server = factories.postgresql_proc(
     executable=_pg_ctl(), password=PASSWORD, port=None, postgres_options="-c max_connections=100"
 )
+
+
+@pytest.fixture(scope="session")
+def postgresql_proc(request: pytest.FixtureRequest) -> object:
+    """The private server; refuses root before starting it (tests without it run as root)."""
+    if os.geteuid() == 0:
+        pytest.exit(
+            "PostgreSQL refuses to run as root: run the tests as an unprivileged user "
+            "(CI does: see .ci/run)",
+            returncode=2,
+        )
+    return request.getfixturevalue("_postgresql_server")
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""A stand-in for the `docker` command, for testing the justfile without an engine.
+
+tests/test_justfile.py puts a `docker` wrapper running this file first on PATH.
+It understands the few `docker compose` calls the justfile makes:
+
+- ``compose exec [-T] [-u USER] db velocity-pg ARGS`` runs ``python -m velocity_pg ARGS``
+  for real, in the caller's environment (the test points PG* and BACKUP_DIR at the
+  test server), and exits with its status;
+- ``compose ps --services --filter status=running`` prints the file STANDIN_RUNNING;
+- ``compose stop|start SERVICE...`` removes the services from / adds them to that file.
+
+Every call is appended to STANDIN_LOG as one JSON line ``{"argv", "user", "status"}``.
+STANDIN_STATUS (JSON: a list of ``{"when": [token, ...], "status": N}``) makes a call
+whose argv holds all the tokens exit with N instead of doing its work: the way a test
+makes a step fail (or pass) without depending on what it would really do. With
+``"wait": PATH`` it creates PATH and then waits until interrupted (exit 130), like a
+long restore that gets Ctrl+C.
+Anything else exits 97 with a message, so an unexpected call fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def log(argv: list[str], status: int, user: str | None = None) -> None:
+    entry = {"argv": argv, "user": user, "status": status}
+    with Path(os.environ["STANDIN_LOG"]).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def forced_status(argv: list[str]) -> int | None:
+    for rule in json.loads(os.environ.get("STANDIN_STATUS") or "[]"):
+        if all(token in argv for token in rule["when"]):
+            if rule.get("wait"):
+                # Stand for a long step: say so, then wait to be interrupted.
+                Path(rule["wait"]).touch()
+                try:
+                    time.sleep(600)
+                except KeyboardInterrupt:
+                    return 130
+            return int(rule["status"])
+    return None
+
+
+def running_file() -> Path:
+    return Path(os.environ["STANDIN_RUNNING"])
+
+
+def read_running() -> list[str]:
+    return [line.strip() for line in running_file().read_text().splitlines() if line.strip()]
+
+
+def unsupported(argv: list[str], why: str) -> int:
+    print(f"docker stand-in: unsupported call {argv!r}: {why}", file=sys.stderr)
+    log(argv, 97)
+    return 97
+
+
+def compose_exec(argv: list[str], args: list[str]) -> int:
+    user: str | None = None
+    while args and args[0].startswith("-"):
+        flag = args.pop(0)
+        if flag in ("-T", "--no-TTY"):
+            continue
+        if flag in ("-u", "--user") and args:
+            user = args.pop(0)
+            continue
+        return unsupported(argv, f"exec option {flag}")
+    if len(args) < 2 or args[0] != "db" or args[1] != "velocity-pg":
+        return unsupported(argv, "only `exec db velocity-pg ...` is supported")
+    status = forced_status(argv)
+    if status is None:
+        cmd = [sys.executable, "-m", "velocity_pg", *args[2:]]
+        status = subprocess.run(cmd, check=False).returncode
+    log(argv, status, user)
+    return status
+
+
+def compose_ps(argv: list[str], args: list[str]) -> int:
+    if args != ["--services", "--filter", "status=running"]:
+        return unsupported(argv, "only `ps --services --filter status=running` is supported")
+    status = forced_status(argv)
+    if status is None:
+        for service in read_running():
+            print(service)
+        status = 0
+    log(argv, status)
+    return status
+
+
+def compose_stop_start(argv: list[str], verb: str, services: list[str]) -> int:
+    status = forced_status(argv)
+    if status is None:
+        running = read_running()
+        if verb == "stop":
+            running = [s for s in running if s not in services]
+        else:
+            running += [s for s in services if s not in running]
+        running_file().write_text("".join(f"{s}\n" for s in running))
+        status = 0
+    log(argv, status)
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "compose":
+        return unsupported(argv, "only `docker compose ...` is supported")
+    verb, args = argv[1], argv[2:]
+    if verb == "exec":
+        return compose_exec(argv, list(args))
+    if verb == "ps":
+        return compose_ps(argv, args)
+    if verb in ("stop", "start") and args and not any(a.startswith("-") for a in args):
+        return compose_stop_start(argv, verb, args)
+    return unsupported(argv, f"compose {verb}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,327 @@
+"""End to end against a real Docker engine: Dockerfile.db, docker-compose.yml, the justfile.
+
+Builds the image, brings the project up with stand-in app services (a compose
+override: web, celery-worker, celery-beat running `sleep infinity` from the base
+image; celery-beat is stopped, so a restore must leave it stopped), and runs every
+recipe through the real `just`. Ends with `docker compose down -v --rmi local`.
+
+Opt-in, because it builds an image (about a minute, more on a cold cache) and
+needs the engine's socket (root, or the docker group)::
+
+    ../shared/docker-sandbox/start                      # or any engine
+    VELOCITY_E2E_DOCKER=1 POSTGRES_IMAGE=sandbox/postgres:15-bookworm \\
+        .venv/bin/pytest -p no:cacheprovider tests/test_docker_e2e.py
+
+POSTGRES_IMAGE is the base image (default: docker-compose.yml's, the official
+postgres:17-bookworm, pulled if missing). The project is named velocity-pg-e2e,
+never django-velocity: the final `down -v` must not delete a real project's
+backups. Tests of the restore and cleanup recipes skip while the image's
+velocity-pg lacks those verbs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parent.parent
+ENABLE = "VELOCITY_E2E_DOCKER"
+PROJECT = "velocity-pg-e2e"
+USER, DB, PASSWORD = "velocity", "velocity_e2e", "e2e-Secret-pw"
+MAX_COUNT = 3
+APP = ["web", "celery-worker", "celery-beat"]
+
+
+def skip_reason() -> str | None:
+    if os.environ.get(ENABLE) != "1":
+        return f"Docker end-to-end test is opt-in: set {ENABLE}=1 (it builds an image)"
+    if shutil.which("docker") is None:
+        return "no `docker` command"
+    info = subprocess.run(["docker", "info"], capture_output=True, check=False)
+    if info.returncode != 0:
+        return (
+            "no Docker engine answers (`docker info` failed; start one, e.g. "
+            f"../shared/docker-sandbox/start): {info.stderr.decode().strip()[:200]}"
+        )
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if compose.returncode != 0:
+        return "`docker compose` is not available"
+    return None
+
+
+def just_program() -> str:
+    beside = Path(sys.executable).parent / "just"
+    found = str(beside) if beside.exists() else shutil.which("just")
+    if not found:
+        raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
+    return found
+
+
+@dataclass
+class Project:
+    env: dict[str, str]
+    base_image: str
+
+    def run(
+        self, *cmd: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            list(cmd),
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{cmd} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("docker", "compose", *args, check=check)
+
+    def just(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(just_program(), "--justfile", str(REPO / "justfile"), *args, check=False)
+
+    def sql(self, query: str) -> str:
+        result = self.compose(
+            "exec", "-T", "-u", "postgres", "db",
+            "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-U", USER, "-d", DB, "-c", query,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    def db_sh(self, script: str, user: str = "postgres") -> str:
+        return self.compose("exec", "-T", "-u", user, "db", "sh", "-c", script).stdout
+
+    def backups(self) -> list[str]:
+        result = self.just("db-backup-list", "--json")
+        assert result.returncode == 0, result.stderr
+        return [b["name"] for b in json.loads(result.stdout)["backups"]]
+
+    def container(self, service: str) -> tuple[bool, str]:
+        """(running, started_at) of the service's container."""
+        ids = self.run(
+            "docker", "ps", "-a", "-q",
+            "--filter", f"label=com.docker.compose.project={PROJECT}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).stdout.split()  # fmt: skip
+        assert len(ids) == 1, f"{service}: containers {ids}"
+        state = json.loads(self.run("docker", "inspect", "-f", "{{json .State}}", ids[0]).stdout)
+        return bool(state["Running"]), str(state["StartedAt"])
+
+    def apps(self) -> dict[str, tuple[bool, str]]:
+        return {service: self.container(service) for service in APP}
+
+    def has_verb(self, verb: str) -> bool:
+        result = self.compose(
+            "exec", "-T", "-u", "postgres", "db", "velocity-pg", verb, "--help", check=False
+        )
+        return result.returncode == 0
+
+    def needs_verb(self, verb: str) -> None:
+        if not self.has_verb(verb):
+            pytest.skip(f"needs the `velocity-pg {verb}` verb, not in this checkout yet")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    base_image = os.environ.get("POSTGRES_IMAGE") or "postgres:17-bookworm"
+    override = tmp_path_factory.mktemp("compose") / "e2e.override.yml"
+    app: dict[str, object] = {
+        "image": base_image,
+        "entrypoint": ["sleep", "infinity"],
+        "init": True,
+        "depends_on": ["db"],
+    }
+    # The base image declares VOLUMEs (PGDATA): a tmpfs there instead, or each app
+    # stand-in would leave an anonymous volume behind at every `down` without -v.
+    inspect = ["docker", "image", "inspect", "-f", "{{json .Config.Volumes}}", base_image]
+    found = subprocess.run(inspect, capture_output=True, text=True, check=False)
+    if found.returncode == 0 and found.stdout.strip() not in ("", "null"):
+        app["tmpfs"] = sorted(json.loads(found.stdout))
+    override.write_text(yaml.safe_dump({"services": {service: app for service in APP}}))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "COMPOSE_"))
+    }
+    env.update(
+        COMPOSE_PROJECT_NAME=PROJECT,
+        COMPOSE_FILE=f"{REPO / 'docker-compose.yml'}{os.pathsep}{override}",
+        POSTGRES_IMAGE=base_image,
+        POSTGRES_USER=USER,
+        POSTGRES_PASSWORD=PASSWORD,
+        POSTGRES_DB=DB,
+        BACKUP_MAX_COUNT=str(MAX_COUNT),
+        DOCKER_BUILDKIT="0",
+    )
+    p = Project(env=env, base_image=base_image)
+    p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
+    try:
+        p.compose("up", "-d", "--build", "--wait")
+        p.compose("stop", "celery-beat")  # an app service that is not running
+        yield p
+    finally:
+        p.compose("down", "-v", "--remove-orphans", "--rmi", "local", check=False)
+        label = f"label=com.docker.compose.project={PROJECT}"
+        volumes = p.run("docker", "volume", "ls", "-q", "--filter", label).stdout.split()
+        assert volumes == [], f"down -v left volumes {volumes}"
+
+
+def test_image_has_velocity_pg_for_root_and_postgres(project: Project) -> None:
+    assert project.db_sh("stat -c '%U %G %a' /backups").split() == ["postgres", "postgres", "700"]
+    for user in ("root", "postgres"):
+        out = project.db_sh("command -v velocity-pg; velocity-pg --version", user=user)
+        assert out.splitlines()[0] == "/usr/local/bin/velocity-pg"
+        assert out.splitlines()[1].startswith("velocity-pg, version ")
+    assert project.db_sh("ls -A /tmp") == ""  # the build context is gone
+    assert project.db_sh("test ! -e /scripts && echo none").strip() == "none"
+
+
+def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
+    project.sql("CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text)")
+    result = project.just("db-backup")
+    assert result.returncode == 0, result.stderr
+    assert "Backup created: velocity_" in result.stdout
+    name = result.stdout.split("Backup created: ")[1].split()[0]
+
+    listed = project.just("db-backup-list")
+    assert listed.returncode == 0, listed.stderr
+    assert name in listed.stdout
+    assert name in project.backups()  # extra arguments (--json) pass through
+
+    # In the named volume itself, seen from a container that only mounts it.
+    volume = f"{PROJECT}_backup-data"
+    out = project.run(
+        "docker", "run", "--rm", "-v", f"{volume}:/b:ro", "--entrypoint", "stat",
+        project.base_image, "-c", "%U %a %s", f"/b/{name}",
+    ).stdout.split()  # fmt: skip
+    assert out[:2] == ["postgres", "600"]
+    assert int(out[2]) > 0
+
+
+def test_backup_copied_out_and_back_in_as_the_readme_says(project: Project, tmp_path: Path) -> None:
+    name = project.backups()[0]
+    project.compose("cp", f"db:/backups/{name}", str(tmp_path))
+    copied = tmp_path / name
+    inside = project.db_sh(f"sha256sum /backups/{name}").split()[0]
+    assert hashlib.sha256(copied.read_bytes()).hexdigest() == inside
+
+    other = "velocity_2001-02-03_040506.dump"
+    copied.rename(tmp_path / other)
+    project.compose("cp", str(tmp_path / other), "db:/backups/")
+    project.compose(
+        "exec", "-T", "db", "sh", "-c",
+        "chown postgres:postgres /backups/*.dump && chmod 0600 /backups/*.dump",
+    )  # fmt: skip
+    assert other in project.backups()
+    assert project.db_sh(f"sha256sum /backups/{other}").split()[0] == inside
+    project.db_sh(f"rm /backups/{other}")
+
+
+def test_exit_statuses_pass_through(project: Project) -> None:
+    usage = project.just("db-backup-list", "--no-such-option")
+    assert usage.returncode == 2, usage.stderr
+    missing = project.just("db-backup", "--json", "extra-argument")
+    assert missing.returncode == 2, missing.stderr
+
+
+def test_restore_stops_running_apps_restores_and_starts_them(project: Project) -> None:
+    project.needs_verb("restore")
+    project.sql(
+        "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
+        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 1000) g"
+    )
+    backup = project.just("db-backup", "--json")
+    assert backup.returncode == 0, backup.stderr
+    name = json.loads(backup.stdout)["name"]
+    project.sql("DELETE FROM notes WHERE id > 10; CREATE TABLE later (x int)")
+    before = project.apps()
+    assert [running for running, _ in before.values()] == [True, True, False]
+
+    result = project.just("db-restore", name)
+    assert result.returncode == 0, result.stderr
+    assert project.sql("SELECT count(*), sum(id) FROM notes") == "1000|500500"
+    assert project.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'later'") == "0"
+    after = project.apps()
+    for service in ("web", "celery-worker"):  # stopped, then started again
+        assert after[service][0], f"{service} is not running after the restore"
+        assert after[service][1] != before[service][1], f"{service} was not restarted"
+    assert after["celery-beat"] == before["celery-beat"]  # not running: left alone
+    assert "stopping web celery-worker" in result.stderr
+    assert "starting web celery-worker" in result.stderr
+
+
+def test_restore_of_corrupt_file_leaves_app_and_data(project: Project) -> None:
+    project.needs_verb("restore")
+    project.sql(
+        "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
+        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g"
+    )
+    good = project.backups()[0]
+    corrupt = "velocity_2000-01-01_000000.dump"
+    project.db_sh(
+        f"head -c 64 /backups/{good} > /backups/{corrupt} && chmod 600 /backups/{corrupt}"
+    )
+    before = project.apps()
+
+    result = project.just("db-restore", corrupt)
+    assert result.returncode == 1, result.stderr
+    assert "velocity-pg: error:" in result.stderr
+    assert project.apps() == before
+    assert project.sql("SELECT count(*) FROM notes") == "50"
+    project.db_sh(f"rm /backups/{corrupt}")
+
+
+def test_cleanup_prunes_by_age_and_count(project: Project) -> None:
+    project.needs_verb("cleanup")
+    for _ in range(MAX_COUNT + 1):
+        assert project.just("db-backup").returncode == 0
+    # Two backups with old modification times (cleanup's age is by mtime).
+    old = ["velocity_2001-01-01_000000.dump", "velocity_2001-01-02_000000.dump"]
+    newest = project.backups()[0]
+    for name in old:
+        project.db_sh(
+            f"cp /backups/{newest} /backups/{name} && touch -d 2001-01-01 /backups/{name}"
+        )
+    everything = project.backups()
+
+    dry = project.just("db-backup-cleanup", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert project.backups() == everything
+
+    result = project.just("db-backup-cleanup")
+    assert result.returncode == 0, result.stderr
+    left = project.backups()
+    assert not set(old) & set(left)
+    assert len(left) == MAX_COUNT
+    assert newest in left
+
+
+def test_backups_survive_down_without_v(project: Project) -> None:
+    """The README's promise: `down` keeps the backup-data volume (`down -v` does not)."""
+    kept = project.backups()
+    assert kept
+    project.compose("down")
+    project.compose("up", "-d", "--wait")
+    project.compose("stop", "celery-beat")
+    assert project.backups() == kept

@@ -1,0 +1,142 @@
+"""Dockerfile.db's install steps, run on this machine.
+
+The venv and pip commands are taken from the Dockerfile's RUN instruction itself
+and run with the image's paths swapped for temporary ones: a fresh virtual
+environment made with Debian's /usr/bin/python3, this repository installed into
+it with its dependencies from the same build context the image gets
+(.dockerignore's allowlist). The one difference: pip may use its wheel cache
+(the Dockerfile says --no-cache-dir), to keep the test fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Target
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = "/opt/velocity-pg"
+SRC = "/tmp/velocity-pg-src"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def run_instructions(dockerfile: str) -> list[str]:
+    """The shell text of each RUN instruction (continuation lines joined)."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    return [line[4:] for line in joined.splitlines() if line.startswith("RUN ")]
+
+
+def install_commands() -> list[list[str]]:
+    """The RUN steps that build the venv: `python3 -m venv` and the venv's `pip install`."""
+    (run,) = run_instructions((REPO / "Dockerfile.db").read_text())
+    lexer = shlex.shlex(run, posix=True, punctuation_chars=";")
+    lexer.whitespace_split = True
+    steps: list[list[str]] = [[]]
+    for token in lexer:
+        if token == ";":
+            steps.append([])
+        else:
+            steps[-1].append(token)
+    wanted = [s for s in steps if s and s[0] in (SYSTEM_PYTHON, f"{VENV}/bin/pip")]
+    assert [s[0] for s in wanted] == [SYSTEM_PYTHON, f"{VENV}/bin/pip"], wanted
+    assert wanted[0] == [SYSTEM_PYTHON, "-m", "venv", VENV]
+    assert wanted[1][1] == "install" and wanted[1][-1] == SRC
+    return wanted
+
+
+def build_context(dest: Path) -> None:
+    """Copy what .dockerignore lets into the build context (its "!" lines)."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert next(x for x in lines if x and not x.startswith("#")) == "*"
+    for line in lines:
+        if line.startswith("!"):
+            source = REPO / line[1:]
+            if source.is_dir():
+                shutil.copytree(
+                    source, dest / line[1:], ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                )
+            else:
+                shutil.copy2(source, dest / line[1:])
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip("Debian's /usr/bin/python3 is not installed")
+    root = tmp_path_factory.mktemp("image")
+    venv, src = root / "opt-velocity-pg", root / "velocity-pg-src"
+    src.mkdir()
+    build_context(src)
+    for cmd in install_commands():
+        argv = [
+            str(venv) + a[len(VENV) :] if a.startswith(VENV) else str(src) if a == SRC else a
+            for a in cmd
+            if a != "--no-cache-dir"
+        ]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+        )
+        assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+    return venv
+
+
+def test_install_commands_are_the_dockerfile_ones() -> None:
+    pip = install_commands()[1]
+    assert "--no-deps" not in pip and "-e" not in pip and "--editable" not in pip
+
+
+def test_velocity_pg_runs_from_the_fresh_venv(image_venv: Path) -> None:
+    result = subprocess.run(
+        [str(image_venv / "bin" / "velocity-pg"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("velocity-pg, version ")
+    assert (image_venv / "bin" / "python").resolve().parent == Path("/usr/bin")
+
+
+def test_dependencies_come_with_it_and_psycopg_uses_the_system_libpq(image_venv: Path) -> None:
+    """Like the image: psycopg's pure-Python layer over the libpq that ships with PostgreSQL."""
+    result = subprocess.run(
+        [
+            str(image_venv / "bin" / "python"),
+            "-c",
+            "import json, click, dotenv, psycopg; "
+            "print(json.dumps([psycopg.pq.__impl__, psycopg.pq.version()]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    impl, libpq = json.loads(result.stdout)
+    assert impl == "python"
+    assert libpq > 0
+
+
+def test_backup_from_the_fresh_venv(image_venv: Path, target: Target) -> None:
+    """The installed package, not the checkout, dumps a real database."""
+    env = target.env()
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [str(image_venv / "bin" / "velocity-pg"), "backup", "--json"],
+        env=env,
+        cwd=target.workdir,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    name = json.loads(result.stdout)["name"]
+    assert (target.backup_dir / name).stat().st_size > 0
+    assert os.listdir(target.backup_dir) == [name]

@@ -1,0 +1,522 @@
+"""The justfile under the real `just`, with a stand-in `docker` first on PATH.
+
+The stand-in (tests/docker_standin.py) records every call and runs the
+`docker compose exec db velocity-pg ...` part as ``python -m velocity_pg`` against
+the test server, so each recipe is tested end to end except for Docker itself
+(tests/test_docker_e2e.py covers that against a real engine).
+
+Tests marked "needs restore" / "needs cleanup" run the real verb and skip while
+that verb is not in this checkout; the control-flow tests of db-restore make the
+stand-in answer the restore steps with a chosen status, so they run either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+from conftest import Target, load_varied_schema, snapshot_dir, table_contents
+
+REPO = Path(__file__).resolve().parent.parent
+JUSTFILE = REPO / "justfile"
+APP_SERVICES = ["web", "celery-worker", "celery-beat"]
+CHECK = ["restore", "--check"]
+YES = ["restore", "--yes"]
+
+
+def just_program() -> str:
+    beside = Path(sys.executable).parent / "just"
+    found = str(beside) if beside.exists() else shutil.which("just")
+    if not found:
+        raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
+    return found
+
+
+@cache
+def has_verb(verb: str) -> bool:
+    result = subprocess.run(
+        [sys.executable, "-m", "velocity_pg", verb, "--help"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def needs_verb(verb: str) -> None:
+    if not has_verb(verb):
+        pytest.skip(f"needs the `velocity-pg {verb}` verb, not in this checkout yet")
+
+
+@dataclass
+class Call:
+    argv: list[str]
+    user: str | None
+    status: int
+
+    @property
+    def short(self) -> list[str]:
+        """The call without `compose` and without exec's fixed prefix."""
+        args = self.argv[1:]
+        if args[:1] == ["exec"]:
+            rest = [a for a in args[1:] if a not in ("-T", "--no-TTY")]
+            if rest[:3] == ["-u", "postgres", "db"] and rest[3:4] == ["velocity-pg"]:
+                return ["velocity-pg", *rest[4:]]
+        return args
+
+
+@dataclass
+class Harness:
+    target: Target
+    bin_dir: Path
+    log_file: Path
+    running_file: Path
+    forced: list[dict[str, object]]
+
+    def set_running(self, *services: str) -> None:
+        self.running_file.write_text("".join(f"{s}\n" for s in services))
+
+    def running(self) -> list[str]:
+        return self.running_file.read_text().split()
+
+    def force(self, *tokens: str, status: int, wait: Path | None = None) -> None:
+        """Make the stand-in answer calls holding all these tokens with ``status``.
+
+        With ``wait``, the call creates that file and waits until interrupted.
+        """
+        rule: dict[str, object] = {"when": list(tokens), "status": status}
+        if wait is not None:
+            rule["wait"] = str(wait)
+        self.forced.append(rule)
+
+    def just_cmd(self, *args: str) -> list[str]:
+        return [
+            just_program(),
+            "--justfile",
+            str(JUSTFILE),
+            "--working-directory",
+            str(self.target.workdir),
+            *args,
+        ]
+
+    def just_env(self) -> dict[str, str]:
+        return self.target.env(
+            PATH=f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            STANDIN_LOG=str(self.log_file),
+            STANDIN_RUNNING=str(self.running_file),
+            STANDIN_STATUS=json.dumps(self.forced),
+            NO_COLOR="1",
+        )
+
+    def just(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.just_cmd(*args),
+            env=self.just_env(),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+
+    def calls(self) -> list[Call]:
+        if not self.log_file.exists():
+            return []
+        return [Call(**json.loads(line)) for line in self.log_file.read_text().splitlines()]
+
+    def shorts(self) -> list[list[str]]:
+        return [c.short for c in self.calls()]
+
+
+@pytest.fixture
+def harness(target: Target, tmp_path: Path) -> Harness:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    standin = Path(__file__).with_name("docker_standin.py")
+    docker.write_text(f'#!/bin/sh\nexec {sys.executable} {standin} "$@"\n')
+    docker.chmod(0o755)
+    h = Harness(
+        target=target,
+        bin_dir=bin_dir,
+        log_file=tmp_path / "docker-calls.jsonl",
+        running_file=tmp_path / "running-services",
+        forced=[],
+    )
+    h.set_running("db", "web", "celery-worker", "celery-beat")
+    return h
+
+
+def make_backup(target: Target) -> str:
+    result = target.run("backup", "--json")
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["name"])
+
+
+# -- the justfile itself ---------------------------------------------------------------
+
+
+def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
+    result = harness.just()
+    assert result.returncode == 0, result.stderr
+    for recipe in ("db-backup", "db-backup-list", "db-restore", "db-backup-cleanup", "test"):
+        assert re.search(rf"^\s+{re.escape(recipe)}\b", result.stdout, re.M), result.stdout
+    assert harness.calls() == []
+
+
+def test_app_services_are_named_in_one_place() -> None:
+    text = JUSTFILE.read_text()
+    assert 'app_services := "web celery-worker celery-beat"' in text
+    for service in ("celery-worker", "celery-beat"):
+        assert text.count(service) == 1, f"{service} named more than once in the justfile"
+
+
+def test_test_recipe_is_the_readme_test_command(harness: Harness) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
+    command = [line for line in block.splitlines() if line.strip() and "```" not in line]
+    assert len(command) == 1
+    shown = harness.just("--dry-run", "test")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr.strip().startswith(command[0].strip()), shown.stderr
+
+
+# -- backup, list, cleanup: one exec each, arguments and status passed through ------------
+
+
+def test_db_backup_runs_velocity_pg_as_postgres_in_db(harness: Harness) -> None:
+    result = harness.just("db-backup")
+    assert result.returncode == 0, result.stderr
+    (call,) = harness.calls()
+    assert call.argv[:2] == ["compose", "exec"]
+    assert call.user == "postgres"
+    assert call.short == ["velocity-pg", "backup"]
+    (name,) = snapshot_dir(harness.target.backup_dir)
+    assert name in result.stdout
+
+
+def test_db_backup_list_passes_extra_arguments(harness: Harness) -> None:
+    name = make_backup(harness.target)
+    result = harness.just("db-backup-list", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [b["name"] for b in json.loads(result.stdout)["backups"]] == [name]
+    assert harness.shorts() == [["velocity-pg", "list", "--json"]]
+
+
+def test_failure_status_and_message_pass_through(harness: Harness) -> None:
+    """velocity-pg's one error line and status reach the user; just adds nothing."""
+    harness.target.backup_dir.rmdir()
+    result = harness.just("db-backup")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("velocity-pg: error:"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+    usage = harness.just("db-backup-list", "--no-such-option")
+    assert usage.returncode == 2, usage.stderr
+    assert "Recipe" not in usage.stderr
+    assert [c.status for c in harness.calls()] == [1, 2]
+
+
+def test_arguments_with_spaces_stay_whole(harness: Harness) -> None:
+    harness.force(*CHECK, status=1)
+    result = harness.just("db-restore", "name with spaces.dump", "--jobs", "2")
+    assert result.returncode == 1
+    assert harness.shorts() == [
+        ["velocity-pg", *CHECK, "name with spaces.dump", "--jobs", "2"],
+    ]
+
+
+def test_db_backup_cleanup_passes_arguments_and_status(harness: Harness) -> None:
+    """Call and status pass-through (whatever cleanup answers, or its absence)."""
+    result = harness.just("db-backup-cleanup", "--dry-run")
+    (call,) = harness.calls()
+    assert call.short == ["velocity-pg", "cleanup", "--dry-run"]
+    assert call.user == "postgres"
+    assert result.returncode == call.status
+
+
+def test_db_backup_cleanup_dry_run_deletes_nothing(harness: Harness) -> None:
+    """Needs cleanup."""
+    needs_verb("cleanup")
+    make_backup(harness.target)
+    before = snapshot_dir(harness.target.backup_dir)
+    result = harness.just("db-backup-cleanup", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert snapshot_dir(harness.target.backup_dir) == before
+
+
+# -- db-restore: check first, stop only what runs, always start it again ------------------
+
+
+def stop_start(verb: str, *services: str) -> list[str]:
+    return [verb, *services]
+
+
+PS = ["ps", "--services", "--filter", "status=running"]
+
+
+def test_restore_order_stops_and_restarts_running_app_services(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 0, result.stderr
+    assert harness.shorts() == [
+        ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        PS,
+        stop_start("stop", *APP_SERVICES),
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        stop_start("start", *APP_SERVICES),
+    ]
+    assert all(c.user == "postgres" for c in harness.calls() if c.argv[1] == "exec")
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_failing_check_never_stops_anything(harness: Harness) -> None:
+    """A corrupt file: the check fails (for real), nothing else is called."""
+    (harness.target.backup_dir / "velocity_2026-01-02_030405.dump").write_bytes(b"PGDMP junk")
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    (call,) = harness.calls()
+    assert call.short[:3] == ["velocity-pg", *CHECK]
+    assert call.status != 0
+    assert result.returncode == call.status
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+@pytest.mark.parametrize("status", [1, 2, 130])
+def test_check_status_passes_through_and_stops_nothing(harness: Harness, status: int) -> None:
+    """Bad file (1), bad usage (2), Ctrl+C during the countdown (130)."""
+    harness.force(*CHECK, status=status)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == status
+    assert harness.shorts() == [["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"]]
+
+
+@pytest.mark.parametrize("status", [1, 130])
+def test_services_restarted_after_failed_restore(harness: Harness, status: int) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=status)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == status
+    assert harness.shorts()[2:] == [
+        stop_start("stop", *APP_SERVICES),
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        stop_start("start", *APP_SERVICES),
+    ]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def interrupt_when(harness: Harness, started: Path, *args: str) -> tuple[int, str]:
+    """Run just in its own process group, and Ctrl+C it (SIGINT to the group) once
+    the step that creates ``started`` runs; return just's status and stderr."""
+    proc = subprocess.Popen(
+        harness.just_cmd(*args),
+        env=harness.just_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err
+
+
+def test_ctrl_c_during_restore_still_starts_the_services(harness: Harness, tmp_path: Path) -> None:
+    started = tmp_path / "restore-started"
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", "velocity_2026-01-02_030405.dump")
+    assert status == 130, err
+    assert harness.shorts()[2:] == [
+        stop_start("stop", *APP_SERVICES),
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        stop_start("start", *APP_SERVICES),
+    ]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_ctrl_c_during_check_stops_nothing(harness: Harness, tmp_path: Path) -> None:
+    started = tmp_path / "check-started"
+    harness.force(*CHECK, status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", "velocity_2026-01-02_030405.dump")
+    assert status == 130, err
+    assert harness.shorts() == [["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"]]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_only_running_app_services_are_stopped_and_restarted(harness: Harness) -> None:
+    harness.set_running("db", "redis", "celery-beat", "web")
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=1)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 1
+    assert harness.shorts()[2:] == [
+        ["stop", "web", "celery-beat"],
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["start", "web", "celery-beat"],
+    ]
+    assert sorted(harness.running()) == ["celery-beat", "db", "redis", "web"]
+
+
+def test_no_app_service_running_stops_nothing(harness: Harness) -> None:
+    harness.set_running("db")
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 0, result.stderr
+    assert harness.shorts() == [
+        ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        PS,
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+    ]
+
+
+def test_app_services_can_be_overridden(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    result = harness.just(
+        "app_services=web worker", "db-restore", "velocity_2026-01-02_030405.dump"
+    )
+    assert result.returncode == 0, result.stderr
+    assert ["stop", "web"] in harness.shorts()
+    assert ["start", "web"] in harness.shorts()
+
+
+def test_failed_stop_restores_nothing_and_starts_services_again(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force("stop", status=1)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 1
+    assert harness.shorts() == [
+        ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        PS,
+        stop_start("stop", *APP_SERVICES),
+        stop_start("start", *APP_SERVICES),
+    ]
+
+
+def test_failed_restart_after_good_restore_is_a_failure(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    harness.force("start", status=1)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 1
+    assert "docker compose start web celery-worker celery-beat" in result.stderr
+
+
+def test_failed_ps_stops_nothing(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force("ps", status=1)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 1
+    assert [s[0] for s in harness.shorts()] == ["velocity-pg", "ps"]
+
+
+def test_extra_arguments_go_to_check_and_restore(harness: Harness) -> None:
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump", "--jobs", "3")
+    assert result.returncode == 0, result.stderr
+    execs = [s for s in harness.shorts() if s[0] == "velocity-pg"]
+    assert execs == [
+        ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+    ]
+
+
+# -- db-restore with the real verb ---------------------------------------------------------
+
+
+def test_db_restore_brings_the_data_back(harness: Harness) -> None:
+    """Needs restore: backup, change, `just db-restore`: data back, services restarted."""
+    needs_verb("restore")
+    target = harness.target
+    load_varied_schema(target)
+    with target.connect() as conn:
+        before = table_contents(conn)
+    assert harness.just("db-backup").returncode == 0
+    (name,) = snapshot_dir(target.backup_dir)
+    with target.connect() as conn:
+        conn.execute("DELETE FROM shop.orders WHERE id > 10")
+        conn.execute("DROP VIEW shop.big_orders")
+    harness.set_running("db", "web", "celery-beat")
+
+    result = harness.just("db-restore", name, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with target.connect() as conn:
+        assert table_contents(conn) == before
+    assert harness.shorts()[1:] == [
+        ["velocity-pg", *CHECK, name],
+        PS,
+        ["stop", "web", "celery-beat"],
+        ["velocity-pg", *YES, name],
+        ["start", "web", "celery-beat"],
+    ]
+    assert sorted(harness.running()) == ["celery-beat", "db", "web"]
+
+
+def test_db_restore_of_corrupt_file_changes_nothing(harness: Harness) -> None:
+    """Needs restore: the real check refuses the file (exit 1); nothing stopped or changed."""
+    needs_verb("restore")
+    target = harness.target
+    load_varied_schema(target)
+    name = make_backup(target)
+    good = (target.backup_dir / name).read_bytes()
+    corrupt = "velocity_2000-01-01_000000.dump"
+    (target.backup_dir / corrupt).write_bytes(good[:64])  # cut inside the header
+    with target.connect() as conn:
+        before = table_contents(conn)
+
+    result = harness.just("db-restore", corrupt)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().startswith("velocity-pg: error:"), result.stderr
+    assert harness.shorts() == [["velocity-pg", *CHECK, corrupt]]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+    with target.connect() as conn:
+        assert table_contents(conn) == before
+
+
+def test_db_restore_of_cut_file_leaves_everything_as_it_was(harness: Harness) -> None:
+    """Needs restore: a file cut in its data may pass the check and fail in pg_restore.
+
+    Either way: non-zero exit, data unchanged, and whatever was stopped runs again.
+    """
+    needs_verb("restore")
+    target = harness.target
+    load_varied_schema(target)
+    name = make_backup(target)
+    good = (target.backup_dir / name).read_bytes()
+    cut = "velocity_2000-01-01_000000.dump"
+    (target.backup_dir / cut).write_bytes(good[: len(good) // 2])
+    with target.connect() as conn:
+        before = table_contents(conn)
+
+    result = harness.just("db-restore", cut, timeout=300)
+    assert result.returncode != 0
+    with target.connect() as conn:
+        assert table_contents(conn) == before
+    shorts = harness.shorts()
+    if ["stop", *APP_SERVICES] in shorts:
+        assert shorts[-1] == ["start", *APP_SERVICES]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
