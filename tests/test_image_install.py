@@ -139,4 +139,4 @@ def test_backup_from_the_fresh_venv(image_venv: Path, target: Target) -> None:
     assert result.returncode == 0, result.stderr
     name = json.loads(result.stdout)["name"]
     assert (target.backup_dir / name).stat().st_size > 0
-    assert os.listdir(target.backup_dir) == [name]
+    assert sorted(os.listdir(target.backup_dir)) == [name, name + ".json"]

@@ -201,7 +201,8 @@ def test_db_backup_runs_velocity_pg_as_postgres_in_db(harness: Harness) -> None:
     assert call.argv[:2] == ["compose", "exec"]
     assert call.user == "postgres"
     assert call.short == ["velocity-pg", "backup"]
-    (name,) = snapshot_dir(harness.target.backup_dir)
+    name, manifest_name = snapshot_dir(harness.target.backup_dir)
+    assert manifest_name == name + ".json"
     assert name in result.stdout
 
 
