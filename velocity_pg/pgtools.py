@@ -226,6 +226,27 @@ def run(
     return stderr
 
 
+def capture(cmd: Sequence[str], env: Mapping[str, str]) -> str:
+    """Run a short client program that prints a report (``pg_restore --list``); its stdout.
+
+    Raises :class:`CommandFailed` with the program's own reason when it fails.
+    On Ctrl+C the child is killed before the exception goes on.
+    """
+    log_command(cmd)
+    result = subprocess.run(
+        list(cmd),
+        env=child_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CommandFailed(Path(cmd[0]).name, result.returncode, result.stderr)
+    return result.stdout
+
+
 def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
     """Terminate a child and wait for it; kill it if it does not go."""
     if proc.poll() is not None:
