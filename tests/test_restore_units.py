@@ -220,8 +220,8 @@ def test_property_statements_plan() -> None:
     assert stmts == [
         'ALTER DATABASE "x" OWNER TO "app owner"',
         'ALTER DATABASE "x" WITH CONNECTION LIMIT 42',
-        "ALTER DATABASE \"x\" SET \"work_mem\" = '7MB'",
-        "ALTER ROLE \"reader\" IN DATABASE \"x\" SET \"statement_timeout\" = '5s'",
+        'ALTER DATABASE "x" SET "work_mem" = \'7MB\'',
+        'ALTER ROLE "reader" IN DATABASE "x" SET "statement_timeout" = \'5s\'',
         'REVOKE ALL ON DATABASE "x" FROM PUBLIC',
         'REVOKE ALL ON DATABASE "x" FROM "app owner"',
         'GRANT CONNECT ON DATABASE "x" TO "app owner"',
@@ -266,7 +266,7 @@ def test_create_database_sql() -> None:
         locale="und-x-icu",
     )
     assert create_database_sql("stg", icu).as_string(None) == (
-        "CREATE DATABASE \"stg\" TEMPLATE template0 OWNER \"o\" ENCODING 'UTF8' "
+        'CREATE DATABASE "stg" TEMPLATE template0 OWNER "o" ENCODING \'UTF8\' '
         "LC_COLLATE 'en_US.UTF-8' LC_CTYPE 'en_US.UTF-8' TABLESPACE \"fast disk\" "
         "LOCALE_PROVIDER icu ICU_LOCALE 'und-x-icu'"
     )

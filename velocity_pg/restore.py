@@ -356,7 +356,8 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
     where = conn.host or "the local socket"
     if conn.port is not None:
         where += f":{conn.port}"
-    dumped = f", dumped from PostgreSQL {plan.toc.dumped_from}" if plan.toc.dumped_from else ""
+    version = (plan.toc.dumped_from or "").split(" ")[0]
+    dumped = f", dumped from PostgreSQL {version}" if version else ""
     what = (
         "replacing its current contents"
         if plan.live is not None
@@ -420,6 +421,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                 target=target,
                 staging=plan.staging,
                 aside=plan.aside,
+                replace=plan.live is not None,
                 as_grantors=plan.role.superuser,
             )
         except (VelocityError, psycopg.Error) as exc:
@@ -460,6 +462,8 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
 
 def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
     """Drop what a killed restore of this database left (we hold its lock, so it is dead)."""
+    import psycopg
+
     for name in plan.leftovers:
         what = (
             "the unfinished copy"
@@ -467,7 +471,14 @@ def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]
             else f"the previous contents of {plan.target!r}, replaced by that restore"
         )
         with shielded():
-            swap.drop_database(admin, name)
+            try:
+                swap.drop_database(admin, name)
+            except psycopg.Error as exc:
+                raise OperationFailed(
+                    f"cannot drop {name}, {what}, left by an earlier restore: "
+                    f"{db.one_line(exc)}; drop it yourself (DROP DATABASE {name}); "
+                    f"database {plan.target!r} was not changed"
+                ) from exc
         console.say(f"dropped {name}, {what}, left by an earlier restore that was killed")
     return plan.leftovers
 

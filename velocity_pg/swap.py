@@ -314,11 +314,14 @@ def swap_in(
     target: str,
     staging: str,
     aside: str,
+    replace: bool,
     as_grantors: bool,
     lock_timeout: float = SWAP_LOCK_TIMEOUT,
 ) -> SwapResult:
     """Put the restored ``staging`` database in ``target``'s place, in one transaction.
 
+    ``replace``: ``target`` exists and is renamed aside (else it is created). If
+    it appeared or vanished since, a rename fails and the swap rolls back.
     Raises :class:`SwapFailed` when it rolled back (``target`` unchanged,
     ``staging`` still there). Returns once committed: ``target`` is the restored
     database with the old one's properties, and the old one is named ``aside``.
@@ -326,7 +329,6 @@ def swap_in(
     import psycopg
     from psycopg import sql
 
-    target_existed = database_oid(admin, target) is not None
     with (
         db.connect(conn, admin.info.dbname) as killer,
         Terminator(killer, [target, staging]) as terminator,
@@ -339,7 +341,7 @@ def swap_in(
                         sql.Literal(f"{int(lock_timeout * 1000)}ms")
                     )
                 )
-                if target_existed:
+                if replace:
                     admin.execute(
                         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                             sql.Identifier(target), sql.Identifier(aside)
@@ -350,7 +352,7 @@ def swap_in(
                         sql.Identifier(staging), sql.Identifier(target)
                     )
                 )
-                old = read_props(admin, aside) if target_existed else None
+                old = read_props(admin, aside) if replace else None
                 if old is not None:
                     owner = database_owner(admin, target)
                     for stmt in property_statements(
