@@ -401,10 +401,9 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     except (KeyboardInterrupt, pgtools.Terminated):
         console.end_progress()
         raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
-    except (VelocityError, psycopg.Error) as exc:
+    except Exception as exc:
         console.end_progress()
-        reason = exc.message if isinstance(exc, VelocityError) else db.one_line(exc)
-        raise OperationFailed(f"{reason}; {discard_staging(settings, admin, plan)}") from exc
+        raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
     restore_seconds = time.monotonic() - clock
 
     console.say(
@@ -424,9 +423,10 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                 replace=plan.live is not None,
                 as_grantors=plan.role.superuser,
             )
-        except (VelocityError, psycopg.Error) as exc:
-            reason = exc.message if isinstance(exc, VelocityError) else db.one_line(exc)
-            raise OperationFailed(f"{reason}; {discard_staging(settings, admin, plan)}") from exc
+        except Exception as exc:  # swap_in raises only once it knows nothing was committed
+            raise OperationFailed(
+                f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
+            ) from exc
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:
             try:
@@ -534,8 +534,19 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
     return f"the unfinished copy was dropped and database {target!r} was not changed"
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an error: ours say it themselves; psycopg's and others' are flattened."""
+    if isinstance(exc, VelocityError):
+        return exc.message
+    import psycopg
+
+    if isinstance(exc, psycopg.Error):
+        return db.one_line(exc)
+    return f"unexpected {type(exc).__name__}: {db.one_line(exc)}"
+
+
 def not_dropped(plan: Plan, exc: BaseException) -> str:
-    reason = exc.message if isinstance(exc, VelocityError) else db.one_line(exc)
+    reason = describe(exc)
     return (
         f"database {plan.target!r} was not changed, but the unfinished copy "
         f"{plan.staging!r} could not be dropped ({reason}); the next restore of "

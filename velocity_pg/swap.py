@@ -326,7 +326,6 @@ def swap_in(
     ``staging`` still there). Returns once committed: ``target`` is the restored
     database with the old one's properties, and the old one is named ``aside``.
     """
-    import psycopg
     from psycopg import sql
 
     with (
@@ -364,7 +363,7 @@ def swap_in(
                         sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(target))
                     )
             unavailable = time.monotonic() - started
-        except psycopg.Error as exc:
+        except Exception as exc:  # whatever it was, the catalog says whether we committed
             if swap_committed(conn, admin, target=target, staging=staging):
                 return SwapResult(time.monotonic() - started, terminator.terminated)
             raise SwapFailed(
