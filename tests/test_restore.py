@@ -717,3 +717,41 @@ def test_swap_failing_end_to_end_changes_nothing(target: Target, postgresql_proc
         assert internal_databases(target) == []
     finally:
         drop_database(postgresql_proc, fresh)
+
+
+def test_restore_as_the_owner_without_superuser(target: Target, postgresql_proc: object) -> None:
+    """A role with CREATEDB that owns the database can restore it (no superuser needed)."""
+    role = f"vt_app_{uuid.uuid4().hex[:6]}"
+    secret = "app-" + uuid.uuid4().hex
+    db = sql.Identifier(target.dbname)
+    try:
+        with admin(target) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(secret)
+                )
+            )
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(role)))
+        as_app = {"PGUSER": role, "PGPASSWORD": secret}
+        app = Target(**{**target.__dict__, "user": role, "password": secret})
+        with app.connect() as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} SET work_mem = '3MB'").format(db))
+            conn.execute("CREATE TABLE t AS SELECT generate_series(1, 10) AS x")
+            expected = table_contents(conn)
+        before = database_properties(target, target.dbname)
+        name = backup(target, **as_app)
+        with app.connect() as conn:
+            conn.execute("DELETE FROM t")
+        session = app.connect()  # the owner's own session is terminated too
+        try:
+            result = target.run("restore", name, "--yes", env=target.env(**as_app))
+        finally:
+            session.close()
+        assert result.returncode == 0, result.stderr
+        with app.connect() as conn:
+            assert table_contents(conn) == expected
+        assert database_properties(target, target.dbname) == before
+    finally:
+        drop_database(postgresql_proc, target.dbname)
+        with admin(target) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -250,6 +250,16 @@ def test_ordered_grants_puts_grant_options_first() -> None:
     assert sorted(ordered, key=repr) == sorted(OLD.acl or (), key=repr)
 
 
+def test_create_database_sql_names_only_a_non_default_tablespace() -> None:
+    plain = DatabaseProps(
+        oid=1, name="a", owner="o", encoding="UTF8", collate="C", ctype="C", tablespace="pg_default"
+    )
+    assert create_database_sql("stg", plain).as_string(None) == (
+        'CREATE DATABASE "stg" TEMPLATE template0 OWNER "o" ENCODING \'UTF8\' '
+        "LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+
+
 def test_create_database_sql() -> None:
     assert create_database_sql("stg", None).as_string(None) == (
         'CREATE DATABASE "stg" TEMPLATE template0'

@@ -32,6 +32,7 @@ GUC_LIST_QUOTE = frozenset(
     }
 )
 _SCANNER_SPACE = " \t\n\r\f"
+DEFAULT_TABLESPACE = "pg_default"
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,17 @@ def create_database_sql(name: str, like: DatabaseProps | None) -> sql.Composed:
     ]
     if like is not None:
         parts.append(
-            sql.SQL("OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} TABLESPACE {}").format(
+            sql.SQL("OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                 sql.Identifier(like.owner),
                 sql.Literal(like.encoding),
                 sql.Literal(like.collate),
                 sql.Literal(like.ctype),
-                sql.Identifier(like.tablespace),
             )
         )
+        # Naming a tablespace needs CREATE on it, which roles lack even on pg_default;
+        # template0's own is pg_default, so only another one is named.
+        if like.tablespace != DEFAULT_TABLESPACE:
+            parts.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(like.tablespace)))
         if like.locale_provider == "i":
             parts.append(sql.SQL("LOCALE_PROVIDER icu"))
             if like.locale:
