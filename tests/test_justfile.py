@@ -457,7 +457,7 @@ def test_db_restore_brings_the_data_back(harness: Harness) -> None:
     with target.connect() as conn:
         before = table_contents(conn)
     assert harness.just("db-backup").returncode == 0
-    (name,) = snapshot_dir(target.backup_dir)
+    name, _manifest = snapshot_dir(target.backup_dir)
     with target.connect() as conn:
         conn.execute("DELETE FROM shop.orders WHERE id > 10")
         conn.execute("DROP VIEW shop.big_orders")

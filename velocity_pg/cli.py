@@ -334,6 +334,55 @@ def cleanup(
         raise OperationFailed(result.partial_message())
 
 
+@cli.command()
+@click.argument("name", metavar="NAME")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check the backup, the server and the permissions, then count down; change nothing.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Skip the 5-second countdown (for scripts).")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Parallel pg_restore jobs [default: the number of CPUs].",
+)
+@json_option
+@pass_state
+def restore(
+    state: State, name: str, check: bool, yes: bool, jobs: int | None, as_json: bool
+) -> None:
+    """Replace the database with backup NAME (a file name in BACKUP_DIR, as `list` shows).
+
+    The backup is restored into a new database first; only when that is
+    complete is it swapped in, in one transaction. A failed or interrupted
+    restore leaves the database exactly as it was.
+    """
+    from velocity_pg.restore import CheckResult, restore_backup
+
+    settings = state.settings()
+    result = restore_backup(settings, name, check=check, yes=yes, jobs=jobs)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if isinstance(result, CheckResult):
+        plan = result.plan
+        action = "replace" if plan.live is not None else "create"
+        click.echo(
+            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects) can restore "
+            f"database {plan.target!r} (it would {action} it). Nothing was changed."
+        )
+        return
+    verb = "Created" if result.created else "Restored"
+    click.echo(
+        f"{verb} database {result.database!r} from {result.name} in {result.duration:.1f} s "
+        f"({result.objects_total} objects); it was unavailable for "
+        f"{result.unavailable_seconds:.2f} s."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn every error into one line and an exit status."""
     from velocity_pg.pgtools import Terminated, install_termination_handlers
@@ -355,7 +404,8 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"velocity-pg: error: {exc.message}", err=True)
+        kind = "" if exc.exit_status == ExitStatus.INTERRUPTED else "error: "
+        click.echo(f"velocity-pg: {kind}{exc.message}", err=True)
         sys.exit(exc.exit_status)
     except (KeyboardInterrupt, Terminated):
         click.echo("velocity-pg: interrupted", err=True)

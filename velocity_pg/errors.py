@@ -39,6 +39,15 @@ class OperationFailed(VelocityError):
     exit_status = ExitStatus.FAILED
 
 
+class Interrupted(VelocityError):
+    """Ctrl+C or SIGTERM stopped an operation after it cleaned up.
+
+    The message says what state things were left in ("nothing was changed").
+    """
+
+    exit_status = ExitStatus.INTERRUPTED
+
+
 class LockBusy(OperationFailed):
     """Another velocity-pg process holds a lock this operation needs."""
 

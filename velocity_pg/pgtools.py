@@ -232,7 +232,11 @@ def run(
 
 
 def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """Run a short read-only client program (``pg_restore --list``) and return its stdout."""
+    """Run a short client program that prints a report (``pg_restore --list``); its stdout.
+
+    Raises :class:`CommandFailed` with the program's own reason when it fails.
+    On Ctrl+C the child is killed before the exception goes on.
+    """
     log_command(cmd)
     result = subprocess.run(
         list(cmd),

@@ -1,0 +1,58 @@
+"""Names a restore gives its temporary databases, and its lock key (pure).
+
+A restore of database ``X`` fills ``velocity_pg_staging_<h>`` and, at the swap,
+renames ``X`` aside to ``velocity_pg_old_<h>`` until it is dropped, where
+``<h>`` is a hash of ``X``'s name. The names
+
+* cannot collide with a user's database in practice (prefix plus 64-bit hash),
+* never need quoting and never contain ``=`` (so libpq never reads them as a
+  connection string), whatever ``X`` is called, and always fit NAMEDATALEN;
+* are one per target: a leftover of a killed run is found by name alone.
+
+Only one restore of ``X`` runs at a time: it holds a session advisory lock
+keyed by :func:`lock_key` on the maintenance database. Whoever holds that
+lock owns ``X``'s staging and old names; a run that takes the lock and finds
+them knows they are abandoned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+STAGING_PREFIX = "velocity_pg_staging_"
+ASIDE_PREFIX = "velocity_pg_old_"
+_LOCK_NAMESPACE = b"velocity-pg restore\x00"
+
+
+def target_hash(target: str) -> str:
+    """16 hex digits identifying a target database name."""
+    return hashlib.sha256(target.encode("utf-8")).hexdigest()[:16]
+
+
+def staging_name(target: str) -> str:
+    """The database a restore of ``target`` fills before the swap."""
+    return STAGING_PREFIX + target_hash(target)
+
+
+def aside_name(target: str) -> str:
+    """The name ``target``'s previous contents have between the swap and their drop."""
+    return ASIDE_PREFIX + target_hash(target)
+
+
+def is_internal_name(name: str) -> bool:
+    """True for names velocity-pg's restore uses for itself (never a restore target)."""
+    return name.startswith((STAGING_PREFIX, ASIDE_PREFIX))
+
+
+def lock_key(target: str) -> int:
+    """The signed 64-bit key of ``pg_try_advisory_lock(bigint)`` for restores of ``target``."""
+    digest = hashlib.sha256(_LOCK_NAMESPACE + target.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def staging_comment(target: str, pid: int, host: str) -> str:
+    """The comment on a staging database, for anyone who finds it in ``\\l``."""
+    return (
+        f"velocity-pg: restore of database {target!r} in progress (pid {pid} on {host}); "
+        "if no restore is running, the next restore of that database drops it"
+    )
