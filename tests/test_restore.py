@@ -30,7 +30,7 @@ from conftest import (
 )
 from psycopg import sql
 
-from velocity_pg import staging
+from velocity_pg import manifest, staging
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -544,6 +544,8 @@ def test_pg_restore_failing_halfway_leaves_the_database(target: Target) -> None:
     path = target.backup_dir / name
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 7 // 10])
+    # Without its manifest (an old-style backup) nothing can tell the cut before pg_restore.
+    manifest.path_for(path).unlink()
     listing = subprocess.run(["pg_restore", "--list", str(path)], capture_output=True, check=False)
     assert listing.returncode == 0  # the table of contents still reads: the cut is in the data
     scramble(target)
@@ -555,6 +557,29 @@ def test_pg_restore_failing_halfway_leaves_the_database(target: Target) -> None:
     )
     assert state(target) == before
     assert internal_databases(target) == []
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped byte"])
+def test_dump_that_does_not_match_its_manifest_is_refused(target: Target, damage: str) -> None:
+    """With a manifest, a damaged dump is refused before any database is created."""
+    load_varied_schema(target)
+    name = backup(target)
+    path = target.backup_dir / name
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        del data[len(data) * 7 // 10 :]
+    else:
+        data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    scramble(target)
+    before = state(target)
+    result = target.run("restore", name, "--yes")
+    assert result.returncode == 1, result.stderr
+    assert_one_error_line(result, name, "does not match its manifest", "nothing was changed")
+    assert state(target) == before
+    assert internal_databases(target) == []
+    # --check refuses it too, so the justfile never stops the app for it.
+    assert target.run("restore", "--check", "--yes", name).returncode == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -307,3 +307,32 @@ def test_progress_line_only_on_a_terminal() -> None:
     assert loud.getvalue() == (
         "\r\033[Kvelocity-pg: restoring: 1/2 objects (50%)\nvelocity-pg: done\n"
     )
+
+
+def test_drill_table_entries_and_matching() -> None:
+    from velocity_pg.drill import missing_tables, table_entries
+
+    listing = """;
+; Archive created at 2026-11-25 16:00:00 UTC
+;
+215; 1259 16386 TABLE public customers postgres
+216; 1259 16390 TABLE shop my orders app owner
+217; 1259 16400 SEQUENCE public customers_id_seq postgres
+3300; 0 16386 TABLE DATA public customers postgres
+"""
+    entries = table_entries(listing)
+    assert entries == ["public customers postgres", "shop my orders app owner"]
+    assert missing_tables(entries, [("public", "customers"), ("shop", "my orders")]) == []
+    assert missing_tables(entries, [("public", "customers")]) == ["shop my orders app owner"]
+    assert missing_tables(entries, [("public", "customer"), ("shop", "my orders")]) == [
+        "public customers postgres"
+    ]
+
+
+def test_drill_names_are_internal() -> None:
+    from velocity_pg import staging
+
+    name = staging.drill_name("0123456789abcdef")
+    assert name == "velocity_pg_verify_0123456789abcdef"
+    assert staging.is_internal_name(name)
+    assert staging.drill_lock_key(name) != staging.lock_key(name)

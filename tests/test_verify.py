@@ -96,3 +96,110 @@ def test_verify_refuses_names_outside_the_folder(target: Target) -> None:
     result = target.run("verify", str(outside))
     assert result.returncode == 2
     assert "not a file in the backup folder" in result.stderr
+
+
+# -- the restore drill -------------------------------------------------------------------
+
+SLOW_IN_DRILL = r"""
+CREATE FUNCTION public.slow_in_drill() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_database() LIKE 'velocity\_pg\_verify\_%' THEN
+        PERFORM pg_sleep(coalesce(nullif(current_setting('velocity_test.delay', true), ''),
+                                  '0')::float8);
+    END IF;
+    RETURN true;
+END $$;
+CREATE TABLE public.slow (id int CHECK (public.slow_in_drill()));
+INSERT INTO public.slow VALUES (1);
+"""
+
+
+def drill_databases(target: Target) -> list[str]:
+    with target.connect("postgres") as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'velocity\\_pg\\_verify\\_%'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_restore_drill_passes_and_leaves_nothing(target: Target) -> None:
+    load_varied_schema(target)
+    dump = make_backup(target)
+    with target.connect() as conn:
+        before = conn.execute("SELECT count(*) FROM shop.orders").fetchone()
+    result = target.run("verify", "--restore", "--json")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["backups"]
+    assert entry["ok"] is True
+    assert "restore drill (2 tables)" in entry["checks"]
+    record = manifest.read(dump)
+    assert record is not None and record.last_verification is not None
+    assert record.last_verification.method == "restore"
+    assert drill_databases(target) == []
+    with target.connect() as conn:  # the live database was never touched
+        assert conn.execute("SELECT count(*) FROM shop.orders").fetchone() == before
+
+
+def test_cut_data_passes_the_quick_check_but_fails_the_drill(target: Target) -> None:
+    """A dump whose data is cut but whose table of contents reads, with no manifest to tell."""
+    load_varied_schema(target)
+    with target.connect() as conn:
+        conn.execute(
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t "
+            "FROM generate_series(1, 20000) g"
+        )
+    dump = make_backup(target)
+    manifest.path_for(dump).unlink()
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) * 7 // 10])
+    quick = target.run("verify", dump.name)
+    assert quick.returncode == 0, quick.stdout  # honest: nothing short of a restore sees it
+    drill = target.run("verify", "--restore", dump.name)
+    assert drill.returncode == 1
+    assert f"FAILED  {dump.name}: the restore drill failed: pg_restore: error:" in drill.stdout
+    assert drill_databases(target) == []
+
+
+def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:
+    import os
+    import signal
+    import time
+
+    with target.connect() as conn:
+        conn.execute(SLOW_IN_DRILL)
+    make_backup(target)
+    proc = target.popen(
+        "verify", "--restore", env=target.env(PGOPTIONS="-c velocity_test.delay=60")
+    )
+    deadline = time.monotonic() + 30
+    while not drill_databases(target) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    leftover = drill_databases(target)
+    assert len(leftover) == 1
+    # pg_restore may still be sleeping in it (its parent died); the next drill drops it anyway.
+    result = target.run("verify", "--restore")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert drill_databases(target) == []
+
+
+def test_interrupted_drill_drops_its_database(target: Target) -> None:
+    import signal
+    import time
+
+    with target.connect() as conn:
+        conn.execute(SLOW_IN_DRILL)
+    make_backup(target)
+    proc = target.popen(
+        "verify", "--restore", env=target.env(PGOPTIONS="-c velocity_test.delay=60")
+    )
+    deadline = time.monotonic() + 30
+    while not drill_databases(target) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert drill_databases(target) == []

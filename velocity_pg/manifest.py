@@ -75,6 +75,16 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def checksum_problem(dump: Path, record: Manifest) -> str | None:
+    """Why a dump does not match its manifest (size, then SHA-256); None if it does."""
+    digest, size = sha256_file(dump)
+    if size != record.size_bytes:
+        return f"size is {size} bytes, the manifest says {record.size_bytes}: the file changed"
+    if digest != record.sha256:
+        return "SHA-256 does not match the manifest: the file is damaged"
+    return None
+
+
 def dumps(manifest: Manifest) -> bytes:
     return (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
 

@@ -3,7 +3,8 @@
 Order of work, so that a failed restore leaves the database exactly as it was:
 
 1. **Refuse before touching anything**: a name outside BACKUP_DIR or not a
-   backup, a missing file, an archive ``pg_restore --list`` cannot read, a
+   backup, a missing file, a dump that does not match its manifest (size and
+   SHA-256), an archive ``pg_restore --list`` cannot read, a
    server we cannot reach, a user who may not create or rename the database,
    a database with prepared transactions, or a restore of the same database
    already running (a session advisory lock, see :mod:`velocity_pg.staging`).
@@ -36,12 +37,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from velocity_pg import catalog, db, lock, pgtools, staging, swap
+from velocity_pg import catalog, db, lock, manifest, pgtools, staging, swap
 from velocity_pg.errors import (
     CommandFailed,
     ConfigError,
     Interrupted,
     LockBusy,
+    ManifestUnreadable,
     OperationFailed,
     VelocityError,
     describe_failure,
@@ -278,6 +280,22 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_against_manifest(path: Path) -> None:
+    """Refuse a dump that does not match its manifest (a dump without one is not checked)."""
+    try:
+        record = manifest.read(path)
+    except ManifestUnreadable as exc:
+        raise OperationFailed(f"{exc.message}; nothing was changed") from exc
+    if record is None:
+        return
+    problem = manifest.checksum_problem(path, record)
+    if problem is not None:
+        raise OperationFailed(
+            f"{path.name} does not match its manifest ({problem}); "
+            "restore another backup (`velocity-pg list`); nothing was changed"
+        )
+
+
 def read_toc(program: pgtools.Program, path: Path) -> Toc:
     """The archive's table of contents; refuses what pg_restore cannot read."""
     try:
@@ -296,6 +314,7 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
     row = admin.execute("SHOW server_version").fetchone()
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
+    check_against_manifest(path)
     toc = read_toc(program, path)
     size = path.stat().st_size
 

@@ -21,7 +21,11 @@ import hashlib
 
 STAGING_PREFIX = "velocity_pg_staging_"
 ASIDE_PREFIX = "velocity_pg_old_"
+#: ``verify --restore`` restores into ``velocity_pg_verify_<random>``, holding the
+#: lock :func:`drill_lock_key` of that name while it exists.
+DRILL_PREFIX = "velocity_pg_verify_"
 _LOCK_NAMESPACE = b"velocity-pg restore\x00"
+_DRILL_NAMESPACE = b"velocity-pg verify\x00"
 
 
 def target_hash(target: str) -> str:
@@ -41,7 +45,7 @@ def aside_name(target: str) -> str:
 
 def is_internal_name(name: str) -> bool:
     """True for names velocity-pg's restore uses for itself (never a restore target)."""
-    return name.startswith((STAGING_PREFIX, ASIDE_PREFIX))
+    return name.startswith((STAGING_PREFIX, ASIDE_PREFIX, DRILL_PREFIX))
 
 
 def lock_key(target: str) -> int:
@@ -56,3 +60,14 @@ def staging_comment(target: str, pid: int, host: str) -> str:
         f"velocity-pg: restore of database {target!r} in progress (pid {pid} on {host}); "
         "if no restore is running, the next restore of that database drops it"
     )
+
+
+def drill_name(token: str) -> str:
+    """The throwaway database of one ``verify --restore`` (``token``: random hex)."""
+    return DRILL_PREFIX + token
+
+
+def drill_lock_key(name: str) -> int:
+    """The advisory lock a verify holds while its throwaway database ``name`` exists."""
+    digest = hashlib.sha256(_DRILL_NAMESPACE + name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -154,4 +154,13 @@ def verify(
 
 def restore_drill(settings: Settings) -> RestoreCheck:
     """The ``--restore`` check: restore into a throwaway database and look at it."""
-    raise NotImplementedError("verify --restore arrives with the restore verb")
+    from velocity_pg import drill
+
+    def check(dump: Path, listing: str, outcome: Outcome) -> None:
+        problem, detail = drill.run_drill(settings, dump, listing)
+        if problem is not None:
+            outcome.fail(problem)
+        else:
+            outcome.checks.append(detail)
+
+    return check
