@@ -65,6 +65,7 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
         ("BACKUP_MAX_AGE_DAYS", settings.DEFAULT_MAX_AGE_DAYS),
         ("BACKUP_MAX_COUNT", settings.DEFAULT_MAX_COUNT),
         ("BACKUP_MIN_KEEP", settings.DEFAULT_MIN_KEEP),
+        ("BACKUP_NICE", settings.DEFAULT_DUMP_NICE),
     ):
         assert env[name] == f"${{{name}:-{default}}}"
     assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
