@@ -74,6 +74,16 @@ db-restore file *args:
     restart || { if [ "$status" -eq 0 ]; then status=1; fi; }
     exit "$status"
 
+# Check backups: checksum and archive (--restore: a restore drill; --all: every backup)
+[no-exit-message]
+db-backup-verify *args:
+    @docker compose exec -u postgres db velocity-pg verify "$@"
+
+# Backup count, newest backup's age, last verification (--max-age 26h: exit 1 if stale)
+[no-exit-message]
+db-backup-status *args:
+    @docker compose exec -u postgres db velocity-pg status "$@"
+
 # Delete old backups by BACKUP_MAX_AGE_DAYS / BACKUP_MAX_COUNT (--dry-run to preview)
 [no-exit-message]
 db-backup-cleanup *args:

@@ -219,6 +219,19 @@ def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
     assert int(out[2]) > 0
 
 
+def test_verify_drill_and_status_in_the_container(project: Project) -> None:
+    name = project.backups()[0]
+    verified = project.just("db-backup-verify", "--restore", name)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"ok      {name}" in verified.stdout
+    assert "restore drill" in verified.stdout
+    status = project.just("db-backup-status", "--json", "--max-age", "1d")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["newest"]["last_verification"]["method"] == "restore"
+    assert report["stale"] is False
+
+
 def test_backup_copied_out_and_back_in_as_the_readme_says(project: Project, tmp_path: Path) -> None:
     name = project.backups()[0]
     project.compose("cp", f"db:/backups/{name}", str(tmp_path))

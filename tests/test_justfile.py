@@ -169,7 +169,15 @@ def make_backup(target: Target) -> str:
 def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
     result = harness.just()
     assert result.returncode == 0, result.stderr
-    for recipe in ("db-backup", "db-backup-list", "db-restore", "db-backup-cleanup", "test"):
+    for recipe in (
+        "db-backup",
+        "db-backup-list",
+        "db-restore",
+        "db-backup-verify",
+        "db-backup-status",
+        "db-backup-cleanup",
+        "test",
+    ):
         assert re.search(rf"^\s+{re.escape(recipe)}\b", result.stdout, re.M), result.stdout
     assert harness.calls() == []
 
@@ -521,3 +529,21 @@ def test_db_restore_of_cut_file_leaves_everything_as_it_was(harness: Harness) ->
     if ["stop", *APP_SERVICES] in shorts:
         assert shorts[-1] == ["start", *APP_SERVICES]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_db_backup_verify_and_status_pass_through(harness: Harness) -> None:
+    name = make_backup(harness.target)
+    result = harness.just("db-backup-verify", "--restore", name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok      {name} (checksum, archive")
+    status = harness.just("db-backup-status", "--max-age", "1h")
+    assert status.returncode == 0, status.stderr
+    assert name in status.stdout
+    assert harness.shorts() == [
+        ["velocity-pg", "verify", "--restore", name],
+        ["velocity-pg", "status", "--max-age", "1h"],
+    ]
+    time.sleep(1.1)  # the name has whole seconds: now the backup is surely older than 1 s
+    stale = harness.just("db-backup-status", "--max-age", "1s")
+    assert stale.returncode == 1
+    assert "STALE" in stale.stderr
