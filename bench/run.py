@@ -167,17 +167,18 @@ def build_database(server: Server, dbname: str, scale: int) -> int:
     with server.connect(dbname) as conn:
         # Text and jsonb that compress like real application data (not like zeros).
         conn.execute(
+            "CREATE TABLE documents (id bigint PRIMARY KEY, title text, body text, "
+            "meta jsonb, created timestamptz)"
+        )
+        conn.execute(
             """
-            CREATE TABLE documents (
-                id bigint PRIMARY KEY, title text, body text, meta jsonb, created timestamptz
-            );
             INSERT INTO documents
             SELECT g,
-                   'Document ' || g || ' about ' || (ARRAY['sales','ops','hr','it'])[1 + g % 4],
-                   repeat(md5(g::text) || ' lorem ipsum dolor sit amet ', 1 + g % 8),
-                   jsonb_build_object('author', 'user' || (g % 997), 'tags',
-                                      jsonb_build_array('t' || g % 13, 't' || g % 7),
-                                      'score', (g * 7919) % 1000),
+                   'Document ' || g || ' about ' || (ARRAY['sales','ops','hr','it'])[1 + g %% 4],
+                   repeat(md5(g::text) || ' lorem ipsum dolor sit amet ', 1 + g %% 8),
+                   jsonb_build_object('author', 'user' || (g %% 997), 'tags',
+                                      jsonb_build_array('t' || g %% 13, 't' || g %% 7),
+                                      'score', (g::bigint * 7919) %% 1000),
                    timestamptz '2026-01-01' + (g || ' seconds')::interval
             FROM generate_series(1, %s) g
             """,
@@ -241,12 +242,21 @@ def interleave(
     return statistics.median(ratios), ta, tb
 
 
+INDEX_COUNT = "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'"
+
+
 class Prober(threading.Thread):
     """Connects and queries every 10 ms; records the longest stretch without an answer."""
 
     def __init__(self, server: Server, dbname: str) -> None:
         super().__init__(daemon=True)
         self.server, self.dbname = server, dbname
+        # "Available" means complete: every index there (pg_restore builds them last),
+        # not merely an empty or half-filled database that answers.
+        with server.connect(dbname) as conn:
+            row = conn.execute(INDEX_COUNT).fetchone()
+        assert row is not None
+        self.complete = row[0]
         self.stop_event = threading.Event()
         self.longest_gap = 0.0
         self.failures = 0
@@ -264,12 +274,16 @@ class Prober(threading.Thread):
                     connect_timeout=2,
                 ) as conn:
                     conn.execute("SELECT count(*) FROM pgbench_branches").fetchone()
+                    row = conn.execute(INDEX_COUNT).fetchone()
+                if row is None or row[0] != self.complete:
+                    continue
                 now = time.monotonic()
                 self.longest_gap = max(self.longest_gap, now - last_ok)
                 last_ok = now
             except psycopg.Error:
                 self.failures += 1
-            time.sleep(0.01)
+            finally:
+                time.sleep(0.01)
 
 
 def seed_restore(server: Server, dbname: str, archive: Path) -> float:
@@ -397,6 +411,7 @@ def main() -> int:
                 prober = Prober(server, dbname)
                 prober.start()
                 t, _ = timed([*VELOCITY, "restore", "--yes", archive.name], env)
+                time.sleep(0.3)  # let the prober see the finished database
                 prober.stop_event.set()
                 prober.join()
                 gaps.append(prober.longest_gap)
@@ -406,6 +421,7 @@ def main() -> int:
                 prober = Prober(server, dbname)
                 prober.start()
                 t = seed_restore(server, dbname, raw_file)
+                time.sleep(0.3)  # let the prober see the finished database
                 prober.stop_event.set()
                 prober.join()
                 seed_gaps.append(prober.longest_gap)

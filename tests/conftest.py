@@ -53,6 +53,17 @@ def postgresql_proc(request: pytest.FixtureRequest) -> object:
     return request.getfixturevalue("_postgresql_server")
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any PG*/POSTGRES_*/BACKUP_*/VELOCITY_PG* variable."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
+    }
+    env.update(extra)
+    return env
+
+
 @dataclass
 class Target:
     """A database on the test server, and how velocity-pg is pointed at it."""
@@ -67,11 +78,7 @@ class Target:
 
     def env(self, **extra: str) -> dict[str, str]:
         """A clean environment: nothing of the caller's PG*/POSTGRES_*/BACKUP_* leaks in."""
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
-        }
+        env = clean_env()
         env.update(
             PGHOST=self.host,
             PGPORT=str(self.port),
@@ -124,27 +131,24 @@ class Target:
         )
 
 
-def create_database(proc: object, name: str) -> None:
-    with psycopg.connect(
-        host=proc.host,
-        port=proc.port,
-        user=proc.user,
-        password=PASSWORD,  # type: ignore[attr-defined]
+def _admin(proc: object) -> psycopg.Connection:
+    return psycopg.connect(
+        host=proc.host,  # type: ignore[attr-defined]
+        port=proc.port,  # type: ignore[attr-defined]
+        user=proc.user,  # type: ignore[attr-defined]
+        password=PASSWORD,
         dbname="postgres",
         autocommit=True,
-    ) as conn:
+    )
+
+
+def create_database(proc: object, name: str) -> None:
+    with _admin(proc) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def drop_database(proc: object, name: str) -> None:
-    with psycopg.connect(
-        host=proc.host,
-        port=proc.port,
-        user=proc.user,
-        password=PASSWORD,  # type: ignore[attr-defined]
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
+    with _admin(proc) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Target, load_varied_schema
+from conftest import Target, clean_env, load_varied_schema
 from test_backup import hold_table_lock, wait_for_pg_dump
 
 from velocity_pg import catalog, cleanup, lock, retention
@@ -36,11 +36,7 @@ class Folder:
     workdir: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
-        }
+        env = clean_env()
         env["BACKUP_DIR"] = str(self.backup_dir)
         env.update(extra)
         return env

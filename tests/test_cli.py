@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import clean_env
 
 from velocity_pg import __version__
 
@@ -18,11 +18,7 @@ VERBS = ["backup", "list", "status", "verify", "cleanup"]
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
-    }
+    base = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "velocity_pg", *args],
         cwd=cwd,

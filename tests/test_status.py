@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import clean_env
 
 from velocity_pg import catalog, manifest
 from velocity_pg.errors import ConfigError
@@ -17,11 +17,7 @@ from velocity_pg.status import parse_duration
 
 
 def run(*args: str, folder: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
-    }
+    env = clean_env()
     env["BACKUP_DIR"] = str(folder)
     return subprocess.run(
         [sys.executable, "-m", "velocity_pg", *args],

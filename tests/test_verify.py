@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from conftest import Target, load_varied_schema
@@ -160,11 +164,8 @@ def test_cut_data_passes_the_quick_check_but_fails_the_drill(target: Target) -> 
     assert drill_databases(target) == []
 
 
-def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:
-    import os
-    import signal
-    import time
-
+def start_slow_drill(target: Target) -> subprocess.Popen[str]:
+    """A `verify --restore` stuck in its drill: pg_restore sleeps in the slow table's CHECK."""
     with target.connect() as conn:
         conn.execute(SLOW_IN_DRILL)
     make_backup(target)
@@ -172,13 +173,24 @@ def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:
         "verify", "--restore", env=target.env(PGOPTIONS="-c velocity_test.delay=60")
     )
     deadline = time.monotonic() + 30
-    while not drill_databases(target) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    with target.connect("postgres") as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND datname LIKE 'velocity\\_pg\\_verify\\_%'"
+            ).fetchone()
+            if row and row[0]:
+                return proc
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the drill never reached the slow table")
+
+
+def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:
+    proc = start_slow_drill(target)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
-    leftover = drill_databases(target)
-    assert len(leftover) == 1
+    assert len(drill_databases(target)) == 1
     # pg_restore may still be sleeping in it (its parent died); the next drill drops it anyway.
     result = target.run("verify", "--restore")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -186,19 +198,7 @@ def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:
 
 
 def test_interrupted_drill_drops_its_database(target: Target) -> None:
-    import signal
-    import time
-
-    with target.connect() as conn:
-        conn.execute(SLOW_IN_DRILL)
-    make_backup(target)
-    proc = target.popen(
-        "verify", "--restore", env=target.env(PGOPTIONS="-c velocity_test.delay=60")
-    )
-    deadline = time.monotonic() + 30
-    while not drill_databases(target) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    proc = start_slow_drill(target)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from velocity_pg import __version__, catalog, db, manifest, pgtools
-from velocity_pg.errors import CommandFailed, OperationFailed
+from velocity_pg.errors import CommandFailed, Interrupted, OperationFailed
 from velocity_pg.settings import Settings
 
 
@@ -111,10 +111,12 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
             raise OperationFailed(
                 f"cannot finish the backup in {folder}: {exc.strerror}; no backup was written"
             ) from exc
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
         if side_temp is not None:
             side_temp.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
+            raise Interrupted("interrupted; no backup was written") from None
         raise
     finally:
         os.close(fd)

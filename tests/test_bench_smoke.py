@@ -1,0 +1,38 @@
+"""The benchmark runs to completion at a tiny size (it asserts no timing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import clean_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--scale", "1", "--quick"],
+        env=clean_env(TMPDIR=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    figures = [row.split(" | ")[0].lstrip("| ") for row in table[1:]]
+    assert figures == [
+        "backup time / raw pg_dump -Fc -Z9 -f",
+        "restore time / seed sequence (1 job)",
+        "longest unavailability during restore",
+        "pgbench TPS during backup / without",
+        "peak RSS of backup (this db / empty db)",
+        "peak RSS of restore (this db / empty db)",
+        "list, 10,000 backups",
+        "cleanup --dry-run, 10,000 backups",
+        "velocity-pg --help start-up",
+    ]
