@@ -100,7 +100,9 @@ class Server:
             capture_output=True,
         )
         opts = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            # TCP only: a socket under a long temporary path would pass the
+            # 107-byte limit of a Unix socket's name.
+            f"-p {self.port} -c unix_socket_directories='' -c listen_addresses=127.0.0.1 "
             "-c shared_buffers=256MB -c max_wal_size=4GB -c fsync=on -c max_connections=50"
         )
         subprocess.run(
