@@ -207,6 +207,25 @@ def test_round_trip(target: Target, jobs: str) -> None:
     assert PASSWORD not in result.stdout + result.stderr
 
 
+def test_old_style_backup_without_manifest_restores(target: Target) -> None:
+    """A dump made by the old bash scripts (plain pg_dump -Fc, no manifest) restores."""
+    load_varied_schema(target)
+    with target.connect() as conn:
+        expected = table_contents(conn)
+    name = "velocity_2025-06-01_020304.dump"
+    subprocess.run(
+        ["pg_dump", "-Fc", "-Z9", "-f", str(target.backup_dir / name)],
+        env=target.env(),
+        check=True,
+        capture_output=True,
+    )
+    scramble(target)
+    result = target.run("restore", name, "--yes")
+    assert result.returncode == 0, result.stderr
+    with target.connect() as conn:
+        assert table_contents(conn) == expected
+
+
 def test_plain_output(target: Target) -> None:
     load_varied_schema(target)
     name = backup(target)
