@@ -247,3 +247,30 @@ def table_contents(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...
     ).fetchall()
     result["<indexes>"] = [tuple(r) for r in indexes]
     return result
+
+
+def slow_table_sql(database_like: str) -> str:
+    """A table whose CHECK sleeps (velocity_test.delay seconds, from PGOPTIONS) while it is
+    restored into a database whose name is LIKE ``database_like``: a slow pg_restore on demand.
+    """
+    return rf"""
+CREATE FUNCTION public.slow_here() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_database() LIKE '{database_like}' THEN
+        PERFORM pg_sleep(coalesce(nullif(current_setting('velocity_test.delay', true), ''),
+                                  '0')::float8);
+    END IF;
+    RETURN true;
+END $$;
+CREATE TABLE public.slow (id int CHECK (public.slow_here()));
+INSERT INTO public.slow VALUES (1);
+"""
+
+
+def just_program() -> str:
+    """The real `just` (PyPI rust-just) beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "just"
+    found = str(beside) if beside.exists() else shutil.which("just")
+    if not found:
+        raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
+    return found

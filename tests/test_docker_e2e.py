@@ -26,13 +26,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import just_program
 
 pytestmark = pytest.mark.docker
 
@@ -59,14 +59,6 @@ def skip_reason() -> str | None:
     if compose.returncode != 0:
         return "`docker compose` is not available"
     return None
-
-
-def just_program() -> str:
-    beside = Path(sys.executable).parent / "just"
-    found = str(beside) if beside.exists() else shutil.which("just")
-    if not found:
-        raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
-    return found
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,21 +24,13 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import Target, load_varied_schema, snapshot_dir, table_contents
+from conftest import Target, just_program, load_varied_schema, snapshot_dir, table_contents
 
 REPO = Path(__file__).resolve().parent.parent
 JUSTFILE = REPO / "justfile"
 APP_SERVICES = ["web", "celery-worker", "celery-beat"]
 CHECK = ["restore", "--check"]
 YES = ["restore", "--yes"]
-
-
-def just_program() -> str:
-    beside = Path(sys.executable).parent / "just"
-    found = str(beside) if beside.exists() else shutil.which("just")
-    if not found:
-        raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
-    return found
 
 
 @cache

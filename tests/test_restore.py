@@ -26,6 +26,7 @@ from conftest import (
     create_database,
     drop_database,
     load_varied_schema,
+    slow_table_sql,
     table_contents,
 )
 from psycopg import sql
@@ -88,18 +89,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *needles: st
     return line
 
 
-SLOW_SCHEMA = r"""
-CREATE FUNCTION public.slow_in_staging() RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_database() LIKE 'velocity\_pg\_staging\_%' THEN
-        PERFORM pg_sleep(coalesce(nullif(current_setting('velocity_test.delay', true), ''),
-                                  '0')::float8);
-    END IF;
-    RETURN true;
-END $$;
-CREATE TABLE public.slow (id int CHECK (public.slow_in_staging()));
-INSERT INTO public.slow VALUES (1);
-"""
+SLOW_SCHEMA = slow_table_sql(r"velocity\_pg\_staging\_%")
 
 
 def slow_env(target: Target, seconds: int = 60) -> dict[str, str]:

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Target, load_varied_schema
+from conftest import Target, load_varied_schema, slow_table_sql
 
 from velocity_pg import manifest
 
@@ -104,18 +104,7 @@ def test_verify_refuses_names_outside_the_folder(target: Target) -> None:
 
 # -- the restore drill -------------------------------------------------------------------
 
-SLOW_IN_DRILL = r"""
-CREATE FUNCTION public.slow_in_drill() RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_database() LIKE 'velocity\_pg\_verify\_%' THEN
-        PERFORM pg_sleep(coalesce(nullif(current_setting('velocity_test.delay', true), ''),
-                                  '0')::float8);
-    END IF;
-    RETURN true;
-END $$;
-CREATE TABLE public.slow (id int CHECK (public.slow_in_drill()));
-INSERT INTO public.slow VALUES (1);
-"""
+SLOW_IN_DRILL = slow_table_sql(r"velocity\_pg\_verify\_%")
 
 
 def drill_databases(target: Target) -> list[str]:
