@@ -409,25 +409,22 @@ def main() -> int:
             gaps: list[float] = []
             seed_gaps: list[float] = []
 
-            def ours_restore() -> float:
+            def probed(run: Callable[[], float], gaps_seen: list[float]) -> float:
                 prober = Prober(server, dbname)
                 prober.start()
-                t, _ = timed([*VELOCITY, "restore", "--yes", archive.name], env)
+                t = run()
                 time.sleep(0.3)  # let the prober see the finished database
                 prober.stop_event.set()
                 prober.join()
-                gaps.append(prober.longest_gap)
+                gaps_seen.append(prober.longest_gap)
                 return t
 
+            def ours_restore() -> float:
+                cmd = [*VELOCITY, "restore", "--yes", archive.name]
+                return probed(lambda: timed(cmd, env)[0], gaps)
+
             def seed() -> float:
-                prober = Prober(server, dbname)
-                prober.start()
-                t = seed_restore(server, dbname, raw_file)
-                time.sleep(0.3)  # let the prober see the finished database
-                prober.stop_event.set()
-                prober.join()
-                seed_gaps.append(prober.longest_gap)
-                return t
+                return probed(lambda: seed_restore(server, dbname, raw_file), seed_gaps)
 
             ratio, ta, tb = interleave(ours_restore, seed, args.pairs)
             rows.append(

@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,17 +98,15 @@ def require_dir(folder: Path, *, writable: bool = False) -> None:
         )
 
 
-def list_backups(folder: Path) -> list[Backup]:
-    """The complete backups in ``folder``, newest first (by the time in their name)."""
-    require_dir(folder)
-    backups: list[Backup] = []
+def scan_files(folder: Path, wanted: Callable[[str], bool]) -> list[tuple[Path, os.stat_result]]:
+    """Regular files directly in ``folder`` (no links, no folders) whose names pass ``wanted``."""
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
         raise OperationFailed(f"cannot list backup folder {folder}: {exc.strerror}") from exc
+    found = []
     for entry in entries:
-        created = parse_name(entry.name)
-        if created is None:
+        if not wanted(entry.name):
             continue
         try:
             if not entry.is_file(follow_symlinks=False):
@@ -116,10 +114,21 @@ def list_backups(folder: Path) -> list[Backup]:
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed while we looked
             continue
+        found.append((folder / entry.name, info))
+    return found
+
+
+def list_backups(folder: Path) -> list[Backup]:
+    """The complete backups in ``folder``, newest first (by the time in their name)."""
+    require_dir(folder)
+    backups: list[Backup] = []
+    for path, info in scan_files(folder, is_backup_name):
+        created = parse_name(path.name)
+        assert created is not None  # is_backup_name said so
         backups.append(
             Backup(
-                name=entry.name,
-                path=folder / entry.name,
+                name=path.name,
+                path=path,
                 created=created,
                 mtime=datetime.fromtimestamp(info.st_mtime, UTC),
                 size=info.st_size,

@@ -18,7 +18,6 @@ Order of work, so that nothing that must be kept is ever removed:
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from enum import StrEnum
 from pathlib import Path
 
 from velocity_pg import catalog, lock, manifest, retention
-from velocity_pg.errors import OperationFailed
 from velocity_pg.retention import Decision, Plan, Policy
 from velocity_pg.settings import Settings
 
@@ -310,28 +308,15 @@ def find_temp_files(folder: Path) -> list[TempFile]:
     writer holds the file's lock) or the remains of one that died or whose dump
     was removed by hand: the same age-and-lock rule as temporary files decides.
     """
-    found: list[TempFile] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        raise OperationFailed(f"cannot list backup folder {folder}: {exc.strerror}") from exc
-    for entry in entries:
-        if not is_leftover_name(folder, entry.name):
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        found.append(
-            TempFile(
-                name=entry.name,
-                path=Path(entry.path),
-                mtime=datetime.fromtimestamp(info.st_mtime, UTC),
-                size=info.st_size,
-            )
+    found = [
+        TempFile(
+            name=path.name,
+            path=path,
+            mtime=datetime.fromtimestamp(info.st_mtime, UTC),
+            size=info.st_size,
         )
+        for path, info in catalog.scan_files(folder, lambda name: is_leftover_name(folder, name))
+    ]
     found.sort(key=lambda t: t.name)
     return found
 
