@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -265,6 +266,22 @@ END $$;
 CREATE TABLE public.slow (id int CHECK (public.slow_here()));
 INSERT INTO public.slow VALUES (1);
 """
+
+
+def wait_for_sleep_in(target: Target, database_like: str, timeout: float = 30) -> None:
+    """Until some session sleeps (the slow table's CHECK) in a database LIKE ``database_like``."""
+    deadline = time.monotonic() + timeout
+    with target.connect("postgres") as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event = 'PgSleep' AND datname LIKE %s",
+                (database_like,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"pg_restore never reached the slow table in {database_like}")
 
 
 def just_program() -> str:

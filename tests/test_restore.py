@@ -28,6 +28,7 @@ from conftest import (
     load_varied_schema,
     slow_table_sql,
     table_contents,
+    wait_for_sleep_in,
 )
 from psycopg import sql
 
@@ -97,19 +98,9 @@ def slow_env(target: Target, seconds: int = 60) -> dict[str, str]:
     return target.env(PGOPTIONS=f"-c velocity_test.delay={seconds}")
 
 
-def wait_for_sleeping_restore(target: Target, timeout: float = 30) -> None:
+def wait_for_sleeping_restore(target: Target) -> None:
     """Until pg_restore is stuck in the sleeping CHECK, inside a staging database."""
-    deadline = time.monotonic() + timeout
-    with admin(target) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-                "AND datname LIKE 'velocity\\_pg\\_staging\\_%'"
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError("pg_restore never reached the slow table")
+    wait_for_sleep_in(target, r"velocity\_pg\_staging\_%")
 
 
 def pg_restore_pids(archive: Path) -> list[int]:

@@ -7,10 +7,9 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import Target, load_varied_schema, slow_table_sql
+from conftest import Target, load_varied_schema, slow_table_sql, wait_for_sleep_in
 
 from velocity_pg import manifest
 
@@ -161,18 +160,12 @@ def start_slow_drill(target: Target) -> subprocess.Popen[str]:
     proc = target.popen(
         "verify", "--restore", env=target.env(PGOPTIONS="-c velocity_test.delay=60")
     )
-    deadline = time.monotonic() + 30
-    with target.connect("postgres") as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-                "AND datname LIKE 'velocity\\_pg\\_verify\\_%'"
-            ).fetchone()
-            if row and row[0]:
-                return proc
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("the drill never reached the slow table")
+    try:
+        wait_for_sleep_in(target, r"velocity\_pg\_verify\_%")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def test_killed_drill_is_cleaned_by_the_next_one(target: Target) -> None:

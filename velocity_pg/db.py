@@ -59,15 +59,22 @@ def connect(
 
 
 @contextmanager
-def connect_maintenance(conn: Connection) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """Connect to a maintenance database (postgres, else template1), autocommit."""
+def connect_maintenance(
+    conn: Connection, *, avoid: str | None = None
+) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Connect to a maintenance database (postgres, else template1), autocommit.
+
+    ``avoid`` names a database not to connect to: one cannot rename a database
+    while connected to it, so a restore into ``postgres`` goes through ``template1``.
+    """
+    names = [name for name in MAINTENANCE_DBS if name != avoid]
     connection = None
-    for name in MAINTENANCE_DBS:
+    for name in names:
         try:
             connection = open_connection(conn, name)
             break
         except ConnectFailed as exc:
-            if exc.sqlstate != INVALID_CATALOG_NAME or name == MAINTENANCE_DBS[-1]:
+            if exc.sqlstate != INVALID_CATALOG_NAME or name == names[-1]:
                 raise
     assert connection is not None
     with connection:

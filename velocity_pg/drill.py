@@ -74,7 +74,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
     from velocity_pg.restore import default_jobs, shielded
 
     conn = settings.connection
-    with swap.connect_admin(conn, "") as admin:
+    with db.connect_maintenance(conn) as admin:
         drop_abandoned(admin)
         name = staging.drill_name(secrets.token_hex(8))
         key = staging.drill_lock_key(name)

@@ -58,22 +58,8 @@ class SwapFailed(OperationFailed):
 
 @contextmanager
 def connect_admin(conn: Connection, target: str) -> Iterator[Conn]:
-    """Autocommit connection to a maintenance database other than ``target``.
-
-    ``postgres``, else ``template1``: a database cannot be renamed by a session
-    connected to it, so restoring into ``postgres`` goes through ``template1``.
-    """
-    names = [name for name in db.MAINTENANCE_DBS if name != target]
-    connection = None
-    for name in names:
-        try:
-            connection = db.open_connection(conn, name)
-            break
-        except db.ConnectFailed as exc:
-            if exc.sqlstate != db.INVALID_CATALOG_NAME or name == names[-1]:
-                raise
-    assert connection is not None
-    with connection:
+    """Autocommit connection to a maintenance database other than ``target``."""
+    with db.connect_maintenance(conn, avoid=target) as connection:
         yield connection
 
 
