@@ -25,7 +25,7 @@ from conftest import (
     table_contents,
 )
 
-from velocity_pg import catalog, manifest
+from velocity_pg.store import catalog, manifest
 
 OLD_BACKUP = "velocity_2026-01-01_000000.dump"
 

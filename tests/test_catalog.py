@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from velocity_pg import catalog
 from velocity_pg.errors import ConfigError, OperationFailed
+from velocity_pg.store import catalog
 
 
 def test_format_and_parse_round_trip() -> None:

@@ -21,8 +21,9 @@ import pytest
 from conftest import Target, clean_env, load_varied_schema
 from test_backup import hold_table_lock, wait_for_pg_dump
 
-from velocity_pg import catalog, cleanup, lock, retention
+from velocity_pg import cleanup
 from velocity_pg.settings import load_settings
+from velocity_pg.store import catalog, lock, retention
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -436,7 +437,7 @@ def test_cleanup_fails_at_once_while_a_reader_holds_the_lock(folder: Folder) -> 
 HOLDER = """
 import sys
 from pathlib import Path
-from velocity_pg import lock
+from velocity_pg.store import lock
 with getattr(lock, sys.argv[2])(Path(sys.argv[1]), "test"):
     print("held", flush=True)
     sys.stdin.read()
@@ -555,7 +556,7 @@ def test_files_that_vanish_or_change_after_planning(folder: Folder) -> None:
 
 
 def test_manifest_is_deleted_with_its_dump_and_orphans_are_cleared(folder: Folder) -> None:
-    from velocity_pg import manifest
+    from velocity_pg.store import manifest
 
     old = folder.add_backup(40)
     kept = folder.add_backup(1)

@@ -15,7 +15,8 @@ needs the engine's socket (root, or the docker group)::
 POSTGRES_IMAGE is the base image (default: docker-compose.yml's, the official
 postgres:17-bookworm, pulled if missing). The project is named velocity-pg-e2e,
 never django-velocity: the final `down -v` must not delete a real project's
-backups. Tests of the restore and cleanup recipes skip while the image's
+backups (``VELOCITY_E2E_PROJECT`` gives another name, for runs sharing an engine).
+Tests of the restore and cleanup recipes skip while the image's
 velocity-pg lacks those verbs.
 """
 
@@ -38,7 +39,8 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parent.parent
 ENABLE = "VELOCITY_E2E_DOCKER"
-PROJECT = "velocity-pg-e2e"
+# Several runs may share one engine: VELOCITY_E2E_PROJECT names each its own project.
+PROJECT = os.environ.get("VELOCITY_E2E_PROJECT", "velocity-pg-e2e")
 USER, DB, PASSWORD = "velocity", "velocity_e2e", "e2e-Secret-pw"
 MAX_COUNT = 3
 APP = ["web", "celery-worker", "celery-beat"]

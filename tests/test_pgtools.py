@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from velocity_pg import pgtools
 from velocity_pg.errors import CommandFailed, OperationFailed, describe_failure, first_error_line
+from velocity_pg.postgres import pgtools
 
 
 def test_pg_dump_cmd() -> None:

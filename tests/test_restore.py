@@ -32,7 +32,8 @@ from conftest import (
 )
 from psycopg import sql
 
-from velocity_pg import manifest, staging
+from velocity_pg.restore import staging
+from velocity_pg.store import manifest
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -679,8 +680,8 @@ def test_old_contents_without_a_live_database_are_never_dropped(
 def test_swap_that_fails_after_renaming_live_aside_rolls_back(target: Target) -> None:
     """The second rename fails (a lock on the staging database) after the first succeeded:
     the transaction rolls back and the live database keeps its name, oid and contents."""
-    from velocity_pg import swap
     from velocity_pg.errors import OperationFailed
+    from velocity_pg.restore import swap
     from velocity_pg.settings import load_settings
 
     load_varied_schema(target)

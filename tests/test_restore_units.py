@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from velocity_pg import pgtools, staging
-from velocity_pg.progress import RestoreProgress, parse_toc
-from velocity_pg.properties import (
+from velocity_pg.postgres import pgtools
+from velocity_pg.restore import staging
+from velocity_pg.restore.progress import RestoreProgress, parse_toc
+from velocity_pg.restore.properties import (
     DatabaseProps,
     Grant,
     RoleSetting,
@@ -21,7 +22,7 @@ from velocity_pg.properties import (
     setting_assignment,
     split_guc_list,
 )
-from velocity_pg.restore import Console, countdown, refuse_target
+from velocity_pg.restore.verb import Console, countdown, refuse_target
 
 NAMES = ["app", "App", 'my "quoted" db', "o'brien db", "dash-ed", "x" * 63, "Ünïcødé ✓"]
 
@@ -310,7 +311,7 @@ def test_progress_line_only_on_a_terminal() -> None:
 
 
 def test_drill_table_entries_and_matching() -> None:
-    from velocity_pg.drill import missing_tables, table_entries
+    from velocity_pg.restore.drill import missing_tables, table_entries
 
     listing = """;
 ; Archive created at 2026-11-25 16:00:00 UTC
@@ -330,7 +331,7 @@ def test_drill_table_entries_and_matching() -> None:
 
 
 def test_drill_names_are_internal() -> None:
-    from velocity_pg import staging
+    from velocity_pg.restore import staging
 
     name = staging.drill_name("0123456789abcdef")
     assert name == "velocity_pg_verify_0123456789abcdef"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from velocity_pg.catalog import Backup, format_name
-from velocity_pg.retention import Policy, Rule, plan
+from velocity_pg.store.catalog import Backup, format_name
+from velocity_pg.store.retention import Policy, Rule, plan
 
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

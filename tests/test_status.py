@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import clean_env
 
-from velocity_pg import catalog, manifest
 from velocity_pg.errors import ConfigError
 from velocity_pg.status import parse_duration
+from velocity_pg.store import catalog, manifest
 
 
 def run(*args: str, folder: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import Target, load_varied_schema, slow_table_sql, wait_for_sleep_in
 
-from velocity_pg import manifest
+from velocity_pg.store import manifest
 
 
 def make_backup(target: Target) -> Path:

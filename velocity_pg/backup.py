@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg import __version__, catalog, db, manifest, pgtools
+from velocity_pg import __version__
 from velocity_pg.errors import CommandFailed, Interrupted, OperationFailed
+from velocity_pg.postgres import db, pgtools
 from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, manifest
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from velocity_pg import catalog, lock, manifest, retention
-from velocity_pg.retention import Decision, Plan, Policy
 from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, lock, manifest, retention
+from velocity_pg.store.retention import Decision, Plan, Policy
 
 #: A temporary file is only considered abandoned when nobody holds its lock AND
 #: it has not been modified for this long. A backup locks its temporary file the

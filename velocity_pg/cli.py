@@ -119,7 +119,7 @@ def backup(state: State, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_json())
         return
-    from velocity_pg.catalog import human_size
+    from velocity_pg.store.catalog import human_size
 
     click.echo(
         f"Backup created: {result.name} ({human_size(result.size)}) "
@@ -132,10 +132,10 @@ def backup(state: State, as_json: bool) -> None:
 @pass_state
 def list_(state: State, as_json: bool) -> None:
     """List the backups in BACKUP_DIR, newest first."""
-    from velocity_pg import manifest
-    from velocity_pg.catalog import human_age, human_size, list_backups
     from velocity_pg.errors import ManifestUnreadable
     from velocity_pg.report import describe_verification, format_table
+    from velocity_pg.store import manifest
+    from velocity_pg.store.catalog import human_age, human_size, list_backups
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
@@ -301,7 +301,7 @@ def cleanup(
     """
     from velocity_pg import cleanup as core
     from velocity_pg.errors import OperationFailed
-    from velocity_pg.retention import Plan
+    from velocity_pg.store.retention import Plan
 
     settings = state.settings(
         BACKUP_MAX_AGE_DAYS=max_age_days, BACKUP_MAX_COUNT=max_count, BACKUP_MIN_KEEP=min_keep
@@ -360,7 +360,7 @@ def restore(
     complete is it swapped in, in one transaction. A failed or interrupted
     restore leaves the database exactly as it was.
     """
-    from velocity_pg.restore import CheckResult, restore_backup
+    from velocity_pg.restore.verb import CheckResult, restore_backup
 
     settings = state.settings()
     result = restore_backup(settings, name, check=check, yes=yes, jobs=jobs)
@@ -385,7 +385,7 @@ def restore(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn every error into one line and an exit status."""
-    from velocity_pg.pgtools import Terminated, install_termination_handlers
+    from velocity_pg.postgres.pgtools import Terminated, install_termination_handlers
 
     install_termination_handlers()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)

@@ -27,7 +27,7 @@ def to_json(payload: object) -> str:
 
 def describe_verification(record: object) -> str:
     """A backup's verification state in a few words, from its manifest (or lack of one)."""
-    from velocity_pg.manifest import Manifest
+    from velocity_pg.store.manifest import Manifest
 
     if isinstance(record, str):
         return "manifest unreadable"

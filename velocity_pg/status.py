@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from velocity_pg import catalog, manifest
 from velocity_pg.errors import ConfigError, ManifestUnreadable
+from velocity_pg.store import catalog, manifest
 
 _DURATION_RE = re.compile(r"\A\s*(\d+)\s*([smhdw])\s*\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg import catalog, lock, manifest, pgtools
 from velocity_pg.errors import CommandFailed, ManifestUnreadable
+from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, lock, manifest
 
 
 @dataclass
@@ -154,7 +155,7 @@ def verify(
 
 def restore_drill(settings: Settings) -> RestoreCheck:
     """The ``--restore`` check: restore into a throwaway database and look at it."""
-    from velocity_pg import drill
+    from velocity_pg.restore import drill
 
     def check(dump: Path, listing: str, outcome: Outcome) -> None:
         problem, detail = drill.run_drill(settings, dump, listing)

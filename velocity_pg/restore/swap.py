@@ -30,9 +30,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from velocity_pg import db
 from velocity_pg.errors import OperationFailed
-from velocity_pg.properties import (
+from velocity_pg.postgres import db
+from velocity_pg.restore.properties import (
     DatabaseProps,
     Grant,
     RoleSetting,

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from velocity_pg import catalog
 from velocity_pg.errors import ManifestUnreadable
+from velocity_pg.store import catalog
 
 FORMAT = "velocity-pg-manifest/1"
 SUFFIX = ".json"

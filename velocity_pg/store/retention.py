@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from velocity_pg.catalog import Backup, human_age
+from velocity_pg.store.catalog import Backup, human_age
 
 DAY = timedelta(days=1)
 

@@ -7,7 +7,7 @@ Order of work, so that a failed restore leaves the database exactly as it was:
    SHA-256), an archive ``pg_restore --list`` cannot read, a
    server we cannot reach, a user who may not create or rename the database,
    a database with prepared transactions, or a restore of the same database
-   already running (a session advisory lock, see :mod:`velocity_pg.staging`).
+   already running (a session advisory lock, see :mod:`velocity_pg.restore.staging`).
 2. **Countdown** (5 s, Ctrl+C cancels; ``--yes`` skips it). ``--check`` stops here.
 3. **Restore into a staging database** (``velocity_pg_staging_<hash>``) created
    from template0 with the live database's owner, encoding and locale; its
@@ -16,7 +16,7 @@ Order of work, so that a failed restore leaves the database exactly as it was:
    keeps serving all along. Any failure or Ctrl+C drops the staging database.
    A run that was killed leaves it behind: the next run, holding the lock,
    knows it is abandoned and drops it.
-4. **Swap** in one transaction (see :mod:`velocity_pg.swap`): all or nothing,
+4. **Swap** in one transaction (see :mod:`velocity_pg.restore.swap`): all or nothing,
    unavailable only for that transaction. Ctrl+C is held back until it ends.
 5. **Drop the old database**, renamed aside by the swap.
 """
@@ -37,7 +37,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from velocity_pg import catalog, db, lock, manifest, pgtools, staging, swap
 from velocity_pg.errors import (
     CommandFailed,
     ConfigError,
@@ -48,9 +47,12 @@ from velocity_pg.errors import (
     VelocityError,
     describe_failure,
 )
-from velocity_pg.progress import RestoreProgress, Toc, parse_toc
-from velocity_pg.properties import DatabaseProps
+from velocity_pg.postgres import db, pgtools
+from velocity_pg.restore import staging, swap
+from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
+from velocity_pg.restore.properties import DatabaseProps
 from velocity_pg.settings import Connection, Settings
+from velocity_pg.store import catalog, lock, manifest
 
 if TYPE_CHECKING:
     import psycopg

@@ -14,8 +14,9 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity_pg import db, pgtools, staging, swap
 from velocity_pg.errors import CommandFailed, describe_failure
+from velocity_pg.postgres import db, pgtools
+from velocity_pg.restore import staging, swap
 from velocity_pg.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
     """
     import psycopg
 
-    from velocity_pg.restore import default_jobs, shielded
+    from velocity_pg.restore.verb import default_jobs, shielded
 
     conn = settings.connection
     with db.connect_maintenance(conn) as admin:

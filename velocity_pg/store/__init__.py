@@ -1,0 +1,1 @@
+"""The backup folder: names, listing, the folder lock, manifests, retention plans."""
