@@ -174,6 +174,19 @@ def target(postgresql_proc: object, tmp_path: Path) -> Iterator[Target]:
         workdir=workdir,
     )
     drop_database(postgresql_proc, name)
+    drop_copies_of(postgresql_proc, name)
+
+
+def drop_copies_of(proc: object, name: str) -> None:
+    """Drop the databases a restore of ``name`` keeps beside it (staged copy, rollback point)."""
+    from velocity_pg.restore import staging
+
+    for leftover in (
+        staging.staging_name(name),
+        staging.aside_name(name),
+        staging.previous_name(name),
+    ):
+        drop_database(proc, leftover)
 
 
 # -- helpers shared by the test modules --------------------------------------------

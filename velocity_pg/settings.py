@@ -89,6 +89,8 @@ class Settings:
     min_keep: int = DEFAULT_MIN_KEEP
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
+    #: A restore keeps the database's previous contents as a rollback point.
+    keep_previous: bool = True
 
 
 def read_env_file(path: Path | None, *, required: bool) -> dict[str, str]:
@@ -172,6 +174,7 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         dump_nice=parse_int(
             "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
         ),
+        keep_previous=parse_bool("BACKUP_KEEP_PREVIOUS", lookup("BACKUP_KEEP_PREVIOUS"), True),
     )
 
 
@@ -199,3 +202,19 @@ def parse_int(
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ConfigError(f"{name}={text!r} is out of range; it must be {bound}")
     return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, text: str | None, default: bool) -> bool:
+    """``true``/``false`` (also yes/no, on/off, 1/0, any case); anything else is refused."""
+    if text is None:
+        return default
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"{name}={text!r} is not true or false; set it to true or false")

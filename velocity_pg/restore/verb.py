@@ -48,9 +48,11 @@ from velocity_pg.errors import (
     describe_failure,
 )
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import staging, swap
+from velocity_pg.restore import copies, stage, staging, swap
+from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
+from velocity_pg.restore.stage import StageResult
 from velocity_pg.settings import Connection, Settings
 from velocity_pg.store import catalog, lock, manifest
 
@@ -152,6 +154,18 @@ class Plan:
     aside: str
     lock_key: int
     leftovers: tuple[str, ...]
+    #: The rollback point's name, and the one there is (kept by an earlier restore).
+    previous: str = ""
+    rollback: Copy | None = None
+    #: A complete staged copy (``restore --stage``) found in the staging name.
+    staged: Copy | None = None
+    #: Swap that staged copy in (it is of this very file) instead of restoring.
+    reuse: bool = False
+    #: Why the staged copy is dropped first (another backup, a changed file).
+    stale_reason: str | None = None
+    keep_previous: bool = True
+    #: SHA-256 of the backup file, when it was needed (staging, judging a staged copy).
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,14 @@ class RestoreResult:
     pg_restore_version: str
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
+    #: Swapped in a copy staged earlier (no pg_restore in this run).
+    used_staged_copy: bool = False
+    #: The previous contents are the database's rollback point (``previous_kept_as``).
+    rollback_point: bool = False
+    #: The older rollback point this restore replaced (dropped), described.
+    replaced_rollback: str | None = None
+    #: A rollback point left as it was (BACKUP_KEEP_PREVIOUS=false), described.
+    untouched_rollback: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -213,6 +235,9 @@ class RestoreResult:
             "pg_restore_version": self.pg_restore_version,
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
+            "used_staged_copy": self.used_staged_copy,
+            "rollback_point": self.previous_kept_as if self.rollback_point else None,
+            "replaced_rollback_point": self.replaced_rollback,
         }
 
 
@@ -228,28 +253,38 @@ def restore_backup(
     jobs: int | None = None,
     console: Console | None = None,
     countdown_seconds: int = COUNTDOWN_SECONDS,
-) -> CheckResult | RestoreResult:
-    """Check, count down, and (unless ``check``) restore; see the module docstring."""
+    stage_only: bool = False,
+) -> CheckResult | RestoreResult | StageResult:
+    """Check, count down, and (unless ``check``) restore; see the module docstring.
+
+    ``stage_only``: build the copy and stop (no countdown: nothing live changes).
+    """
     console = Console() if console is None else console
     folder = settings.backup_dir
     catalog.require_dir(folder)
     target = target_database(settings.connection)
     refuse_target(target)
-    result: CheckResult | RestoreResult | None = None
+    result: CheckResult | RestoreResult | StageResult | None = None
     try:
         # Shared: a cleanup cannot delete the backup while we read it.
         with lock.shared(folder, "restore"):
             path = catalog.resolve_backup(folder, name)
             # The session holds the per-database restore lock until it closes.
             with swap.connect_admin(settings.connection, target) as admin:
-                plan = prepare(settings, admin, path, target, jobs)
+                plan = stage.judge(prepare(settings, admin, path, target, jobs), stage_only)
                 announce(console, settings, plan)
-                if not yes:
+                stage.announce(console, plan, stage_only)
+                if not yes and not stage_only:
                     countdown(console, countdown_seconds)
-                result = CheckResult(plan) if check else execute(settings, admin, plan, console)
+                if check:
+                    result = CheckResult(plan)
+                elif stage_only:
+                    result = stage.build(settings, admin, plan, console)
+                else:
+                    result = execute(settings, admin, plan, console)
     except (KeyboardInterrupt, pgtools.Terminated):
         console.end_progress()
-        if isinstance(result, RestoreResult):  # came after the restore had completed
+        if isinstance(result, (RestoreResult, StageResult)):  # came after it completed
             return result
         raise Interrupted("interrupted; nothing was changed") from None
     assert result is not None
@@ -355,6 +390,12 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
             f"restore, and {target!r} does not exist; rename it back (ALTER DATABASE "
             f"{aside_db} RENAME TO ...) or drop it, then restore again; nothing was changed"
         )
+    # A staged copy (complete, marked) is judged by stage.judge, not dropped as a leftover.
+    staged = copies.staged_copy(admin, target) if staging_db in leftovers else None
+    if staged is not None and staged.staged is not None:
+        leftovers = tuple(name for name in leftovers if name != staging_db)
+    else:
+        staged = None
     return Plan(
         backup=path,
         size=size,
@@ -369,6 +410,10 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         aside=aside_db,
         lock_key=key,
         leftovers=leftovers,
+        previous=staging.previous_name(target),
+        rollback=copies.rollback_point(admin, target),
+        staged=staged,
+        keep_previous=settings.keep_previous,
     )
 
 
@@ -402,37 +447,24 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
-    dropped = drop_leftovers(admin, plan, console)
+    dropped = drop_leftovers(admin, plan, console) + stage.drop_stale(admin, plan, console)
 
     progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)
-    try:
-        comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
-        swap.create_staging(admin, plan.staging, plan.live, comment)
-        if plan.live is not None:
-            swap.rehearse_properties(
-                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
-            )
-        console.say(
-            f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
-            f"{target!r} is left as it is until the copy is complete"
-        )
-        run_pg_restore(settings, plan, progress, console)
-        console.say("analyzing the restored copy")
-        swap.analyze(settings.connection, plan.staging)
-    except (KeyboardInterrupt, pgtools.Terminated):
-        console.end_progress()
-        raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
-    except Exception as exc:
-        console.end_progress()
-        raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
+    if plan.reuse:
+        stage.ready_for_swap(admin, plan, console)
+        progress.finish()
+    else:
+        build_copy(settings, admin, plan, progress, console)
     restore_seconds = time.monotonic() - clock
 
+    keep = plan.keep_previous and plan.live is not None
+    aside, chain = stage.swap_chain(plan) if keep else (plan.aside, None)
     console.say(
         f"swapping the restored copy in; {target!r} is unavailable until this finishes"
         if plan.live is not None
         else f"renaming the restored copy to {target!r}"
     )
-    previous_kept_as: str | None = None
+    previous_kept_as: str | None = plan.previous if keep else None
     with shielded() as held_back:
         try:
             swapped = swap.swap_in(
@@ -440,22 +472,30 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                 settings.connection,
                 target=target,
                 staging=plan.staging,
-                aside=plan.aside,
+                aside=aside,
                 replace=plan.live is not None,
                 as_grantors=plan.role.superuser,
+                chain=chain,
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
+            if plan.reuse:
+                raise OperationFailed(f"{describe(exc)}; {stage.kept_after_failure(plan)}") from exc
             raise OperationFailed(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
-        if plan.live is not None:
+        # plan.aside holds the replaced contents (not kept) or the older rollback point.
+        if plan.live is not None and (not keep or plan.rollback is not None):
             try:
                 swap.drop_database(admin, plan.aside)
             except psycopg.Error as exc:
-                previous_kept_as = plan.aside
+                if not keep:
+                    previous_kept_as = plan.aside
+                what = (
+                    "the older rollback point" if keep else f"the previous contents of {target!r}"
+                )
                 console.say(
-                    f"warning: the restore is complete, but the previous contents of {target!r}, "
+                    f"warning: the restore is complete, but {what}, "
                     f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
                     "drop it yourself, or the next restore of this database drops it"
                 )
@@ -478,7 +518,39 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         pg_restore_version=plan.program.version,
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
+        used_staged_copy=plan.reuse,
+        rollback_point=keep,
+        replaced_rollback=stage.describe_rollback(plan.rollback) if keep else None,
+        untouched_rollback=None if keep else stage.describe_rollback(plan.rollback),
     )
+
+
+def build_copy(
+    settings: Settings, admin: Conn, plan: Plan, progress: RestoreProgress, console: Console
+) -> None:
+    """Step 3: create the staging database, pg_restore into it, ANALYZE; on any failure
+    or Ctrl+C drop it (the live database is never touched here)."""
+    target = plan.target
+    try:
+        comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
+        swap.create_staging(admin, plan.staging, plan.live, comment)
+        if plan.live is not None:
+            swap.rehearse_properties(
+                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
+            )
+        console.say(
+            f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
+            f"{target!r} is left as it is until the copy is complete"
+        )
+        run_pg_restore(settings, plan, progress, console)
+        console.say("analyzing the restored copy")
+        swap.analyze(settings.connection, plan.staging)
+    except (KeyboardInterrupt, pgtools.Terminated):
+        console.end_progress()
+        raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
+    except Exception as exc:
+        console.end_progress()
+        raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
 
 
 def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
