@@ -158,7 +158,8 @@ class Report:
             out.append(
                 f"Rollback point: {what} ({rollback.describe_age(now)}, {size}, "
                 f"database {rollback.name}); `velocity-pg restore --undo` brings it back, "
-                f"`velocity-pg restore --forget` frees its {size}"
+                f"`velocity-pg restore --forget` frees its {size} (a second copy of the "
+                "database: it doubles the space the database takes on the server)"
             )
         return out
 
