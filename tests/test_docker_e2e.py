@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,11 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
     assert backup.returncode == 0, backup.stderr
     name = json.loads(backup.stdout)["name"]
     project.sql("DELETE FROM notes WHERE id > 10; CREATE TABLE later (x int)")
+    # What the stand-ins themselves take to stop and start, without any restore.
+    started = time.monotonic()
+    project.compose("stop", "web", "celery-worker")
+    project.compose("start", "web", "celery-worker")
+    own = time.monotonic() - started
     before = project.apps()
     assert [running for running, _ in before.values()] == [True, True, False]
 
@@ -290,9 +296,13 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
     assert f"Staged {name}" in result.stdout
     assert "restore --undo" in result.stdout  # the previous contents were kept
     seconds = downtime(err)
-    print(f"\ne2e: app services down for {seconds} s during `just db-restore`")
-    # 5 s for the swap and its checks, plus the stand-ins' own stop and start.
-    assert seconds < 30, err
+    print(
+        f"\ne2e: app services down for {seconds} s during `just db-restore`; "
+        f"stopping and starting them alone takes {own:.1f} s"
+    )
+    # At most 5 s for the swap and its checks, plus the stand-ins' own stop and start
+    # (1 s more: the recipe's figure is rounded, and the engine is shared).
+    assert seconds <= own + 6, err
 
     # A mistaken restore is undone: the contents from before it, the apps restarted.
     undo = project.just("db-restore-undo", "--yes")
