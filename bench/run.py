@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import re
 import shutil
@@ -353,6 +354,15 @@ def just_db_restore(root: Path, env: dict[str, str], name: str) -> float:
     match = DOWN_RE.search(result.stderr)
     if result.returncode != 0 or match is None:
         raise RuntimeError(f"just db-restore failed ({result.returncode}): {result.stderr}")
+    log = root / "standin-log.jsonl"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    swap = [c for c in calls if "--yes" in c["argv"] and "--stage" not in c["argv"]][-1]
+    print(
+        f"bench: just db-restore: app down {match.group(1)} s, of which the swap-only "
+        f"`velocity-pg restore` took {swap['at'][1] - swap['at'][0]:.1f} s",
+        file=sys.stderr,
+    )
     return float(match.group(1))
 
 

@@ -58,6 +58,7 @@ class Call:
     argv: list[str]
     user: str | None
     status: int
+    at: list[float]
 
     @property
     def short(self) -> list[str]:
