@@ -140,3 +140,145 @@ def offsite_env(
         if identity:
             env["BACKUP_AGE_IDENTITY_FILE"] = str(keys.identity)
     return env
+
+
+def fake_backup(folder: Path, name: str, size: int = 4096, database: str = "velocity") -> Path:
+    """A backup file with a correct manifest whose own time is the time in its name.
+
+    Its bytes are random (not an archive): push, pull, cleanup and verify --remote
+    check checksums, not contents, so this stands for a backup of any age and size.
+    """
+    from velocity_pg.store import catalog, manifest
+
+    created = catalog.parse_name(name)
+    assert created is not None
+    path = folder / name
+    with path.open("wb") as f:
+        left = size
+        while left > 0:
+            chunk = os.urandom(min(left, 1 << 20))
+            f.write(chunk)
+            left -= len(chunk)
+    os.chmod(path, 0o600)
+    digest, length = manifest.sha256_file(path)
+    record = manifest.Manifest(
+        sha256=digest,
+        size_bytes=length,
+        started_at=manifest.now_iso(created),
+        finished_at=manifest.now_iso(created),
+        duration_seconds=1.0,
+        database=database,
+        server_version="15.0",
+        pg_dump_version="15.0",
+        velocity_pg_version="test",
+        toc_entries=0,
+    )
+    manifest.path_for(path).write_bytes(manifest.dumps(record))
+    os.utime(path, (created.timestamp(), created.timestamp()))  # as if made then
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class AuthServer:
+    """A moto server that checks credentials (IAM), with two users' keys."""
+
+    endpoint: str
+    full: tuple[str, str]  # may do anything in S3
+    no_delete: tuple[str, str]  # may not delete manifests (*.json)
+
+    def env(self, keys: tuple[str, str], bucket: str) -> dict[str, str]:
+        return aws_env(self.endpoint) | {
+            "AWS_ACCESS_KEY_ID": keys[0],
+            "AWS_SECRET_ACCESS_KEY": keys[1],
+            "BACKUP_S3_URL": f"s3://{bucket}/db",
+        }
+
+    def client(self, keys: tuple[str, str]) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+            region_name="us-east-1",
+            config=Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+
+_ALLOW_ALL = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
+)
+_NO_DELETE = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"},'
+    '{"Effect":"Deny","Action":"s3:DeleteObject","Resource":"arn:aws:s3:::*/*.json"}]}'
+)
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> Iterator[AuthServer]:
+    """moto's server in its own process, checking credentials after the first 6 requests
+    (which create the two users: create_user, put_user_policy, create_access_key each)."""
+    import socket
+    import sys
+    import time
+
+    import boto3
+
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="6")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+            region_name="us-east-1",
+        )
+        pairs = []
+        for user, policy in (("full", _ALLOW_ALL), ("nodelete", _NO_DELETE)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=policy)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            pairs.append((key["AccessKeyId"], key["SecretAccessKey"]))
+        yield AuthServer(endpoint=endpoint, full=pairs[0], no_delete=pairs[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def local_files(folder: Path) -> dict[str, bytes]:
+    """Every file in the backup folder with its bytes, but the lock file (readers create it)."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != ".velocity.lock"
+    }

@@ -220,7 +220,7 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
 
 def list_remote(settings: Settings, as_json: bool) -> None:
     from velocity_pg import offsite
-    from velocity_pg.report import describe_verification, format_table
+    from velocity_pg.report import describe_check, format_table
     from velocity_pg.store.catalog import human_age, human_size
 
     where, listing = offsite.list_remote(settings)
@@ -247,7 +247,7 @@ def list_remote(settings: Settings, as_json: bool) -> None:
                     b.created.strftime("%Y-%m-%d %H:%M:%S"),
                     human_age(now - b.created),
                     ("age" if rec.encrypted else "no") if rec else "?",
-                    describe_verification(rec) if rec else f"DAMAGED: {b.problem}",
+                    describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                 )
             )
         header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "VERIFIED")

@@ -79,6 +79,15 @@ class Connection:
         return f"database {self.dbname or '(libpq default)'!r} on {where}{who}"
 
 
+#: Read for boto3 from every layer (options, environment, .env).
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
 _BUCKET_RE = re.compile(r"\A[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]\Z", re.ASCII)
 _RECIPIENT_RE = re.compile(r"\Aage1[0-9a-z]{20,}\Z", re.ASCII)
 
@@ -102,6 +111,9 @@ class OffSite:
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     max_count: int = DEFAULT_MAX_COUNT
     min_keep: int = DEFAULT_MIN_KEEP
+    #: The standard AWS_* variables as layered here (a .env file never reaches
+    #: os.environ, so boto3 would not see them otherwise); hidden from repr.
+    aws: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def encrypted(self) -> bool:
@@ -177,7 +189,9 @@ def offsite_from_values(
     recipients_file = _existing_file("BACKUP_AGE_RECIPIENTS_FILE", lookup)
     identity_text = lookup("BACKUP_AGE_IDENTITY_FILE")
     max_age, max_count, min_keep = local
+    aws = {name: value for name in AWS_VARIABLES if (value := lookup(name)) is not None}
     return OffSite(
+        aws=aws,
         bucket=bucket,
         prefix=prefix,
         endpoint_url=endpoint,

@@ -72,7 +72,14 @@ class S3Store:
         self.bucket = offsite.bucket
         self.prefix = offsite.prefix
         self.endpoint = offsite.endpoint_url
-        session = boto3.session.Session()
+        aws = offsite.aws
+        session = boto3.session.Session(
+            aws_access_key_id=aws.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=aws.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=aws.get("AWS_SESSION_TOKEN"),
+            region_name=aws.get("AWS_REGION") or aws.get("AWS_DEFAULT_REGION"),
+            profile_name=aws.get("AWS_PROFILE"),
+        )
         if session.get_credentials() is None:
             raise ConfigError(
                 "BACKUP_S3_URL is set but no S3 credentials were found: set AWS_ACCESS_KEY_ID "
