@@ -384,6 +384,22 @@ def test_temp_files_of_live_backups_are_never_touched(folder: Folder) -> None:
     assert json.loads(result.stdout)["summary"]["temp_files_removed"] == 1
 
 
+def wait_for_lock_wait(target: Target, timeout: float = 30) -> None:
+    """Until a session of the target database waits for a lock (pg_dump behind the locker)."""
+    deadline = time.monotonic() + timeout
+    with target.connect("postgres") as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event_type = 'Lock'",
+                (target.dbname,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("pg_dump never waited for the table lock")
+
+
 def test_cleanup_during_a_real_backup_leaves_its_temp_file(target: Target) -> None:
     """A real backup, stalled by a table lock, with its temp file made to look old."""
     load_varied_schema(target)
@@ -394,6 +410,7 @@ def test_cleanup_during_a_real_backup_leaves_its_temp_file(target: Target) -> No
         proc = target.popen("backup")
         _pid, argv = wait_for_pg_dump(proc.pid)
         temp = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--file=")))
+        wait_for_lock_wait(target)  # pg_dump has opened (truncated) its file by now
         old = time.time() - 10 * HOUR
         os.utime(temp, (old, old))
         result = target.run("cleanup", "--json")
