@@ -27,8 +27,8 @@ def backups_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if catalog.is_backup_name(p.name))
 
 
-def name_days_ago(days: float) -> str:
-    return catalog.format_name(datetime.now(UTC) - timedelta(days=days))
+def name_days_ago(days: float, database: str = "velocity") -> str:
+    return catalog.format_name(datetime.now(UTC) - timedelta(days=days), database)
 
 
 def test_verify_remote_with_and_without_identity_and_the_drill(
@@ -118,7 +118,7 @@ def test_cleanup_off_site_keeps_the_floor(target: Target, bucket: Bucket) -> Non
 
 
 def test_cleanup_removes_unfinished_uploads_after_an_hour(target: Target, bucket: Bucket) -> None:
-    name = name_days_ago(1)
+    name = name_days_ago(1, target.dbname)
     fake_backup(target.backup_dir, name)
     env = target.env(**offsite_env(bucket))
     assert target.run("push", env=env).returncode == 0
@@ -142,7 +142,7 @@ def test_status_shows_the_newest_off_site_copy(target: Target, bucket: Bucket) -
     none = target.run("status", "--remote-max-age", "1d", env=env)
     assert none.returncode == 1
     assert "there is no off-site copy" in none.stderr
-    old = name_days_ago(3)
+    old = name_days_ago(3, target.dbname)
     fake_backup(target.backup_dir, old)
     assert target.run("push", env=env).returncode == 0
     stale = target.run("status", "--remote-max-age", "2d", env=env)

@@ -295,12 +295,16 @@ def check_object(store: RemoteStore, key: str, size: int, sha256: str, meter: Me
         raise OperationFailed(f"the uploaded object {key} does not read back as it was sent")
 
 
-def select_for_push(ctx: Context, folder: Path, names: list[str], everything: bool) -> list[Path]:
+def select_for_push(
+    ctx: Context, folder: Path, names: list[str], everything: bool, database: str | None
+) -> list[Path]:
+    """The named backups, every one not yet off-site (--all), or the newest of ``database``."""
     if names:
         return [catalog.resolve_backup(folder, name) for name in names]
     backups = catalog.list_backups(folder)
     if not everything:
-        return [backups[0].path] if backups else []
+        newest = catalog.newest_of(backups, database)
+        return [newest.path] if newest is not None else []
     listing = remote.list_backups(ctx.store)
     present = {b.name for b in listing.backups}
     return [b.path for b in reversed(backups) if b.name not in present]
@@ -332,7 +336,7 @@ def push(
     folder = settings.backup_dir
     result = PushReport()
     with lock.shared(folder, "push"):
-        dumps = select_for_push(ctx, folder, names, everything)
+        dumps = select_for_push(ctx, folder, names, everything, settings.connection.dbname)
         for dump in dumps:
             try:
                 pushed = push_backup(ctx, dump, meter)
@@ -524,6 +528,12 @@ def remote_backup_json(backup: RemoteBackup, now: datetime) -> dict[str, object]
     }
 
 
+def newest_remote(backups: list[RemoteBackup], database: str | None) -> list[RemoteBackup]:
+    """The backups of ``database`` (of any when None), newest first by their own time."""
+    mine = [b for b in backups if database is None or b.database == database]
+    return sorted(mine, key=lambda b: (b.created, b.name), reverse=True)
+
+
 # -- verify --remote -------------------------------------------------------------------------
 
 
@@ -576,7 +586,7 @@ def verify_remote(
     elif everything:
         chosen = listing.backups
     else:
-        chosen = listing.backups[:1]
+        chosen = newest_remote(listing.backups, settings.connection.dbname)[:1]
     outcomes = []
     for backup in chosen:
         outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter, now)
@@ -899,7 +909,8 @@ def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
     except OperationFailed as exc:
         return RemoteStatus(offsite.url, 0, None, None, exc.message)
     good = [b for b in listing.backups if b.record is not None]
-    newest = max(good, key=lambda b: b.created) if good else None
+    ranked = newest_remote(good, settings.connection.dbname)
+    newest = ranked[0] if ranked else None
     return RemoteStatus(
         ctx.store.describe(),
         len(good),

@@ -191,6 +191,11 @@ class RemoteBackup:
         assert named is not None
         return named
 
+    @property
+    def database(self) -> str:
+        """The database in the backup's name (retention and "newest" are per database)."""
+        return catalog.database_of(self.name) or ""
+
     def as_catalog_backup(self) -> catalog.Backup:
         """For the retention plan: the backup's own time, never the store's LastModified."""
         size = self.record.object_size if self.record is not None else 0
@@ -200,6 +205,7 @@ class RemoteBackup:
             created=self.created,
             mtime=self.created,
             size=size,
+            database=self.database,
         )
 
 
