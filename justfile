@@ -89,12 +89,17 @@ db-restore file *args:
 
     # 4. Swap the staged copy in (no second countdown), then start exactly what
     #    was stopped, also when the swap failed; exit with the restore's status.
-    vpg restore --yes "$file" "$@"
+    #    What the swap replaced for good (an older rollback point) is dropped
+    #    after the app runs again: that drop takes longer the larger the database.
+    vpg restore --yes --drop-later "$file" "$@"
     status=$?
     restart_failed=
     restart || restart_failed=1
     if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
+    if [ "$status" -eq 0 ]; then
+        vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
+    fi
     exit "$status"
 
 # Undo the last restore: swap the previous contents back in (the app stopped meanwhile)

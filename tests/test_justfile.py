@@ -32,6 +32,8 @@ APP_SERVICES = ["web", "celery-worker", "celery-beat"]
 CHECK = ["restore", "--check"]
 STAGE = ["restore", "--stage", "--yes"]
 YES = ["restore", "--yes"]
+SWAP = ["restore", "--yes", "--drop-later"]
+TIDY = ["velocity-pg", "restore", "--tidy"]
 UNDO_CHECK = ["restore", "--undo", "--check"]
 UNDO = ["restore", "--undo", "--yes"]
 DUMP = "velocity_2026-01-02_030405.dump"
@@ -288,8 +290,9 @@ def test_restore_order_stops_and_restarts_running_app_services(harness: Harness)
         ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump"],
         PS,
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
+        TIDY,
     ]
     assert all(c.user == "postgres" for c in harness.calls() if c.argv[1] == "exec")
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
@@ -334,7 +337,7 @@ def test_services_restarted_after_failed_restore(harness: Harness, status: int) 
     assert result.returncode == status
     assert harness.shorts()[3:] == [
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
     ]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
@@ -376,7 +379,7 @@ def test_ctrl_c_during_restore_still_starts_the_services(harness: Harness, tmp_p
     assert status == 130, err
     assert harness.shorts()[3:] == [
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
     ]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
@@ -423,7 +426,7 @@ def test_ctrl_c_during_start_still_fails_the_run(harness: Harness, tmp_path: Pat
     assert status == 130, err
     assert harness.shorts()[3:] == [
         ["stop", *APP_SERVICES],
-        ["velocity-pg", *YES, DUMP],
+        ["velocity-pg", *SWAP, DUMP],
         ["start", *APP_SERVICES],
     ]
     assert "start them with: docker compose start web celery-worker celery-beat" in err
@@ -436,7 +439,7 @@ def test_only_running_app_services_are_stopped_and_restarted(harness: Harness) -
     assert result.returncode == 1
     assert harness.shorts()[3:] == [
         ["stop", "web", "celery-beat"],
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         ["start", "web", "celery-beat"],
     ]
     assert sorted(harness.running()) == ["celery-beat", "db", "redis", "web"]
@@ -451,7 +454,8 @@ def test_no_app_service_running_stops_nothing(harness: Harness) -> None:
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
         ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump"],
         PS,
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
+        TIDY,
     ]
 
 
@@ -475,8 +479,9 @@ def test_celery_beat_alone_is_restarted_around_the_swap(harness: Harness) -> Non
     assert result.returncode == 0, result.stderr
     assert harness.shorts()[3:] == [
         ["stop", "celery-beat"],
-        ["velocity-pg", *YES, DUMP],
+        ["velocity-pg", *SWAP, DUMP],
         ["start", "celery-beat"],
+        TIDY,
     ]
 
 
@@ -518,7 +523,8 @@ def test_extra_arguments_go_to_check_and_restore(harness: Harness) -> None:
     assert execs == [
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
         ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        TIDY,
     ]
 
 
@@ -548,8 +554,9 @@ def test_db_restore_brings_the_data_back(harness: Harness) -> None:
         ["velocity-pg", *STAGE, name],
         PS,
         ["stop", "web", "celery-beat"],
-        ["velocity-pg", *YES, name],
+        ["velocity-pg", *SWAP, name],
         ["start", "web", "celery-beat"],
+        TIDY,
     ]
     assert sorted(harness.running()) == ["celery-beat", "db", "web"]
     # The swap only: no pg_restore while the app was down; the previous contents kept.

@@ -428,3 +428,20 @@ def test_marks_round_trip_and_garbage() -> None:
     for junk in (None, "", "hello", "x\nvelocity-pg-mark {", 'x\nvelocity-pg-mark {"kind": 1}'):
         assert marks.parse_comment(junk) is None
     assert psycopg  # the module is imported for the fixtures' connections
+
+
+def test_drop_later_leaves_the_older_rollback_point_for_tidy(schema: Target) -> None:
+    """`just db-restore` swaps with --drop-later and tidies once the app runs again."""
+    target = schema
+    name = backup(target)
+    previous, aside = staging.previous_name(target.dbname), staging.aside_name(target.dbname)
+    run_ok(target, "restore", name, "--yes")
+    first_oid = ours(target)[previous][0]
+    _out, err = run_ok(target, "restore", name, "--yes", "--drop-later")
+    assert f"left as database {aside} for `velocity-pg restore --tidy`" in err
+    assert ours(target)[aside][0] == first_oid  # the older rollback point, moved aside
+    assert ours(target)[previous][0] != first_oid
+    out, _err = run_ok(target, "restore", "--tidy")
+    assert f"Dropped {aside}" in out
+    assert set(ours(target)) == {previous}
+    assert "Nothing to tidy" in run_ok(target, "restore", "--tidy")[0]

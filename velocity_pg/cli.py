@@ -610,6 +610,13 @@ def pull(state: State, name: str) -> None:
 )
 @click.option("--forget", is_flag=True, help="Drop the rollback point, freeing its space.")
 @click.option(
+    "--drop-later",
+    is_flag=True,
+    help="After the swap, leave what it replaced for good (an older rollback point) "
+    "for --tidy to drop (just db-restore: the app restarts first).",
+)
+@click.option("--tidy", is_flag=True, help="Drop what a swap left for later (--drop-later).")
+@click.option(
     "--keep-previous/--no-keep-previous",
     default=None,
     help="Keep the previous contents as a rollback point "
@@ -627,6 +634,8 @@ def restore(
     abort: bool,
     undo: bool,
     forget: bool,
+    drop_later: bool,
+    tidy: bool,
     keep_previous: bool | None,
     as_json: bool,
 ) -> None:
@@ -638,7 +647,8 @@ def restore(
     kept as a rollback point: `restore --undo` brings them back.
     """
     modes = [flag for flag, on in (("--stage", stage_only), ("--abort", abort),
-                                   ("--undo", undo), ("--forget", forget)) if on]  # fmt: skip
+                                   ("--undo", undo), ("--forget", forget),
+                                   ("--tidy", tidy)) if on]  # fmt: skip
     if len(modes) > 1:
         raise click.UsageError(f"give only one of {', '.join(modes)}")
     if modes and modes[0] != "--stage":
@@ -652,6 +662,9 @@ def restore(
     settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
     if abort or forget:
         drop_copy(settings, "staged" if abort else "rollback", as_json)
+        return
+    if tidy:
+        tidy_up(settings, as_json)
         return
     if undo:
         from velocity_pg.restore import undo as undoing
@@ -682,7 +695,10 @@ def restore(
         )
         offsite.pull(settings, name)
         click.echo(f"velocity-pg: {name} downloaded and checked; restoring it", err=True)
-    result = restore_backup(settings, name, check=check, yes=yes, jobs=jobs, stage_only=stage_only)
+    result = restore_backup(
+        settings, name, check=check, yes=yes, jobs=jobs, stage_only=stage_only,
+        drop_later=drop_later,
+    )  # fmt: skip
     if as_json:
         emit_json(result.to_json())
         return
@@ -718,6 +734,22 @@ def restore(
             f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
             f"{result.untouched_rollback} is left as it was."
         )
+
+
+def tidy_up(settings: Settings, as_json: bool) -> None:
+    """``restore --tidy``."""
+    from velocity_pg.restore.copies import tidy
+    from velocity_pg.restore.verb import refuse_target, target_database
+
+    target = target_database(settings.connection)
+    refuse_target(target)
+    dropped = tidy(settings, target)
+    if as_json:
+        emit_json({"database": target, "dropped": dropped})
+    elif dropped is None:
+        click.echo(f"Nothing to tidy for database {target!r}.")
+    else:
+        click.echo(f"Dropped {dropped}, replaced by the last restore of database {target!r}.")
 
 
 def drop_copy(settings: Settings, which: str, as_json: bool) -> None:

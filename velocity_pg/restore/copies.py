@@ -214,3 +214,36 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
                     f"cannot drop database {found.name}: {db.one_line(exc)}; nothing was changed"
                 ) from exc
         return found
+
+
+def tidy(settings: Settings, target: str) -> str | None:
+    """``restore --tidy``: drop what a swap replaced for good and left under the aside
+    name (``restore --drop-later``, or a run killed after its swap); None if nothing."""
+    import psycopg
+
+    from velocity_pg.restore.verb import shielded
+
+    aside = staging.aside_name(target)
+    with swap.connect_admin(settings.connection, target) as admin:
+        if not swap.try_lock(admin, staging.lock_key(target)):
+            raise LockBusy(
+                f"a restore of database {target!r} is running on this server; "
+                "wait for it to finish; nothing was changed"
+            )
+        if not swap.existing(admin, [aside]):
+            return None
+        if swap.database_oid(admin, target) is None:
+            raise OperationFailed(
+                f"database {aside!r} holds what {target!r} contained before a restore, and "
+                f"{target!r} does not exist; rename it back (ALTER DATABASE {aside} RENAME "
+                "TO ...) or drop it yourself; nothing was changed"
+            )
+        with shielded():
+            try:
+                swap.drop_database(admin, aside)
+            except psycopg.Error as exc:
+                raise OperationFailed(
+                    f"cannot drop database {aside}: {db.one_line(exc)}; the next restore of "
+                    f"{target!r} drops it"
+                ) from exc
+    return aside

@@ -254,8 +254,13 @@ def restore_backup(
     console: Console | None = None,
     countdown_seconds: int = COUNTDOWN_SECONDS,
     stage_only: bool = False,
+    drop_later: bool = False,
 ) -> CheckResult | RestoreResult | StageResult:
     """Check, count down, and (unless ``check``) restore; see the module docstring.
+
+    ``drop_later``: after the swap, leave what it replaced for good (an older rollback
+    point, or the previous contents when they are not kept) under the aside name for
+    ``restore --tidy`` to drop, so `just db-restore` restarts the app before that drop.
 
     ``stage_only``: build the copy and stop (no countdown: nothing live changes).
     """
@@ -281,7 +286,7 @@ def restore_backup(
                 elif stage_only:
                     result = stage.build(settings, admin, plan, console)
                 else:
-                    result = execute(settings, admin, plan, console)
+                    result = execute(settings, admin, plan, console, drop_later=drop_later)
     except (KeyboardInterrupt, pgtools.Terminated):
         console.end_progress()
         if isinstance(result, (RestoreResult, StageResult)):  # came after it completed
@@ -440,7 +445,9 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         )
 
 
-def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> RestoreResult:
+def execute(
+    settings: Settings, admin: Conn, plan: Plan, console: Console, *, drop_later: bool = False
+) -> RestoreResult:
     """Steps 3 to 5: staging, pg_restore, swap, drop the old database."""
     import psycopg
 
@@ -485,7 +492,14 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
         # plan.aside holds the replaced contents (not kept) or the older rollback point.
-        if plan.live is not None and (not keep or plan.rollback is not None):
+        left_for_tidy = plan.live is not None and (not keep or plan.rollback is not None)
+        if left_for_tidy and drop_later:
+            what = "the older rollback point" if keep else f"the previous contents of {target!r}"
+            console.say(
+                f"{what} is left as database {plan.aside} for `velocity-pg restore --tidy` "
+                "to drop (the next restore of this database drops it otherwise)"
+            )
+        elif left_for_tidy:
             try:
                 swap.drop_database(admin, plan.aside)
             except psycopg.Error as exc:
