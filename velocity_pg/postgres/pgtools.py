@@ -56,8 +56,12 @@ def pg_restore_cmd(
     *,
     jobs: int = 1,
     verbose: bool = False,
+    use_list: Path | None = None,
 ) -> list[str]:
-    """``pg_restore`` of a whole archive into ``dbname``, stopping at the first error."""
+    """``pg_restore`` of an archive into ``dbname``, stopping at the first error.
+
+    ``use_list``: restore only the entries of this ``--use-list`` file, in its order.
+    """
     cmd = [
         str(program),
         "--exit-on-error",
@@ -68,6 +72,8 @@ def pg_restore_cmd(
         cmd.append(f"--jobs={jobs}")
     if verbose:
         cmd.append("--verbose")
+    if use_list is not None:
+        cmd.append(f"--use-list={use_list}")
     cmd.append(str(archive))
     return cmd
 

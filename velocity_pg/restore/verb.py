@@ -48,7 +48,7 @@ from velocity_pg.errors import (
     describe_failure,
 )
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import staging, swap
+from velocity_pg.restore import archive, staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
 from velocity_pg.settings import Connection, Settings
@@ -152,6 +152,8 @@ class Plan:
     aside: str
     lock_key: int
     leftovers: tuple[str, ...]
+    server_num: int = 0
+    entries: tuple[archive.Entry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class RestoreResult:
     pg_restore_version: str
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
+    unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -213,6 +216,7 @@ class RestoreResult:
             "pg_restore_version": self.pg_restore_version,
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
+            "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
         }
 
 
@@ -298,16 +302,20 @@ def check_against_manifest(path: Path) -> None:
         )
 
 
-def read_toc(program: pgtools.Program, path: Path) -> Toc:
-    """The archive's table of contents; refuses what pg_restore cannot read."""
+def read_listing(program: pgtools.Program, path: Path) -> str:
+    """The archive's ``pg_restore --list``; refuses what pg_restore cannot read."""
     try:
-        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, path), {})
+        return pgtools.capture(pgtools.pg_restore_list_cmd(program.path, path), {})
     except CommandFailed as exc:
         raise OperationFailed(
             f"{path.name} is not a backup pg_restore {program.version} can read: "
             f"{describe_failure(exc.returncode, exc.stderr)}; nothing was changed"
         ) from exc
-    return parse_toc(listing)
+
+
+def read_toc(program: pgtools.Program, path: Path) -> Toc:
+    """The archive's table of contents; refuses what pg_restore cannot read."""
+    return parse_toc(read_listing(program, path))
 
 
 def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int | None) -> Plan:
@@ -317,7 +325,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
     check_against_manifest(path)
-    toc = read_toc(program, path)
+    listing = read_listing(program, path)
+    toc = parse_toc(listing)
     size = path.stat().st_size
 
     role = swap.current_role(admin)
@@ -369,6 +378,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         aside=aside_db,
         lock_key=key,
         leftovers=leftovers,
+        server_num=server_num,
+        entries=tuple(archive.parse_entries(listing)),
     )
 
 
@@ -416,7 +427,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
             f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
             f"{target!r} is left as it is until the copy is complete"
         )
-        run_pg_restore(settings, plan, progress, console)
+        unrefreshed = run_pg_restore(settings, plan, progress, console)
         console.say("analyzing the restored copy")
         swap.analyze(settings.connection, plan.staging)
     except (KeyboardInterrupt, pgtools.Terminated):
@@ -478,6 +489,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         pg_restore_version=plan.program.version,
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
+        unrefreshed_matviews=tuple(unrefreshed),
     )
 
 
@@ -506,21 +518,39 @@ def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]
 
 def run_pg_restore(
     settings: Settings, plan: Plan, progress: RestoreProgress, console: Console
-) -> None:
-    cmd = pgtools.pg_restore_cmd(
-        plan.program.path, plan.backup, plan.staging, jobs=plan.jobs, verbose=True
+) -> list[archive.Unrefreshed]:
+    """pg_restore into the staging database, then refresh the materialized views one by
+    one; returns the views whose refresh failed (left unpopulated, each reported)."""
+    env = (
+        settings.connection.libpq_env()
+        | {"PGDATABASE": plan.staging}
+        | db.untimed_env(plan.server_num)
     )
-    env = settings.connection.libpq_env() | {"PGDATABASE": plan.staging}
 
     def on_line(line: str) -> None:
         if progress.feed(line):
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
-    pgtools.run(cmd, env, on_stderr_line=on_line)
+    archive.restore_all_but_matviews(
+        plan.program.path,
+        plan.backup,
+        plan.staging,
+        plan.entries,
+        env,
+        jobs=plan.jobs,
+        verbose=True,
+        on_stderr_line=on_line,
+    )
+    unrefreshed = archive.refresh_matviews(
+        plan.program.path, plan.backup, plan.staging, plan.entries, env
+    )
     progress.finish()
     console.progress(f"restoring: {progress.describe()}", force=True)
     console.end_progress()
+    for view in unrefreshed:
+        console.say(f"warning: {view.describe()}")
+    return unrefreshed
 
 
 def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
