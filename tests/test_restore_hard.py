@@ -249,3 +249,80 @@ def test_role_and_database_timeouts_do_not_cut_our_work(target: Target) -> None:
     finally:
         with target.connect("postgres") as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+
+
+# -- item 9: template databases and subscriptions ---------------------------------------------
+
+
+def is_template(target: Target) -> bool:
+    with target.connect("postgres") as conn:
+        row = conn.execute(
+            "SELECT datistemplate FROM pg_database WHERE datname = %s", (target.dbname,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_template_database_is_restored_twice(target: Target) -> None:
+    ident = sql.Identifier(target.dbname)
+    with target.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 3) AS x")
+    with target.connect("postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(ident))
+    try:
+        name = backup(target)
+        for _ in range(2):
+            result = target.run("restore", name, "--yes")
+            assert result.returncode == 0, result.stderr
+            assert "warning" not in result.stderr, result.stderr
+            assert internal_databases(target) == []
+            assert is_template(target)  # still a template, as before
+        with target.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    finally:
+        with target.connect("postgres") as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident))
+
+
+def subscriptions_of(target: Target) -> list[tuple[str, bool, str | None]]:
+    with target.connect("postgres") as conn:
+        rows = conn.execute(
+            "SELECT s.subname, s.subenabled, s.subslotname FROM pg_subscription s "
+            "JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = %s ORDER BY 1",
+            (target.dbname,),
+        ).fetchall()
+    return [(str(r[0]), bool(r[1]), None if r[2] is None else str(r[2])) for r in rows]
+
+
+def drop_subscriptions(target: Target) -> None:
+    with target.connect() as conn:
+        for sub, _, _ in subscriptions_of(target):
+            ident = sql.Identifier(sub)
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+            conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+
+
+def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
+    """A subscription (to a publisher that is not even there: made without connecting)
+    stops DROP DATABASE; the restore detaches it from its slot and drops it with the old copy."""
+    with target.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute(
+            "CREATE SUBSCRIPTION vt_sub CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
+            "PUBLICATION vt_pub WITH (connect = false)"
+        )
+    try:
+        name = backup(target)
+        check = target.run("restore", name, "--check", "--json")
+        assert check.returncode == 0, check.stderr
+        assert json.loads(check.stdout)["subscriptions"] == ["vt_sub"]
+        assert "subscription(s) vt_sub" in check.stderr
+        for _ in range(2):
+            result = target.run("restore", name, "--yes")
+            assert result.returncode == 0, result.stderr
+            assert "warning" not in result.stderr, result.stderr
+            assert internal_databases(target) == []
+            # The backup's subscription, disabled, with its slot name.
+            assert subscriptions_of(target) == [("vt_sub", False, "vt_sub")]
+    finally:
+        drop_subscriptions(target)

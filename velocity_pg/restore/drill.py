@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
 from velocity_pg.restore import archive, staging, swap
-from velocity_pg.settings import Settings
+from velocity_pg.settings import Connection, Settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,7 +39,7 @@ WHERE c.relkind IN ('r', 'p')
 """
 
 
-def drop_abandoned(admin: Conn) -> list[str]:
+def drop_abandoned(admin: Conn, conn: Connection | None = None) -> list[str]:
     """Drop throwaway databases of verifies that were killed (nobody holds their lock)."""
     rows = admin.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (staging.DRILL_PREFIX,)
@@ -49,7 +49,7 @@ def drop_abandoned(admin: Conn) -> list[str]:
         key = staging.drill_lock_key(str(name))
         if swap.try_lock(admin, key):
             try:
-                swap.drop_database(admin, str(name))
+                swap.drop_database(admin, str(name), conn)
                 dropped.append(str(name))
             finally:
                 swap.unlock(admin, key)
@@ -67,7 +67,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
 
     conn = settings.connection
     with db.connect_maintenance(conn) as admin:
-        drop_abandoned(admin)
+        drop_abandoned(admin, conn)
         name = staging.drill_name(secrets.token_hex(8))
         key = staging.drill_lock_key(name)
         if not swap.try_lock(admin, key):  # pragma: no cover - a 64-bit random collision
@@ -110,7 +110,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
         finally:
             with shielded():
                 try:
-                    swap.drop_database(admin, name)
+                    swap.drop_database(admin, name, conn)
                     swap.unlock(admin, key)
                 except psycopg.Error:
                     pass  # the lock dies with our session: the next drill drops it

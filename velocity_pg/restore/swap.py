@@ -199,11 +199,66 @@ def terminate_sessions(admin: Conn, names: list[str]) -> int:
     return int(row[0]) if row else 0
 
 
-def drop_database(admin: Conn, name: str) -> None:
-    """Drop a database of ours (staging or old), ending its sessions first."""
+def subscriptions(admin: Conn, name: str) -> list[tuple[str, str, bool]]:
+    """(name, owner, enabled) of each logical replication subscription in a database."""
+    rows = admin.execute(
+        "SELECT s.subname, pg_get_userbyid(s.subowner), s.subenabled FROM pg_subscription s "
+        "JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = %s ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), bool(r[2])) for r in rows]
+
+
+def logical_slots(admin: Conn, name: str) -> list[str]:
+    """The logical replication slots of a database (DROP DATABASE drops them with it)."""
+    rows = admin.execute(
+        "SELECT slot_name FROM pg_replication_slots "
+        "WHERE database = %s AND slot_type = 'logical' ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def make_droppable(admin: Conn, conn: Connection | None, name: str) -> None:
+    """Clear what stops DROP DATABASE on a database of ours: the template flag ("cannot
+    drop a template database") and subscriptions ("is being used by logical replication
+    subscription"). Each subscription is disabled, detached from its slot (which stays on
+    the publisher: the restored copy's subscription of the same name uses it) and dropped.
+    """
+    from psycopg import sql
+
+    row = admin.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return
+    ident = sql.Identifier(name)
+    if row[0]:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident))
+    subs = subscriptions(admin, name)
+    if not subs or conn is None:
+        return
+    if not row[1]:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident))
+    with db.connect(conn, name) as inside:
+        for sub, _owner, enabled in subs:
+            sub_id = sql.Identifier(sub)
+            if enabled:
+                inside.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub_id))
+            inside.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub_id))
+            inside.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub_id))
+
+
+def drop_database(admin: Conn, name: str, conn: Connection | None = None) -> None:
+    """Drop a database of ours (staging, old or drill), ending its sessions first.
+
+    With ``conn`` (how to connect to it), a subscription in it does not stop the drop
+    (see :func:`make_droppable`); a template flag never does.
+    """
     import psycopg
     from psycopg import sql
 
+    make_droppable(admin, conn, name)
     force = db.server_version_num(admin) >= 130000
     stmt = sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
         sql.Identifier(name), sql.SQL(" WITH (FORCE)") if force else sql.SQL("")

@@ -154,6 +154,8 @@ class Plan:
     leftovers: tuple[str, ...]
     server_num: int = 0
     entries: tuple[archive.Entry, ...] = ()
+    slots: tuple[str, ...] = ()  # logical replication slots of the live database
+    subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,8 @@ class CheckResult:
             "pg_restore_version": plan.program.version,
             "jobs": plan.jobs,
             "leftovers": list(plan.leftovers),
+            "replication_slots": list(plan.slots),
+            "subscriptions": list(plan.subscriptions),
         }
 
 
@@ -342,6 +346,16 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
                 f"user {role.name!r} does not own database {target!r} (owner: {live.owner!r}); "
                 "restore as a superuser or as the owner; nothing was changed"
             )
+    subs = swap.subscriptions(admin, target) if live is not None else []
+    if not role.superuser:
+        foreign = sorted({owner for _, owner, _ in subs if not swap.is_member_of(admin, owner)})
+        if foreign:
+            raise OperationFailed(
+                f"database {target!r} has subscriptions owned by {', '.join(foreign)}, which "
+                "a restore must detach before it drops the current contents; restore as a "
+                "superuser; nothing was changed"
+            )
+    slots = swap.logical_slots(admin, target) if live is not None else []
     if live is not None and swap.prepared_transactions(admin, target):
         raise OperationFailed(
             f"database {target!r} has prepared transactions, which would block the swap; "
@@ -380,6 +394,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         leftovers=leftovers,
         server_num=server_num,
         entries=tuple(archive.parse_entries(listing)),
+        slots=tuple(slots),
+        subscriptions=tuple(name for name, _, _ in subs),
     )
 
 
@@ -399,6 +415,19 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         f"restore {plan.backup.name} ({catalog.human_size(plan.size)}, "
         f"{plan.toc.entries} objects{dumped}) into database {plan.target!r} on {where}, {what}"
     )
+    if plan.slots:
+        console.say(
+            f"database {plan.target!r} has logical replication slot(s) "
+            f"{', '.join(plan.slots)}: they are dropped with its current contents, so their "
+            "consumers must be set up again (create the slots anew after the restore)"
+        )
+    if plan.subscriptions:
+        console.say(
+            f"database {plan.target!r} has subscription(s) {', '.join(plan.subscriptions)}: "
+            "they are disabled, detached from their slots (which stay on the publisher) and "
+            "dropped with its current contents; the backup's subscriptions come back disabled "
+            "(ALTER SUBSCRIPTION ... ENABLE them when ready)"
+        )
     if plan.leftovers:
         console.say(
             "an earlier restore of this database was killed; the restore will first drop "
@@ -413,7 +442,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
-    dropped = drop_leftovers(admin, plan, console)
+    dropped = drop_leftovers(settings, admin, plan, console)
 
     progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)
     try:
@@ -462,7 +491,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:
             try:
-                swap.drop_database(admin, plan.aside)
+                swap.drop_database(admin, plan.aside, settings.connection)
             except psycopg.Error as exc:
                 previous_kept_as = plan.aside
                 console.say(
@@ -493,7 +522,9 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     )
 
 
-def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
+def drop_leftovers(
+    settings: Settings, admin: Conn, plan: Plan, console: Console
+) -> tuple[str, ...]:
     """Drop what a killed restore of this database left (we hold its lock, so it is dead)."""
     import psycopg
 
@@ -505,7 +536,7 @@ def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]
         )
         with shielded():
             try:
-                swap.drop_database(admin, name)
+                swap.drop_database(admin, name, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop {name}, {what}, left by an earlier restore: "
@@ -563,7 +594,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
             if admin.closed or admin.broken:
                 raise psycopg.InterfaceError("the admin session is gone")
             try:
-                swap.drop_database(admin, plan.staging)
+                swap.drop_database(admin, plan.staging, settings.connection)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 if not (admin.closed or admin.broken):
                     raise
@@ -577,7 +608,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
                             f"database {target!r} was not changed; the unfinished copy "
                             f"{plan.staging!r} is left to the restore that is running now"
                         )
-                    swap.drop_database(fresh, plan.staging)
+                    swap.drop_database(fresh, plan.staging, settings.connection)
             except (psycopg.Error, VelocityError) as exc:
                 return not_dropped(plan, exc)
         except psycopg.Error as exc:
