@@ -106,8 +106,40 @@ def connect(
     conn: Connection, dbname: str | None = None, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection closed on exit."""
-    with open_connection(conn, dbname, autocommit=autocommit) as connection:
+    connection = open_connection(conn, dbname, autocommit=autocommit)
+    with abandoned_on_error(connection):
         yield connection
+
+
+@contextmanager
+def abandoned_on_error(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> Iterator[None]:
+    """Close ``connection`` on exit: committed (psycopg's own exit) on success; on an error
+    or a signal, its running query cancelled and the connection closed without the
+    rollback psycopg would try (and log about: "error ignored in rollback") on a session
+    that is still busy. Closing the session rolls back any transaction anyway."""
+    import contextlib
+
+    try:
+        yield
+    except BaseException:
+        if not connection.closed:
+            with contextlib.suppress(Exception):
+                cancel(connection)
+            connection.close()
+        raise
+    with connection:
+        pass
+
+
+def cancel(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Ask the server to cancel the session's running query (psycopg 3.2+: safely)."""
+    cancel_safe = getattr(connection, "cancel_safe", None)
+    if cancel_safe is not None:
+        cancel_safe(timeout=5)
+    else:  # pragma: no cover - psycopg 3.1
+        connection.cancel()
 
 
 @contextmanager
@@ -129,7 +161,7 @@ def connect_maintenance(
             if exc.sqlstate != INVALID_CATALOG_NAME or name == names[-1]:
                 raise
     assert connection is not None
-    with connection:
+    with abandoned_on_error(connection):
         yield connection
 
 

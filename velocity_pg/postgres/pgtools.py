@@ -183,6 +183,18 @@ class Terminated(Exception):
         self.signum = signum
 
 
+def stop_word(exc: BaseException | None = None, signum: int | None = None) -> str:
+    """How the user stopped us, for a message: "interrupted" (Ctrl+C, SIGINT),
+    "terminated (SIGTERM)", "hung up (SIGHUP)"."""
+    if isinstance(exc, Terminated):
+        signum = exc.signum
+    if signum == signal.SIGTERM:
+        return "terminated (SIGTERM)"
+    if signum == signal.SIGHUP:
+        return "hung up (SIGHUP)"
+    return "interrupted"
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 

@@ -255,11 +255,11 @@ def restore_backup(
                 if not yes:
                     countdown(console, countdown_seconds)
                 result = CheckResult(plan) if check else execute(settings, admin, plan, console)
-    except (KeyboardInterrupt, pgtools.Terminated):
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         if isinstance(result, RestoreResult):  # came after the restore had completed
             return result
-        raise Interrupted("interrupted; nothing was changed") from None
+        raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
 
@@ -459,9 +459,10 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         unrefreshed = run_pg_restore(settings, plan, progress, console)
         console.say("analyzing the restored copy")
         swap.analyze(settings.connection, plan.staging)
-    except (KeyboardInterrupt, pgtools.Terminated):
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
-        raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
+        word = pgtools.stop_word(exc)
+        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan)}") from None
     except Exception as exc:
         console.end_progress()
         raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
@@ -500,7 +501,9 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                     "drop it yourself, or the next restore of this database drops it"
                 )
     if held_back:
-        console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")
+        sig = held_back[0]
+        what = "Ctrl+C" if sig == signal.SIGINT else signal.Signals(sig).name
+        console.say(f"{what} arrived during the swap, which never stops halfway; it completed")
     return RestoreResult(
         name=plan.backup.name,
         path=plan.backup,
