@@ -13,11 +13,67 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PASSWORD, Target, table_contents
+from conftest import (
+    PASSWORD,
+    Target,
+    _pg_ctl,
+    slow_table_sql,
+    table_contents,
+    wait_for_sleep_in,
+)
 from psycopg import sql
+from pytest_postgresql import factories
+
+from velocity_pg.restore import staging
+
+#: A second private server: logical decoding (replication slots) and prepared transactions.
+_logical_server = factories.postgresql_proc(
+    executable=_pg_ctl(),
+    password=PASSWORD,
+    port=None,
+    postgres_options=(
+        "-c wal_level=logical -c max_prepared_transactions=10 -c max_connections=40 "
+        "-c max_replication_slots=10"
+    ),
+)
+
+
+@pytest.fixture
+def logical(_logical_server: object, postgresql_proc: object, tmp_path: Path) -> Iterator[Target]:
+    """A fresh database on the second server (``postgresql_proc``: refuses root first)."""
+    proc = _logical_server
+    name = f"vt_{uuid.uuid4().hex[:10]}"
+    backup_dir = tmp_path / "lbackups"
+    backup_dir.mkdir(mode=0o700)
+    workdir = tmp_path / "lwork"
+    workdir.mkdir()
+    target = Target(
+        host=proc.host,  # type: ignore[attr-defined]
+        port=int(proc.port),  # type: ignore[attr-defined]
+        user=proc.user,  # type: ignore[attr-defined]
+        password=PASSWORD,
+        dbname=name,
+        backup_dir=backup_dir,
+        workdir=workdir,
+    )
+    with target.connect("postgres") as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield target
+    with target.connect("postgres") as conn:
+        prepared = conn.execute("SELECT gid, database FROM pg_prepared_xacts").fetchall()
+    for gid, dbname in prepared:
+        with target.connect(dbname) as conn:
+            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+    with target.connect("postgres") as conn:
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+        for leftover in (name, staging.staging_name(name), staging.aside_name(name)):
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(leftover))
+            )
 
 
 def backup(target: Target, **env: str) -> str:
@@ -326,3 +382,158 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
             assert subscriptions_of(target) == [("vt_sub", False, "vt_sub")]
     finally:
         drop_subscriptions(target)
+
+
+# -- unclear messages ----------------------------------------------------------------------
+
+
+def test_check_lists_the_logical_replication_slots(logical: Target) -> None:
+    with logical.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_slot', 'pgoutput')")
+    name = backup(logical)
+    check = logical.run("restore", name, "--check", "--json")
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["replication_slots"] == ["vt_slot"]
+    (line,) = [ln for ln in check.stderr.splitlines() if "vt_slot" in ln]
+    assert "logical replication slot(s) vt_slot" in line and "dropped" in line
+
+
+SLOW_SCHEMA = slow_table_sql(r"velocity\_pg\_staging\_%")
+
+
+def slow_env(target: Target, seconds: float) -> dict[str, str]:
+    return target.env(PGOPTIONS=f"-c velocity_test.delay={seconds}")
+
+
+def test_prepared_transaction_that_appears_during_the_restore_is_named(logical: Target) -> None:
+    with logical.connect() as conn:
+        conn.execute(SLOW_SCHEMA)
+    name = backup(logical)
+    proc = logical.popen("restore", name, "--yes", env=slow_env(logical, 3))
+    try:
+        wait_for_sleep_in(logical, r"velocity\_pg\_staging\_%")
+        with logical.connect(autocommit=False) as conn:
+            conn.execute("INSERT INTO public.slow VALUES (2)")
+            conn.execute("PREPARE TRANSACTION 'vt_during_restore'")
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert "prepared transaction" in last, last
+    assert "ROLLBACK PREPARED" in last and "kept coming back" not in last
+    assert "the unfinished copy was dropped" in last
+    assert internal_databases(logical) == []
+
+
+def test_leftover_of_a_failed_restore_is_not_called_killed(logical: Target) -> None:
+    """pg_restore's session is ended while a prepared transaction sits in the staging
+    database: the copy cannot be dropped. The next runs say the restore failed."""
+    with logical.connect() as conn:
+        conn.execute(SLOW_SCHEMA)
+    name = backup(logical)
+    copy = staging.staging_name(logical.dbname)
+    proc = logical.popen("restore", name, "--yes", env=slow_env(logical, 60))
+    try:
+        wait_for_sleep_in(logical, r"velocity\_pg\_staging\_%")
+        with logical.connect(copy, autocommit=False) as conn:
+            conn.execute("CREATE TABLE stuck (x int)")
+            conn.execute("PREPARE TRANSACTION 'vt_in_staging'")
+        with logical.connect("postgres") as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND wait_event = 'PgSleep'",
+                (copy,),
+            )
+        _out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert f"the unfinished copy {copy!r} could not be dropped" in last, last
+
+    blocked = logical.run("restore", name, "--yes")
+    assert blocked.returncode == 1
+    assert f"{copy}, left by an earlier restore that failed" in blocked.stderr
+    assert "was killed" not in blocked.stderr
+    assert "ROLLBACK PREPARED" in blocked.stderr.strip().splitlines()[-1]
+
+    with logical.connect(copy) as conn:
+        conn.execute("ROLLBACK PREPARED 'vt_in_staging'")
+    fixed = logical.run("restore", name, "--yes")
+    assert fixed.returncode == 0, fixed.stderr
+    assert f"dropped {copy}, the unfinished copy, left by an earlier restore that failed" in (
+        fixed.stderr
+    )
+    assert "was killed" not in fixed.stderr
+    assert internal_databases(logical) == []
+
+
+def test_restore_of_postgres_spares_a_concurrent_restore(logical: Target) -> None:
+    """A restore of another database keeps its admin session (and lock) in ``postgres``: a
+    restore of ``postgres`` meanwhile is refused, and the first one completes."""
+    with logical.connect() as conn:
+        conn.execute(SLOW_SCHEMA)
+        conn.execute("CREATE TABLE t AS SELECT generate_series(1, 5) AS x")
+    name = backup(logical)
+    first = logical.popen("restore", name, "--yes", env=slow_env(logical, 4))
+    try:
+        wait_for_sleep_in(logical, r"velocity\_pg\_staging\_%")
+        second = logical.run("restore", name, "--yes", env=logical.env(PGDATABASE="postgres"))
+        _out, err = first.communicate(timeout=90)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert second.returncode == 1, second.stderr
+    last = second.stderr.strip().splitlines()[-1]
+    assert "another velocity-pg restore or verify is running" in last, last
+    assert "nothing was changed" in last
+    with logical.connect("postgres") as conn:  # postgres is still the server's own
+        assert conn.execute("SELECT to_regclass('public.t')").fetchone() == (None,)
+
+
+def test_check_finds_a_setting_a_non_superuser_owner_cannot_carry_over(
+    target: Target, role: str
+) -> None:
+    other = f"{role}_other"
+    with target.connect("postgres") as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(target.dbname), sql.Identifier(role)
+            )
+        )
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(other)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} SET work_mem = '5MB'").format(
+                sql.Identifier(other), sql.Identifier(target.dbname)
+            )
+        )
+    try:
+        name = backup(target)
+        env = target.env(PGUSER=role)
+        for args in (("--check",), ("--yes",)):
+            result = target.run("restore", name, *args, env=env)
+            assert result.returncode == 1, result.stderr
+            (line,) = one_line_errors(result)
+            assert f"ALTER ROLE {other} IN DATABASE" in line.replace('"', ""), line
+            assert "permission denied" in line and "superuser" in line, line
+            assert "nothing was changed" in line
+            assert internal_databases(target) == []
+    finally:
+        with target.connect("postgres") as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
+                    sql.Identifier(other), sql.Identifier(target.dbname)
+                )
+            )
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(other)))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(
+                    sql.Identifier(target.dbname)
+                )
+            )

@@ -189,14 +189,35 @@ def keep_session_alive(admin: Conn) -> None:
 # -- creating and dropping -----------------------------------------------------------
 
 
+#: A session of another velocity-pg restore or verify that must not be ended: its admin
+#: session, which holds that run's advisory lock (a restore of ``postgres`` meets them).
+_VELOCITY_ADMIN = """
+    a.application_name = 'velocity-pg' AND EXISTS (
+        SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+    )
+"""
+
+
 def terminate_sessions(admin: Conn, names: list[str]) -> int:
-    """pg_terminate_backend for every other session connected to these databases."""
+    """pg_terminate_backend for every other session connected to these databases, except
+    the admin sessions of other velocity-pg runs (see :func:`velocity_admin_sessions`)."""
     row = admin.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+        "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+        f"WHERE a.datname = ANY(%s) AND a.pid <> pg_backend_pid() AND NOT ({_VELOCITY_ADMIN})",
         (names,),
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def velocity_admin_sessions(admin: Conn, name: str) -> list[int]:
+    """Pids of other velocity-pg restores' and verifies' admin sessions in database ``name``
+    (they connect to a maintenance database, usually ``postgres``, and hold their lock)."""
+    rows = admin.execute(
+        "SELECT a.pid FROM pg_stat_activity a "
+        f"WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND {_VELOCITY_ADMIN} ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def subscriptions(admin: Conn, name: str) -> list[tuple[str, str, bool]]:
@@ -284,6 +305,22 @@ def create_staging(admin: Conn, name: str, like: DatabaseProps | None, comment: 
     )
 
 
+def database_comment(admin: Conn, name: str) -> str | None:
+    row = admin.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def set_comment(admin: Conn, name: str, comment: str) -> None:
+    from psycopg import sql
+
+    admin.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
+    )
+
+
 def database_owner(admin: Conn, name: str) -> str:
     row = admin.execute(
         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
@@ -298,10 +335,24 @@ def rehearse_properties(
 ) -> None:
     """Apply the live database's settings and grants to the empty staging database, and
     roll back: a setting or grant we cannot carry over shows up now, not at the swap."""
+    import psycopg
+
     owner = database_owner(admin, staging)
     with admin.transaction(force_rollback=True):
         for stmt in property_statements(staging, old, owner=owner, as_grantors=as_grantors):
-            admin.execute(stmt)
+            try:
+                admin.execute(stmt)
+            except psycopg.Error as exc:
+                raise PropertyRefused(stmt.as_string(admin), exc) from exc
+
+
+class PropertyRefused(OperationFailed):
+    """One of the statements that carry a database's settings and grants over failed."""
+
+    def __init__(self, statement: str, exc: Exception) -> None:
+        self.statement = statement
+        self.reason = db.one_line(exc)
+        super().__init__(f"cannot carry over `{statement}`: {self.reason}")
 
 
 def analyze(conn: Connection, name: str) -> None:
@@ -367,6 +418,7 @@ def swap_in(
     ``staging`` still there). Returns once committed: ``target`` is the restored
     database with the old one's properties, and the old one is named ``aside``.
     """
+    import psycopg
     from psycopg import sql
 
     with (
@@ -407,8 +459,11 @@ def swap_in(
         except Exception as exc:  # whatever it was, the catalog says whether we committed
             if swap_committed(conn, admin, target=target, staging=staging):
                 return SwapResult(time.monotonic() - started, terminator.terminated)
+            blockers = SwapBlockers()
+            if isinstance(exc, psycopg.errors.ObjectInUse):
+                blockers = find_blockers(admin, [target, staging])
             raise SwapFailed(
-                describe_swap_failure(exc, target, terminator.error, lock_timeout)
+                describe_swap_failure(exc, target, terminator.error, lock_timeout, blockers)
             ) from exc
     return SwapResult(unavailable, terminator.terminated)
 
@@ -434,12 +489,49 @@ def swap_committed(conn: Connection, admin: Conn, *, target: str, staging: str) 
         return False
 
 
+@dataclass(frozen=True)
+class SwapBlockers:
+    """What no session termination ends, found after the swap failed for sessions."""
+
+    prepared: int = 0  # prepared transactions in the target or its copy
+    velocity_admins: tuple[int, ...] = ()  # other velocity-pg runs' admin sessions
+
+
+def find_blockers(admin: Conn, names: list[str]) -> SwapBlockers:
+    import psycopg
+
+    try:
+        prepared = sum(prepared_transactions(admin, name) for name in names)
+        admins = tuple(pid for name in names for pid in velocity_admin_sessions(admin, name))
+    except psycopg.Error:
+        return SwapBlockers()
+    return SwapBlockers(prepared=prepared, velocity_admins=admins)
+
+
 def describe_swap_failure(
-    exc: Exception, target: str, terminator_error: Exception | None, lock_timeout: float
+    exc: Exception,
+    target: str,
+    terminator_error: Exception | None,
+    lock_timeout: float,
+    blockers: SwapBlockers | None = None,
 ) -> str:
     import psycopg
 
     reason = db.one_line(exc)
+    blockers = blockers or SwapBlockers()
+    if blockers.prepared:
+        return (
+            f"database {target!r} got {blockers.prepared} prepared transaction(s) during the "
+            "restore, which block the swap and which ending sessions does not end: COMMIT "
+            "PREPARED or ROLLBACK PREPARED them (see pg_prepared_xacts), then restore again"
+        )
+    if blockers.velocity_admins:
+        pids = ", ".join(str(pid) for pid in blockers.velocity_admins)
+        return (
+            f"another velocity-pg restore or verify (session {pids}) is connected to database "
+            f"{target!r} for its own work, which a restore of {target!r} must not end; "
+            "restore again when it has finished"
+        )
     if isinstance(exc, psycopg.errors.ObjectInUse):
         why = (
             f"cannot terminate them: {db.one_line(terminator_error)}"

@@ -156,6 +156,7 @@ class Plan:
     entries: tuple[archive.Entry, ...] = ()
     slots: tuple[str, ...] = ()  # logical replication slots of the live database
     subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
+    leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
                 f"user {role.name!r} does not own database {target!r} (owner: {live.owner!r}); "
                 "restore as a superuser or as the owner; nothing was changed"
             )
+    if live is not None:
+        rehearse_on_live(admin, role, live)
     subs = swap.subscriptions(admin, target) if live is not None else []
     if not role.superuser:
         foreign = sorted({owner for _, owner, _ in subs if not swap.is_member_of(admin, owner)})
@@ -370,8 +373,19 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
             "wait for it to finish; nothing was changed"
         )
     swap.keep_session_alive(admin)
+    others = swap.velocity_admin_sessions(admin, target)
+    if others:  # a restore of postgres, where other runs keep their admin sessions
+        raise LockBusy(
+            f"another velocity-pg restore or verify is running on this server, connected to "
+            f"database {target!r} for its own work (session {', '.join(map(str, others))}), "
+            f"which a restore of {target!r} would end; wait for it to finish; "
+            "nothing was changed"
+        )
     staging_db, aside_db = staging.staging_name(target), staging.aside_name(target)
     leftovers = tuple(swap.existing(admin, [staging_db, aside_db]))
+    stories = tuple(
+        staging.leftover_story(name, swap.database_comment(admin, name)) for name in leftovers
+    )
     if aside_db in leftovers and live is None:
         raise OperationFailed(
             f"database {aside_db!r} holds what {target!r} contained before an earlier "
@@ -396,7 +410,22 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         entries=tuple(archive.parse_entries(listing)),
         slots=tuple(slots),
         subscriptions=tuple(name for name, _, _ in subs),
+        leftover_stories=stories,
     )
+
+
+def rehearse_on_live(admin: Conn, role: swap.Role, live: DatabaseProps) -> None:
+    """Apply the live database's own settings and grants to itself and roll back: what
+    the restored copy cannot be given (a per-role setting a non-superuser may not make)
+    is refused now, by ``--check`` too, not after the whole pg_restore."""
+    try:
+        swap.rehearse_properties(admin, live.name, live, as_grantors=role.superuser)
+    except swap.PropertyRefused as exc:
+        raise OperationFailed(
+            f"user {role.name!r} cannot give the restored copy database {live.name!r}'s "
+            f"settings and grants: `{exc.statement}` fails ({exc.reason}); restore as a "
+            "superuser (POSTGRES_USER), or remove that setting; nothing was changed"
+        ) from exc
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
@@ -428,11 +457,8 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
             "dropped with its current contents; the backup's subscriptions come back disabled "
             "(ALTER SUBSCRIPTION ... ENABLE them when ready)"
         )
-    if plan.leftovers:
-        console.say(
-            "an earlier restore of this database was killed; the restore will first drop "
-            "what it left: " + ", ".join(plan.leftovers)
-        )
+    for name, story in zip(plan.leftovers, plan.leftover_stories, strict=False):
+        console.say(f"the restore will first drop {name}, left by {story}")
 
 
 def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> RestoreResult:
@@ -462,10 +488,12 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         word = pgtools.stop_word(exc)
-        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan)}") from None
+        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan, word)}") from None
     except Exception as exc:
         console.end_progress()
-        raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
+        raise OperationFailed(
+            f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
+        ) from exc
     restore_seconds = time.monotonic() - clock
 
     console.say(
@@ -487,7 +515,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
             raise OperationFailed(
-                f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
+                f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:
@@ -495,6 +523,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                 swap.drop_database(admin, plan.aside, settings.connection)
             except psycopg.Error as exc:
                 previous_kept_as = plan.aside
+                mark(admin, plan.aside, staging.kept_comment(target))
                 console.say(
                     f"warning: the restore is complete, but the previous contents of {target!r}, "
                     f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
@@ -531,7 +560,10 @@ def drop_leftovers(
     """Drop what a killed restore of this database left (we hold its lock, so it is dead)."""
     import psycopg
 
-    for name in plan.leftovers:
+    stories = plan.leftover_stories or tuple(
+        staging.leftover_story(name, None) for name in plan.leftovers
+    )
+    for name, story in zip(plan.leftovers, stories, strict=False):
         what = (
             "the unfinished copy"
             if name == plan.staging
@@ -542,12 +574,27 @@ def drop_leftovers(
                 swap.drop_database(admin, name, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
-                    f"cannot drop {name}, {what}, left by an earlier restore: "
-                    f"{db.one_line(exc)}; drop it yourself (DROP DATABASE {name}); "
-                    f"database {plan.target!r} was not changed"
+                    f"cannot drop {name}, {what}, left by {story}: {db.one_line(exc)}; "
+                    f"{leftover_fix(admin, name)}; database {plan.target!r} was not changed"
                 ) from exc
-        console.say(f"dropped {name}, {what}, left by an earlier restore that was killed")
+        console.say(f"dropped {name}, {what}, left by {story}")
     return plan.leftovers
+
+
+def leftover_fix(admin: Conn, name: str) -> str:
+    """What will let a leftover of ours be dropped."""
+    import psycopg
+
+    try:
+        prepared = swap.prepared_transactions(admin, name)
+    except psycopg.Error:
+        prepared = 0
+    if prepared:
+        return (
+            f"it has {prepared} prepared transaction(s): ROLLBACK PREPARED them "
+            "(see pg_prepared_xacts), then restore again (the restore drops it first)"
+        )
+    return f"drop it yourself (DROP DATABASE {name}) or fix the cause and restore again"
 
 
 def run_pg_restore(
@@ -587,8 +634,11 @@ def run_pg_restore(
     return unrefreshed
 
 
-def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
-    """Drop the staging database after a failure; says what state things are in."""
+def discard_staging(settings: Settings, admin: Conn, plan: Plan, reason: str = "") -> str:
+    """Drop the staging database after a failure; says what state things are in.
+
+    A copy that cannot be dropped gets ``reason`` in its comment, for the next run.
+    """
     import psycopg
 
     target = plan.target
@@ -615,6 +665,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
             except (psycopg.Error, VelocityError) as exc:
                 return not_dropped(plan, exc)
         except psycopg.Error as exc:
+            mark(admin, plan.staging, staging.failed_comment(target, reason or describe(exc)))
             return not_dropped(plan, exc)
     return f"the unfinished copy was dropped and database {target!r} was not changed"
 
@@ -628,6 +679,17 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         return db.one_line(exc)
     return f"unexpected {type(exc).__name__}: {db.one_line(exc)}"
+
+
+def mark(admin: Conn, name: str, comment: str) -> None:
+    """Best effort: say in a leftover's comment what left it (the next run reads it)."""
+    import psycopg
+
+    try:
+        if not (admin.closed or admin.broken):
+            swap.set_comment(admin, name, comment)
+    except psycopg.Error:
+        pass  # then the next run calls it killed: all it can know
 
 
 def not_dropped(plan: Plan, exc: BaseException) -> str:
