@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from velocity_pg.errors import CommandFailed, ConfigError, OperationFailed
 
@@ -76,6 +77,11 @@ def pg_restore_cmd(
         cmd.append(f"--use-list={use_list}")
     cmd.append(str(archive))
     return cmd
+
+
+def pg_restore_data_cmd(program: str | Path, archive: Path) -> list[str]:
+    """``pg_restore --data-only`` as a script on stdout: the table data, uncompressed."""
+    return [str(program), "--data-only", "--file=-", str(archive)]
 
 
 def count_toc_entries(listing: str) -> int:
@@ -270,7 +276,42 @@ def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     return result.stdout
 
 
-def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+def count_output(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a client program and count the bytes it writes to stdout (streamed, not kept).
+
+    Raises :class:`CommandFailed` when it fails; on Ctrl+C the child is stopped first.
+    """
+    import tempfile
+
+    log_command(cmd)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            list(cmd),
+            env=child_env(env or {}),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        total = 0
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                total += len(chunk)
+            returncode = proc.wait()
+        except BaseException:
+            stop(proc)
+            raise
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace")
+    if returncode != 0:
+        raise CommandFailed(Path(cmd[0]).name, returncode, stderr)
+    return total
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     """Terminate a child and wait for it; kill it if it does not go."""
     if proc.poll() is not None:
         return

@@ -43,6 +43,7 @@ from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import sql
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -284,6 +285,25 @@ def drop_database(admin: Conn, name: str, conn: Connection | None = None) -> Non
     stmt = sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
         sql.Identifier(name), sql.SQL(" WITH (FORCE)") if force else sql.SQL("")
     )
+    try:
+        _drop(admin, stmt, name)
+    except psycopg.errors.ObjectInUse:
+        raise
+    except psycopg.Error as first:
+        # A full disk: DROP DATABASE needs a checkpoint, which needs to write ("checkpoint
+        # request failed"). Emptying the database's tables frees their files at once.
+        if conn is None or admin.closed or admin.broken:
+            raise
+        try:
+            empty_database(conn, name)
+        except (psycopg.Error, OperationFailed):
+            raise first from None
+        _drop(admin, stmt, name)
+
+
+def _drop(admin: Conn, stmt: sql.Composed, name: str) -> None:
+    import psycopg
+
     for attempt in range(3):
         terminate_sessions(admin, [name])
         try:
@@ -293,6 +313,27 @@ def drop_database(admin: Conn, name: str, conn: Connection | None = None) -> Non
             if attempt == 2:
                 raise
             time.sleep(0.5)
+
+
+def empty_database(conn: Connection, name: str) -> None:
+    """TRUNCATE every table of a database of ours: their files are freed at commit, with
+    no checkpoint (what lets DROP DATABASE work again on a full disk)."""
+    from psycopg import sql
+
+    with db.connect(conn, name) as inside:
+        tables = inside.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'"
+        ).fetchall()
+        if tables:
+            inside.execute(
+                sql.SQL("TRUNCATE {} CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(str(s), str(t)) for s, t in tables)
+                )
+            )
 
 
 def create_staging(admin: Conn, name: str, like: DatabaseProps | None, comment: str) -> None:

@@ -48,7 +48,7 @@ from velocity_pg.errors import (
     describe_failure,
 )
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import archive, staging, swap
+from velocity_pg.restore import archive, space, staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
 from velocity_pg.settings import Connection, Settings
@@ -157,6 +157,7 @@ class Plan:
     slots: tuple[str, ...] = ()  # logical replication slots of the live database
     subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
     leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
+    room: space.Space | None = None  # the free-space check, where the disk is visible
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ class CheckResult:
             "leftovers": list(plan.leftovers),
             "replication_slots": list(plan.slots),
             "subscriptions": list(plan.subscriptions),
+            "free_space": None if plan.room is None else plan.room.to_json(),
         }
 
 
@@ -359,6 +361,7 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
                 "superuser; nothing was changed"
             )
     slots = swap.logical_slots(admin, target) if live is not None else []
+    room = check_space(admin, program, path, target, live)
     if live is not None and swap.prepared_transactions(admin, target):
         raise OperationFailed(
             f"database {target!r} has prepared transactions, which would block the swap; "
@@ -411,7 +414,37 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         slots=tuple(slots),
         subscriptions=tuple(name for name, _, _ in subs),
         leftover_stories=stories,
+        room=room,
     )
+
+
+def check_space(
+    admin: Conn, program: pgtools.Program, path: Path, target: str, live: DatabaseProps | None
+) -> space.Space | None:
+    """Refuse a restore whose copy would not fit on the server's disk (where visible)."""
+    tablespace = live.tablespace if live is not None else "pg_default"
+    try:
+        room = space.measure(
+            admin,
+            program.path,
+            path,
+            live=None if live is None else live.name,
+            tablespace=tablespace,
+        )
+    except CommandFailed as exc:
+        raise OperationFailed(
+            f"{path.name} is not a backup pg_restore {program.version} can read: "
+            f"{describe_failure(exc.returncode, exc.stderr)}; nothing was changed"
+        ) from exc
+    if room is not None and not room.enough:
+        raise OperationFailed(
+            f"not enough free space for the restored copy: {catalog.human_size(room.free)} "
+            f"free in {room.location} (tablespace {room.tablespace}), and the restore needs "
+            f"about {catalog.human_size(room.needed)} while the current database still "
+            "exists; free space there (or restore on a server with more room); "
+            "nothing was changed"
+        )
+    return room
 
 
 def rehearse_on_live(admin: Conn, role: swap.Role, live: DatabaseProps) -> None:
@@ -594,7 +627,10 @@ def leftover_fix(admin: Conn, name: str) -> str:
             f"it has {prepared} prepared transaction(s): ROLLBACK PREPARED them "
             "(see pg_prepared_xacts), then restore again (the restore drops it first)"
         )
-    return f"drop it yourself (DROP DATABASE {name}) or fix the cause and restore again"
+    return (
+        "fix the cause (a full disk: free space on it), then restore again, which drops it "
+        f"first; or drop it yourself (DROP DATABASE {name})"
+    )
 
 
 def run_pg_restore(
@@ -696,6 +732,7 @@ def not_dropped(plan: Plan, exc: BaseException) -> str:
     reason = describe(exc)
     return (
         f"database {plan.target!r} was not changed, but the unfinished copy "
-        f"{plan.staging!r} could not be dropped ({reason}); the next restore of "
-        f"{plan.target!r} drops it"
+        f"{plan.staging!r} could not be dropped ({reason}); fix that (a full disk: free "
+        f"space on it), then run `velocity-pg restore {plan.backup.name}` again, which "
+        "drops the copy first"
     )
