@@ -106,7 +106,7 @@ def test_disk_that_fills_during_the_restore_then_the_next_restore_recovers(
     assert out["rows_after_failure"] == 100000
     if "the unfinished copy was dropped" not in line:
         assert "could not be dropped" in line, line
-        assert "free space on it), then run `velocity-pg restore velocity_" in line, line
+        assert "free space on it), then run `velocity-pg restore app_" in line, line
         assert "` again, which drops the copy first" in line, line
     again = out["again"]
     assert again["rc"] == 0, again  # type: ignore[index]
