@@ -208,7 +208,7 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
 
         with shielded():
             try:
-                swap.drop_database(admin, found.name)
+                swap.drop_database(admin, found.name, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop database {found.name}: {db.one_line(exc)}; nothing was changed"
@@ -240,7 +240,7 @@ def tidy(settings: Settings, target: str) -> str | None:
             )
         with shielded():
             try:
-                swap.drop_database(admin, aside)
+                swap.drop_database(admin, aside, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop database {aside}: {db.one_line(exc)}; the next restore of "

@@ -169,7 +169,9 @@ def announce(console: Console, plan: Plan, stage_only: bool) -> None:
             console.say(f"the {old} is left as it is")
 
 
-def drop_stale(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
+def drop_stale(
+    admin: Conn, plan: Plan, console: Console, settings: Settings | None = None
+) -> tuple[str, ...]:
     """Drop a staged copy that must not be swapped in (we hold the restore lock)."""
     import psycopg
 
@@ -180,7 +182,7 @@ def drop_stale(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
         return ()
     with shielded():
         try:
-            swap.drop_database(admin, found.name)
+            swap.drop_database(admin, found.name, None if settings is None else settings.connection)
         except psycopg.Error as exc:
             raise OperationFailed(
                 f"cannot drop {found.name}, a copy staged earlier ({plan.stale_reason}): "
@@ -267,7 +269,9 @@ def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Stag
             objects=plan.toc.entries,
             dropped_leftovers=(),
         )
-    dropped = drop_leftovers(admin, plan, console) + drop_stale(admin, plan, console)
+    dropped = drop_leftovers(settings, admin, plan, console) + drop_stale(
+        admin, plan, console, settings
+    )
     before = file_fingerprint(plan.backup)
     digest = plan.sha256 or sha256_now(plan.backup)
     progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)

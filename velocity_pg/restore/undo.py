@@ -226,7 +226,7 @@ def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -
     if plan.leftover:
         with shielded():
             try:
-                swap.drop_database(admin, plan.aside)
+                swap.drop_database(admin, plan.aside, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop {plan.aside}, left by an earlier restore: {db.one_line(exc)}; "
