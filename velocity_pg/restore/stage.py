@@ -27,7 +27,7 @@ from velocity_pg.errors import OperationFailed
 from velocity_pg.postgres import db
 from velocity_pg.restore import marks, swap
 from velocity_pg.restore.copies import Copy
-from velocity_pg.settings import Settings
+from velocity_pg.settings import Connection, Settings
 from velocity_pg.store import catalog, manifest
 
 if TYPE_CHECKING:
@@ -324,3 +324,36 @@ def flush_to_disk(admin: Conn, console: Console) -> None:
         admin.execute("CHECKPOINT")
     except psycopg.errors.InsufficientPrivilege:
         console.say("note: no CHECKPOINT (not a superuser); the swap may take longer")
+
+
+def quiet_rollback_point(admin: Conn, conn: Connection, name: str, console: Console) -> None:
+    """A rollback point must stay as it was: not a template others copy, and without
+    enabled subscriptions (which would keep applying changes into it). Done just after the
+    swap committed; undoing brings the subscriptions back disabled (ENABLE them then)."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        row = admin.execute(
+            "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if row is not None and row[0]:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
+            )
+        enabled = [sub for sub, _owner, on in swap.subscriptions(admin, name) if on]
+        if enabled:
+            with db.connect(conn, name) as inside:
+                for sub in enabled:
+                    inside.execute(
+                        sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(sub))
+                    )
+            console.say(
+                f"disabled subscription(s) {', '.join(enabled)} in the rollback point {name}, "
+                "so they stop applying changes to it"
+            )
+    except (psycopg.Error, OperationFailed) as exc:
+        console.say(
+            f"warning: could not quiet the rollback point {name} (template flag, "
+            f"subscriptions): {db.one_line(exc) if isinstance(exc, psycopg.Error) else exc}"
+        )

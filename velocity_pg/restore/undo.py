@@ -264,6 +264,10 @@ def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -
             raise OperationFailed(
                 f"{describe(exc)}; database {target!r} and its rollback point were not changed"
             ) from exc
+        if plan.live is not None:
+            from velocity_pg.restore.stage import quiet_rollback_point
+
+            quiet_rollback_point(admin, settings.connection, rollback.name, console)
     if held_back:
         console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")
     return UndoResult(

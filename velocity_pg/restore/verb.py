@@ -595,6 +595,8 @@ def execute(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
+        if keep:
+            stage.quiet_rollback_point(admin, settings.connection, plan.previous, console)
         # plan.aside holds the replaced contents (not kept) or the older rollback point.
         left_for_tidy = plan.live is not None and (not keep or plan.rollback is not None)
         if left_for_tidy and drop_later:
