@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -194,7 +194,8 @@ def list_(state: State, as_json: bool) -> None:
 @click.option(
     "--max-age",
     metavar="DURATION",
-    help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none.",
+    help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none; "
+    "auto: BACKUP_HEALTH_MAX_AGE, else one period of BACKUP_SCHEDULE plus a tenth.",
 )
 @json_option
 @pass_state
@@ -207,16 +208,26 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
     from velocity_pg.report import to_json
     from velocity_pg.status import gather, parse_duration, render
 
-    limit = parse_duration(max_age) if max_age is not None else None
     settings = state.settings()
-    report = gather(settings.backup_dir, datetime.now(UTC), limit)
+    now = datetime.now(UTC)
+    shown = max_age
+    if max_age is not None and max_age.strip().lower() == "auto":
+        from velocity_pg.scheduling.config import health_allowance
+        from velocity_pg.scheduling.timetable import human_duration
+
+        limit: timedelta | None
+        limit, source = health_allowance(settings, now)
+        shown = f"{human_duration(limit)} ({source})"
+    else:
+        limit = parse_duration(max_age) if max_age is not None else None
+    report = gather(settings.backup_dir, now, limit)
     click.echo(to_json(report.to_json()) if as_json else render(report))
     if report.stale:
         assert limit is not None
         why = (
             "there is no backup"
             if report.newest is None
-            else f"the newest backup is older than {max_age}"
+            else f"the newest backup is older than {shown}"
         )
         click.echo(f"velocity-pg: status: STALE: {why}", err=True)
         sys.exit(ExitStatus.FAILED)
@@ -332,6 +343,27 @@ def cleanup(
         click.echo("\n".join([*pending, core.format_summary(result)]))
     if result.partial:
         raise OperationFailed(result.partial_message())
+
+
+@cli.command()
+@click.option(
+    "--once", is_flag=True, help="One run now, then exit: 0 only if every step passed (for cron)."
+)
+@pass_state
+def schedule(state: State, once: bool) -> None:
+    """Back up by itself: at each due time of BACKUP_SCHEDULE, back up, prune and verify.
+
+    A long-running process for a container (the db-backup service): one line
+    per step on stdout, pings to BACKUP_PING_URL, metrics in BACKUP_METRICS_FILE.
+    SIGTERM or SIGINT stops it cleanly (exit 0). With --once: one run, for cron,
+    systemd timers or Kubernetes CronJobs.
+    """
+    from velocity_pg import schedule as scheduling
+    from velocity_pg.scheduling import config
+
+    settings = state.settings()
+    checked = config.load(settings, datetime.now(UTC))
+    sys.exit(scheduling.once(settings, checked) if once else scheduling.serve(settings, checked))
 
 
 @cli.command()
