@@ -105,8 +105,8 @@ class Timetable:
     def describe(self) -> str:
         zone = getattr(self.zone, "key", None) or str(self.zone)
         if self.every is not None:
-            return f"{self.expression} (every {human_duration(self.every)})"
-        return f"{self.expression} ({zone})"
+            return self.expression
+        return f"{self.expression} (TZ {zone})"
 
     def next_after(self, moment: datetime, anchor: datetime) -> datetime:
         """The first due time strictly after ``moment`` (UTC).
