@@ -21,10 +21,12 @@ one line per step on stdout. What it promises:
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import FrameType
 
 from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
 from velocity_pg.postgres.pgtools import Terminated
@@ -186,6 +188,7 @@ class Scheduler:
             f"{mask_url(self.config.ping_url) if self.config.ping_url else 'off'}; metrics: "
             f"{self.config.metrics_file or 'off'}"
         )
+        self.write_metrics()  # the counts from the first minute, before any run
         due = self.first_due(anchor, anchor)
         while True:
             self.sleep_until(due)
@@ -211,14 +214,23 @@ class Scheduler:
 
 def serve(settings: Settings, config: ScheduleConfig) -> int:
     """``velocity-pg schedule``: run until stopped; 0 when stopped by SIGTERM/SIGINT."""
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Unwind like Ctrl+C, so the running verb cleans up; remember which signal.
+        received.append(signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     scheduler = Scheduler(settings, config)
     try:
         scheduler.serve()
-    except (Interrupted, KeyboardInterrupt, Terminated) as exc:
-        signal_name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "a signal"
-        if isinstance(exc, Terminated):
-            signal_name = str(exc)
-        scheduler.log(f"stopping ({signal_name}); nothing is left half-done")
+    except (Interrupted, KeyboardInterrupt, Terminated):
+        why = received[0] if received else "interrupted"
+        scheduler.log(f"stopping ({why}); nothing is left half-done")
         scheduler.close(STOP_PING_WAIT)
         return ExitStatus.OK
     return ExitStatus.OK  # pragma: no cover - serve() only ends by an exception
