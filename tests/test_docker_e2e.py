@@ -208,7 +208,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     p = Project(env=env, base_image=base_image)
     p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
     try:
-        p.compose("up", "-d", "--build", "--wait")
+        # Building on a busy 2-core machine with the vfs driver can take minutes.
+        p.run("docker", "compose", "up", "-d", "--build", "--wait", timeout=1800)
         p.compose("stop", "celery-beat")  # an app service that is not running
         # db-backup's first run starts at once (no backup yet): let it finish, so
         # its cleanup never races the recipes tested below.
