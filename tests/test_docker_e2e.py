@@ -232,6 +232,46 @@ def test_image_has_velocity_pg_for_root_and_postgres(project: Project) -> None:
     assert project.db_sh("test ! -e /scripts && echo none").strip() == "none"
 
 
+def test_db_backup_service_backs_up_at_once_and_turns_healthy(project: Project) -> None:
+    """`docker compose up -d` is all it takes: a backup within the first minute, healthy."""
+    state = project.state("db-backup")
+    assert state["Running"] is True
+    started = datetime.fromisoformat(str(state["StartedAt"])[:26].rstrip("Z") + "+00:00")
+    log = project.wait_for_log("db-backup", "run succeeded")
+    assert "no backup yet in /backups: running now" in log
+    for step in ("backup: ok velocity_", "cleanup: ok ", "verify: ok velocity_"):
+        assert step in log, log
+    assert PASSWORD not in log
+    # The first scheduled backup, by the time in its name, within a minute of the start.
+    line = next(ln for ln in log.splitlines() if "backup: ok velocity_" in ln)
+    name = line.split("backup: ok ")[1].split()[0]
+    made = datetime.strptime(name, "velocity_%Y-%m-%d_%H%M%S.dump").replace(tzinfo=UTC)
+    assert (made - started).total_seconds() < 60, (made, started)
+    assert name in project.backups()
+    owner = project.db_sh(f"stat -c '%U %a' /backups/{name}").split()
+    assert owner == ["postgres", "600"]  # like `just db-backup`'s
+    deadline = time.monotonic() + 90
+    while project.health("db-backup") != "healthy":
+        assert time.monotonic() < deadline, project.state("db-backup")
+        time.sleep(2)
+    logs = project.just("db-backup-logs")
+    assert logs.returncode == 0 and "run succeeded" in logs.stdout
+
+
+def test_db_backup_health_is_freshness_by_the_schedule(project: Project) -> None:
+    time.sleep(2)  # the newest backup is now surely more than 1 s old (names: whole seconds)
+    check = project.compose(
+        "exec", "-T", "db-backup", "velocity-pg", "status", "--max-age", "auto", check=False
+    )
+    assert check.returncode == 0, check.stderr
+    tight = project.compose(
+        "exec", "-T", "-e", "BACKUP_HEALTH_MAX_AGE=1s", "db-backup",
+        "velocity-pg", "status", "--max-age", "auto", check=False,
+    )  # fmt: skip
+    assert tight.returncode == 1, tight.stdout + tight.stderr
+    assert "STALE: the newest backup is older than 1s (BACKUP_HEALTH_MAX_AGE)" in tight.stderr
+
+
 def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
     project.sql("CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text)")
     result = project.just("db-backup")
@@ -363,46 +403,6 @@ def test_cleanup_prunes_by_age_and_count(project: Project) -> None:
     assert not set(old) & set(left)
     assert len(left) == MAX_COUNT
     assert newest in left
-
-
-def test_db_backup_service_backs_up_at_once_and_turns_healthy(project: Project) -> None:
-    """`docker compose up -d` is all it takes: a backup within the first minute, healthy."""
-    state = project.state("db-backup")
-    assert state["Running"] is True
-    started = datetime.fromisoformat(str(state["StartedAt"])[:26].rstrip("Z") + "+00:00")
-    log = project.wait_for_log("db-backup", "run succeeded")
-    assert "no backup yet in /backups: running now" in log
-    for step in ("backup: ok velocity_", "cleanup: ok ", "verify: ok velocity_"):
-        assert step in log, log
-    assert PASSWORD not in log
-    # The first scheduled backup, by the time in its name, within a minute of the start.
-    line = next(ln for ln in log.splitlines() if "backup: ok velocity_" in ln)
-    name = line.split("backup: ok ")[1].split()[0]
-    made = datetime.strptime(name, "velocity_%Y-%m-%d_%H%M%S.dump").replace(tzinfo=UTC)
-    assert (made - started).total_seconds() < 60, (made, started)
-    assert name in project.backups()
-    owner = project.db_sh(f"stat -c '%U %a' /backups/{name}").split()
-    assert owner == ["postgres", "600"]  # like `just db-backup`'s
-    deadline = time.monotonic() + 90
-    while project.health("db-backup") != "healthy":
-        assert time.monotonic() < deadline, project.state("db-backup")
-        time.sleep(2)
-    logs = project.just("db-backup-logs")
-    assert logs.returncode == 0 and "run succeeded" in logs.stdout
-
-
-def test_db_backup_health_is_freshness_by_the_schedule(project: Project) -> None:
-    time.sleep(2)  # the newest backup is now surely more than 1 s old (names: whole seconds)
-    check = project.compose(
-        "exec", "-T", "db-backup", "velocity-pg", "status", "--max-age", "auto", check=False
-    )
-    assert check.returncode == 0, check.stderr
-    tight = project.compose(
-        "exec", "-T", "-e", "BACKUP_HEALTH_MAX_AGE=1s", "db-backup",
-        "velocity-pg", "status", "--max-age", "auto", check=False,
-    )  # fmt: skip
-    assert tight.returncode == 1, tight.stdout + tight.stderr
-    assert "STALE: the newest backup is older than 1s (BACKUP_HEALTH_MAX_AGE)" in tight.stderr
 
 
 def test_stopping_db_backup_is_clean(project: Project) -> None:

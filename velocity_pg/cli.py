@@ -82,7 +82,7 @@ def cli(
     dbname: str | None,
     debug: bool,
 ) -> None:
-    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup.
+    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup, schedule.
 
     Settings come from these options, then the environment, then a .env file,
     then defaults. The password is read from PGPASSWORD or POSTGRES_PASSWORD
@@ -195,7 +195,7 @@ def list_(state: State, as_json: bool) -> None:
     "--max-age",
     metavar="DURATION",
     help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none; "
-    "auto: BACKUP_HEALTH_MAX_AGE, else one period of BACKUP_SCHEDULE plus a tenth.",
+    "auto: BACKUP_HEALTH_MAX_AGE, else the longest gap of BACKUP_SCHEDULE plus a tenth.",
 )
 @json_option
 @pass_state
