@@ -239,13 +239,13 @@ def test_db_backup_service_backs_up_at_once_and_turns_healthy(project: Project) 
     started = datetime.fromisoformat(str(state["StartedAt"])[:26].rstrip("Z") + "+00:00")
     log = project.wait_for_log("db-backup", "run succeeded")
     assert "no backup yet in /backups: running now" in log
-    for step in ("backup: ok velocity_", "cleanup: ok ", "verify: ok velocity_"):
+    for step in (f"backup: ok {DB}_", "cleanup: ok ", f"verify: ok {DB}_"):
         assert step in log, log
     assert PASSWORD not in log
     # The first scheduled backup, by the time in its name, within a minute of the start.
-    line = next(ln for ln in log.splitlines() if "backup: ok velocity_" in ln)
+    line = next(ln for ln in log.splitlines() if f"backup: ok {DB}_" in ln)
     name = line.split("backup: ok ")[1].split()[0]
-    made = datetime.strptime(name, "velocity_%Y-%m-%d_%H%M%S.dump").replace(tzinfo=UTC)
+    made = datetime.strptime(name[-22:], "%Y-%m-%d_%H%M%S.dump").replace(tzinfo=UTC)
     assert (made - started).total_seconds() < 60, (made, started)
     assert name in project.backups()
     owner = project.db_sh(f"stat -c '%U %a' /backups/{name}").split()

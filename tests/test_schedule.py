@@ -25,6 +25,13 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, Target, slow_table_sql, wait_for_sleep_in
+from offsite_support import (  # noqa: F401 (fixtures)
+    AWS_SECRET,
+    Bucket,
+    bucket,
+    offsite_env,
+    s3_endpoint,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -237,8 +244,8 @@ def test_backups_appear_on_time_with_every_step_logged(
     assert re.search(rf"^{STAMP} no backup yet in .*: running now$", text, re.M), text
     for step in ("backup", "cleanup", "verify"):
         assert re.search(rf"^{STAMP} {step}: ok ", text, re.M), text
-    assert re.search(rf"^{STAMP} backup: ok velocity_\S+\.dump \(", text, re.M)
-    assert "verify: ok velocity_" in text and "(checksum, archive (" in text
+    assert re.search(rf"^{STAMP} backup: ok {target.dbname}_\S+\.dump \(", text, re.M)
+    assert f"verify: ok {target.dbname}_" in text and "(checksum, archive (" in text
     assert re.search(rf"^{STAMP} stopping \(SIGTERM\)", text, re.M)
     # Verified: every backup's manifest records the scheduled checksum verification.
     lines = [ln for ln in s.lines if " run " in ln or ": ok " in ln]
@@ -265,7 +272,7 @@ def test_on_start_an_old_backup_means_running_at_once(
 ) -> None:
     assert target.run("backup").returncode == 0
     (old,) = backups(target)
-    renamed = old.path.with_name("velocity_2020-01-01_000000.dump")
+    renamed = old.path.with_name(f"{target.dbname}_2020-01-01_000000.dump")
     old.path.rename(renamed)
     old.path.with_name(old.name + ".json").rename(renamed.with_name(renamed.name + ".json"))
     s = start(schedulers, target, BACKUP_SCHEDULE="@every 1h")
@@ -384,7 +391,7 @@ def test_a_failing_run_is_reported_and_the_next_one_succeeds(
     fail_body = pings.received[1].body
     assert "backup: FAILED" in fail_body and "run FAILED" in fail_body
     ok_body = pings.received[first_ok].body
-    assert "backup: ok velocity_" in ok_body and "run succeeded" in ok_body
+    assert f"backup: ok {target.dbname}_" in ok_body and "run succeeded" in ok_body
     assert PASSWORD not in text and password not in text
     assert "secret-token-1234" not in text  # the ping URL's token is never logged
     final = read_metrics(metrics_file)
@@ -578,7 +585,7 @@ def test_status_max_age_auto_follows_the_schedule(target: Target) -> None:
     assert fresh.returncode == 0, fresh.stderr
     # An hour-old newest backup: stale for @every 2s (62 s), fine for @daily (26 h 24 m).
     (made,) = backups(target)
-    old = made.path.with_name(catalog.format_name(made.created - timedelta(hours=1)))
+    old = made.path.with_name(catalog.format_name(made.created - timedelta(hours=1), target.dbname))
     made.path.rename(old)
     stale = target.run("status", "--max-age", "auto", env=target.env(BACKUP_SCHEDULE="@every 2s"))
     assert stale.returncode == 1
@@ -610,3 +617,57 @@ def test_metrics_file_has_exactly_the_documented_names(target: Target, tmp_path:
     assert "# TYPE velocity_pg_runs_total counter" in text
     assert "_created" not in text
     assert [p.name for p in metrics_file.parent.iterdir()] == ["velocity.prom"]  # no temp left
+
+
+# -- off-site copies in the run (a real S3 API: moto's server on 127.0.0.1) -----------------
+
+
+def test_a_run_pushes_off_site_prunes_there_and_counts_remote(
+    target: Target,
+    bucket: Bucket,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    metrics_file = tmp_path / "velocity.prom"
+    env = target.env(
+        **offsite_env(bucket),
+        BACKUP_S3_MAX_COUNT="1",
+        BACKUP_METRICS_FILE=str(metrics_file),
+    )
+    for _ in range(2):
+        result = target.run("schedule", "--once", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(1.1)  # the next backup in another second
+    steps = [
+        ln.split(" ", 1)[1].split(":")[0]
+        for ln in result.stdout.splitlines()
+        if re.match(rf"{STAMP} [a-z -]+: (ok|FAILED|skipped)", ln)
+    ]
+    assert steps == ["backup", "push", "cleanup", "cleanup off-site", "verify"], result.stdout
+    assert re.search(rf"^{STAMP} push: ok {target.dbname}_\S+ pushed: ", result.stdout, re.M)
+    assert re.search(rf"^{STAMP} cleanup off-site: ok Off-site: kept 1 backup", result.stdout, re.M)
+    local = backups(target)
+    assert len(local) == 2
+    assert bucket.names() == [f"db/{local[0].name}", f"db/{local[0].name}.json"]  # pruned to 1
+    found = read_metrics(metrics_file)
+    assert found[("velocity_pg_backups", (("location", "remote"),))] == 1
+    assert found[("velocity_pg_backups_size_bytes", (("location", "remote"),))] == local[0].size
+    assert found[("velocity_pg_backups", (("location", "local"),))] == 2
+    assert AWS_SECRET not in result.stdout + result.stderr
+
+
+def test_a_failing_push_fails_the_run_and_prunes_nothing_off_site(
+    target: Target,
+    bucket: Bucket,  # noqa: F811 (the fixture)
+) -> None:
+    env = target.env(**offsite_env(bucket))
+    env["BACKUP_S3_URL"] = f"s3://{bucket.name}-missing/db"
+    result = target.run("schedule", "--once", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(rf"^{STAMP} push: FAILED ", result.stdout, re.M), result.stdout
+    assert re.search(
+        rf"^{STAMP} cleanup off-site: skipped \(not run: push failed\)", result.stdout, re.M
+    )
+    assert re.search(rf"^{STAMP} cleanup: ok ", result.stdout, re.M)  # local pruning still runs
+    assert re.search(rf"^{STAMP} verify: ok ", result.stdout, re.M)
+    assert "the run failed: push: " in result.stderr
+    assert len(backups(target)) == 1  # the local backup is safe

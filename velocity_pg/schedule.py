@@ -69,6 +69,8 @@ class Scheduler:
         self.clock = clock
         self.out = out
         self.zone = config.timetable.zone
+        #: The database backed up: its backups decide the start and are counted.
+        self.database = settings.connection.dbname
         self.totals = metrics.Totals()
         if config.metrics_file is not None:
             self.totals, problem = metrics.read_previous(config.metrics_file)
@@ -131,11 +133,15 @@ class Scheduler:
         if path is None:
             return
         try:
-            backups = catalog.list_backups(self.settings.backup_dir)
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
             self.totals.backups["local"] = (len(backups), sum(b.size for b in backups))
         except VelocityError as exc:
             self.log(f"metrics: cannot count the local backups: {exc.message}")
-        # Off-site copies: their count and size go in as location "remote".
+        if self.settings.offsite is not None:
+            try:
+                self.totals.backups["remote"] = count_remote(self.settings, self.database)
+            except VelocityError as exc:
+                self.log(f"metrics: cannot count the off-site backups: {exc.message}")
         try:
             metrics.write(path, self.totals)
         except OSError as exc:
@@ -149,7 +155,7 @@ class Scheduler:
         timetable = self.config.timetable
         period = timetable.period(now, anchor)
         try:
-            backups = catalog.list_backups(self.settings.backup_dir)
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
         except VelocityError as exc:
             self.log(f"cannot look at the backups ({exc.message}): running now")
             return now
@@ -186,7 +192,8 @@ class Scheduler:
             f"velocity-pg schedule: {timetable.describe()}; backups in "
             f"{self.settings.backup_dir}; verify: {self.config.verify}; pings: "
             f"{mask_url(self.config.ping_url) if self.config.ping_url else 'off'}; metrics: "
-            f"{self.config.metrics_file or 'off'}"
+            f"{self.config.metrics_file or 'off'}; off-site: "
+            f"{self.settings.offsite.url if self.settings.offsite else 'off'}"
         )
         self.write_metrics()  # the counts from the first minute, before any run
         due = self.first_due(anchor, anchor)
@@ -210,6 +217,21 @@ class Scheduler:
     def close(self, wait: float) -> None:
         if self.pinger is not None:
             self.pinger.close(wait)
+
+
+def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
+    """The off-site backups of ``database`` (all when None): how many, and their bytes."""
+    from velocity_pg import offsite
+    from velocity_pg.store import remote
+
+    ctx = offsite.prepare(settings, for_upload=False)
+    listing = remote.list_backups(ctx.store)
+    good = [
+        b
+        for b in listing.backups
+        if b.record is not None and (database is None or b.database == database)
+    ]
+    return len(good), sum(b.record.object_size for b in good if b.record is not None)
 
 
 def serve(settings: Settings, config: ScheduleConfig) -> int:

@@ -56,6 +56,10 @@ def load(settings: Settings, now: datetime) -> ScheduleConfig:
     metrics_file = Path(settings.metrics_file).expanduser() if settings.metrics_file else None
     if metrics_file is not None:
         check_metrics_folder(metrics_file)
+    if settings.offsite is not None:
+        from velocity_pg import offsite
+
+        offsite.prepare(settings)  # boto3, credentials, age: fail closed before any run
     return ScheduleConfig(
         timetable=timetable,
         verify=verify,

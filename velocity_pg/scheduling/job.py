@@ -3,18 +3,19 @@
 The steps, in order (:func:`plan_steps`):
 
 1. ``backup``: :func:`velocity_pg.backup.create_backup`;
-2. the off-site push, when off-site copies are configured (see :func:`plan_steps`);
-3. ``cleanup``: :func:`velocity_pg.cleanup.run_cleanup` (local; off-site cleanup
-   joins it with the off-site push);
-4. ``verify``: :func:`velocity_pg.verify.verify` of the new backup, as
+2. ``push``, when off-site copies are configured (``BACKUP_S3_URL``):
+   :func:`velocity_pg.offsite.push_backup` of the new backup;
+3. ``cleanup``: :func:`velocity_pg.cleanup.run_cleanup` (local);
+4. ``cleanup off-site``, when configured: :func:`velocity_pg.offsite.cleanup_remote`;
+5. ``verify``: :func:`velocity_pg.verify.verify` of the new backup, as
    ``BACKUP_VERIFY`` says: ``checksum``, ``restore`` (with
    :func:`velocity_pg.verify.restore_drill`) or ``none``.
 
 A step that fails is reported and the run goes on with the steps that do not
-need it (nothing can be pushed, pruned after or verified without a new
-backup). An interruption (Ctrl+C, SIGTERM) is not a failure: the verb cleans
-up after itself (no temporary file, no throwaway database) and the exception
-goes on to the scheduler, which stops.
+need it: nothing is pushed, pruned or verified without a new backup, and no
+off-site copy is pruned after a push that failed. An interruption (Ctrl+C,
+SIGTERM) is not a failure: the verb cleans up after itself (no temporary file,
+no throwaway database) and the exception goes on to the scheduler, which stops.
 """
 
 from __future__ import annotations
@@ -137,13 +138,42 @@ def step_verify(ctx: RunContext) -> str:
     return f"{outcome.name} ({', '.join(outcome.checks)})"
 
 
+def step_push(ctx: RunContext) -> str:
+    from velocity_pg import offsite
+    from velocity_pg.store.catalog import human_size
+
+    assert ctx.backup is not None
+    remote = offsite.prepare(ctx.settings)
+    pushed = offsite.push_backup(remote, ctx.backup.path)
+    how = "encrypted" if pushed.encrypted else "not encrypted"
+    return (
+        f"{pushed.name} {pushed.status}: {pushed.object_key} ({human_size(pushed.size)}, "
+        f"{how}) in {remote.store.describe()}, checked"
+    )
+
+
+def step_cleanup_offsite(ctx: RunContext) -> str:
+    from velocity_pg import offsite
+    from velocity_pg.errors import OperationFailed
+
+    result = offsite.cleanup_remote(ctx.settings)
+    if result.failed:
+        problems = "; ".join(f"{d.name}: {d.detail}" for d in result.failed[:3])
+        raise OperationFailed(
+            f"off-site cleanup was partial: {len(result.failed)} deletion(s) failed ({problems})"
+        )
+    return offsite.format_remote_summary(result)
+
+
 def plan_steps(settings: Settings, config: ScheduleConfig) -> list[Step]:
     """The run's steps, in order."""
+    offsite = settings.offsite is not None
     steps = [Step("backup", step_backup)]
-    # Off-site copies: when the off-site store is configured, its push goes
-    # here (needs=("backup",)), and its cleanup and remote counts beside the
-    # local ones. Not in this build yet: see README.md, "Scheduling".
+    if offsite:
+        steps.append(Step("push", step_push, needs=("backup",)))
     steps.append(Step("cleanup", step_cleanup, needs=("backup",)))
+    if offsite:
+        steps.append(Step("cleanup off-site", step_cleanup_offsite, needs=("backup", "push")))
     if config.verify is not VerifyMode.NONE:
         steps.append(Step("verify", step_verify, needs=("backup",)))
     return steps
