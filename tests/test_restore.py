@@ -681,12 +681,13 @@ def test_swap_that_fails_after_renaming_live_aside_rolls_back(target: Target) ->
     """The second rename fails (a lock on the staging database) after the first succeeded:
     the transaction rolls back and the live database keeps its name, oid and contents."""
     from velocity_pg.errors import OperationFailed
+    from velocity_pg.postgres import endpoint
     from velocity_pg.restore import swap
     from velocity_pg.settings import load_settings
 
     load_varied_schema(target)
     before = state(target)
-    connection = load_settings(environ=target.env()).connection
+    connection = endpoint.resolve(load_settings(environ=target.env()).connection)
     stg, aside = staging.staging_name(target.dbname), staging.aside_name(target.dbname)
     with swap.connect_admin(connection, target.dbname) as conn:
         swap.create_staging(conn, stg, swap.read_props(conn, target.dbname), "test")

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import OperationFailed
-from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
 
+    from velocity_pg.postgres.endpoint import Endpoint
+
+    Conn = psycopg.Connection[tuple[Any, ...]]
+
 MAINTENANCE_DBS = ("postgres", "template1")
-INVALID_CATALOG_NAME = "3D000"  # psycopg.errors.InvalidCatalogName.sqlstate
 
 
 def one_line(exc: BaseException) -> str:
@@ -27,17 +29,22 @@ def one_line(exc: BaseException) -> str:
 
 
 def open_connection(
-    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+    endpoint: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect (autocommit by default), turning connection failures into one clear line."""
-    import psycopg
+    """Connect (autocommit by default), turning connection failures into one clear line.
 
-    kwargs = conn.connect_kwargs(dbname)
-    kwargs.setdefault("connect_timeout", 10)
+    ``dbname`` defaults to the endpoint's database; every other parameter is
+    the endpoint's, so every connection goes to the same server as the same user.
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = endpoint.connect_params(dbname)
+    params.setdefault("connect_timeout", "10")
     try:
-        return psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
+        return psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        target = conn.describe() if dbname is None else f"database {dbname!r}"
+        target = endpoint.describe(dbname)
         raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
 
 
@@ -51,7 +58,7 @@ class ConnectFailed(OperationFailed):
 
 @contextmanager
 def connect(
-    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+    conn: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection closed on exit."""
     with open_connection(conn, dbname, autocommit=autocommit) as connection:
@@ -60,7 +67,7 @@ def connect(
 
 @contextmanager
 def connect_maintenance(
-    conn: Connection, *, avoid: str | None = None
+    conn: Endpoint, *, avoid: str | None = None
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """Connect to a maintenance database (postgres, else template1), autocommit.
 
@@ -69,14 +76,17 @@ def connect_maintenance(
     """
     names = [name for name in MAINTENANCE_DBS if name != avoid]
     connection = None
+    failure: ConnectFailed | None = None
     for name in names:
         try:
             connection = open_connection(conn, name)
             break
         except ConnectFailed as exc:
-            if exc.sqlstate != INVALID_CATALOG_NAME or name == names[-1]:
-                raise
-    assert connection is not None
+            # libpq reports no SQLSTATE for a refused connection: try the next one.
+            failure = failure or exc
+    if connection is None:
+        assert failure is not None
+        raise failure
     with connection:
         yield connection
 

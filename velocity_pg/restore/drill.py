@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
 from velocity_pg.restore import staging, swap
-from velocity_pg.settings import Settings
 
 if TYPE_CHECKING:
     import psycopg
+
+    from velocity_pg.postgres.endpoint import Endpoint
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -65,7 +66,7 @@ def drop_abandoned(admin: Conn) -> list[str]:
     return dropped
 
 
-def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None, str]:
+def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, str]:
     """Restore ``dump`` into a throwaway database and check its tables.
 
     Returns (problem, detail): ``problem`` is None when the drill passed.
@@ -74,7 +75,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
 
     from velocity_pg.restore.verb import default_jobs, shielded
 
-    conn = settings.connection
+    conn = where
     with db.connect_maintenance(conn) as admin:
         drop_abandoned(admin)
         name = staging.drill_name(secrets.token_hex(8))
@@ -90,7 +91,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
             )
             cmd = pgtools.pg_restore_cmd(program.path, dump, name, jobs=default_jobs())
             try:
-                pgtools.run(cmd, conn.libpq_env() | {"PGDATABASE": name})
+                pgtools.run(cmd, conn.libpq_env(name))
             except CommandFailed as exc:
                 reason = describe_failure(exc.returncode, exc.stderr)
                 return f"the restore drill failed: {reason}", ""

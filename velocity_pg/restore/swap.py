@@ -39,10 +39,11 @@ from velocity_pg.restore.properties import (
     create_database_sql,
     property_statements,
 )
-from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
+
+    from velocity_pg.postgres.endpoint import Endpoint
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -57,7 +58,7 @@ class SwapFailed(OperationFailed):
 
 
 @contextmanager
-def connect_admin(conn: Connection, target: str) -> Iterator[Conn]:
+def connect_admin(conn: Endpoint, target: str) -> Iterator[Conn]:
     """Autocommit connection to a maintenance database other than ``target``."""
     with db.connect_maintenance(conn, avoid=target) as connection:
         yield connection
@@ -249,7 +250,7 @@ def rehearse_properties(
             admin.execute(stmt)
 
 
-def analyze(conn: Connection, name: str) -> None:
+def analyze(conn: Endpoint, name: str) -> None:
     """ANALYZE the restored copy before the swap, so the first queries get good plans."""
     with db.connect(conn, name) as connection:
         connection.execute("ANALYZE")
@@ -295,7 +296,7 @@ class SwapResult:
 
 def swap_in(
     admin: Conn,
-    conn: Connection,
+    conn: Endpoint,
     *,
     target: str,
     staging: str,
@@ -358,7 +359,7 @@ def swap_in(
     return SwapResult(unavailable, terminator.terminated)
 
 
-def swap_committed(conn: Connection, admin: Conn, *, target: str, staging: str) -> bool:
+def swap_committed(conn: Endpoint, admin: Conn, *, target: str, staging: str) -> bool:
     """After an error at the swap: did the transaction commit anyway (e.g. the
     connection broke during COMMIT)? The catalog tells: staging's name is gone."""
     import psycopg

@@ -24,7 +24,6 @@ Order of work, so that a failed restore leaves the database exactly as it was:
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import socket
 import sys
@@ -47,11 +46,11 @@ from velocity_pg.errors import (
     VelocityError,
     describe_failure,
 )
-from velocity_pg.postgres import db, pgtools
+from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.restore import staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
-from velocity_pg.settings import Connection, Settings
+from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock, manifest
 
 if TYPE_CHECKING:
@@ -142,6 +141,8 @@ class Plan:
     backup: Path
     size: int
     toc: Toc
+    #: The server and database (``endpoint.dbname`` is ``target``).
+    where: endpoint.Endpoint
     target: str
     live: DatabaseProps | None
     role: swap.Role
@@ -233,16 +234,19 @@ def restore_backup(
     console = Console() if console is None else console
     folder = settings.backup_dir
     catalog.require_dir(folder)
-    target = target_database(settings.connection)
-    refuse_target(target)
     result: CheckResult | RestoreResult | None = None
     try:
         # Shared: a cleanup cannot delete the backup while we read it.
         with lock.shared(folder, "restore"):
             path = catalog.resolve_backup(folder, name)
+            # The database libpq reaches with these settings (service file, URI, ...),
+            # the one `backup` dumps: never a name guessed from the settings.
+            where = endpoint.resolve(settings.connection)
+            target = where.dbname
+            refuse_target(target)
             # The session holds the per-database restore lock until it closes.
-            with swap.connect_admin(settings.connection, target) as admin:
-                plan = prepare(settings, admin, path, target, jobs)
+            with swap.connect_admin(where, target) as admin:
+                plan = prepare(where, admin, path, target, jobs)
                 announce(console, settings, plan)
                 if not yes:
                     countdown(console, countdown_seconds)
@@ -254,15 +258,6 @@ def restore_backup(
         raise Interrupted("interrupted; nothing was changed") from None
     assert result is not None
     return result
-
-
-def target_database(conn: Connection) -> str:
-    """The database to restore: PGDATABASE (and fallbacks), else libpq's default, the user."""
-    if conn.dbname:
-        return conn.dbname
-    if conn.user:
-        return conn.user
-    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def refuse_target(target: str) -> None:
@@ -310,7 +305,9 @@ def read_toc(program: pgtools.Program, path: Path) -> Toc:
     return parse_toc(listing)
 
 
-def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int | None) -> Plan:
+def prepare(
+    where: endpoint.Endpoint, admin: Conn, path: Path, target: str, jobs: int | None
+) -> Plan:
     """Every check that can refuse, in order; takes the per-database restore lock."""
     server_num = db.server_version_num(admin)
     row = admin.execute("SHOW server_version").fetchone()
@@ -359,6 +356,7 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         backup=path,
         size=size,
         toc=toc,
+        where=where,
         target=target,
         live=live,
         role=role,
@@ -373,10 +371,7 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
-    conn = settings.connection
-    where = conn.host or "the local socket"
-    if conn.port is not None:
-        where += f":{conn.port}"
+    where = plan.where.where()
     version = (plan.toc.dumped_from or "").split(" ")[0]
     dumped = f", dumped from PostgreSQL {version}" if version else ""
     what = (
@@ -418,7 +413,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         )
         run_pg_restore(settings, plan, progress, console)
         console.say("analyzing the restored copy")
-        swap.analyze(settings.connection, plan.staging)
+        swap.analyze(plan.where, plan.staging)
     except (KeyboardInterrupt, pgtools.Terminated):
         console.end_progress()
         raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
@@ -437,7 +432,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         try:
             swapped = swap.swap_in(
                 admin,
-                settings.connection,
+                plan.where,
                 target=target,
                 staging=plan.staging,
                 aside=plan.aside,
@@ -510,7 +505,7 @@ def run_pg_restore(
     cmd = pgtools.pg_restore_cmd(
         plan.program.path, plan.backup, plan.staging, jobs=plan.jobs, verbose=True
     )
-    env = settings.connection.libpq_env() | {"PGDATABASE": plan.staging}
+    env = plan.where.libpq_env(plan.staging)
 
     def on_line(line: str) -> None:
         if progress.feed(line):
@@ -541,7 +536,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
         except psycopg.InterfaceError:
             # Our session (and with it the lock) is gone: drop only under a new lock.
             try:
-                with swap.connect_admin(settings.connection, target) as fresh:
+                with swap.connect_admin(plan.where, target) as fresh:
                     if not swap.try_lock(fresh, plan.lock_key):
                         return (
                             f"database {target!r} was not changed; the unfinished copy "
