@@ -229,3 +229,62 @@ def test_children_get_exactly_the_resolved_parameters(target: Target) -> None:
     assert PASSWORD not in repr(where)
     with psycopg.connect(**where.connect_params()) as check:
         assert check.execute("SELECT current_database()").fetchone() == (target.dbname,)
+
+
+# -- a backup of database A restored into database B (issue 10, unclear messages) ----------
+
+
+def test_backup_of_another_database_is_announced_loudly(
+    target: Target, postgresql_proc: object
+) -> None:
+    from conftest import create_database, drop_database
+
+    from velocity_pg.restore import staging
+
+    load_varied_schema(target)
+    made = json.loads(target.run("backup", "--json").stdout)
+    name, source = made["name"], target.dbname
+    other = f"{target.dbname}_b"
+    create_database(postgresql_proc, other)
+    try:
+        env = target.env(PGDATABASE=other)
+        warning = (
+            f"WARNING: {name} is a backup of database {source!r}, not of {other!r}: "
+            f"the restore replaces {other!r} with the contents of {source!r}"
+        )
+        result = target.run("restore", name, "--check", env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"a backup of database {source!r}) can restore database {other!r}" in result.stdout
+        assert warning in result.stdout
+        assert f"velocity-pg: {warning}" in result.stderr
+
+        result = target.run("restore", name, "--check", "--json", env=env)
+        data = json.loads(result.stdout)
+        assert (data["database"], data["source_database"], data["other_source"]) == (
+            other,
+            source,
+            True,
+        )
+
+        # Without its manifest, the archive's own header names the source.
+        manifest_file = target.backup_dir / f"{name}.json"
+        manifest_file.rename(target.workdir / "manifest.json")
+        result = target.run("restore", name, "--yes", env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"velocity-pg: {warning}" in result.stderr
+        assert f"WARNING: database {other!r} now holds the contents of database {source!r}" in (
+            result.stdout
+        )
+        (target.workdir / "manifest.json").rename(manifest_file)
+
+        # Into its own database: named, and no warning.
+        result = target.run("restore", name, "--check", "--json")
+        data = json.loads(result.stdout)
+        assert (data["source_database"], data["other_source"]) == (source, False)
+        result = target.run("restore", name, "--yes")
+        assert result.returncode == 0, result.stderr
+        assert "WARNING" not in result.stdout + result.stderr
+        assert f"restore {name} (of database {source!r}, " in result.stderr
+    finally:
+        for leftover in (other, staging.staging_name(other), staging.aside_name(other)):
+            drop_database(postgresql_proc, leftover)

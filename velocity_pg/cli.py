@@ -23,10 +23,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
-    """Options given before the verb, kept until a verb builds its settings."""
+    """The global options (before or after the verb), kept until a verb builds its settings."""
 
     def __init__(self) -> None:
-        self.env_file: Path | None = None
+        self.env_file: Path | None = Path(".env")
         self.env_file_required = False
         self.overrides: dict[str, str | int | None] = {}
         self._settings: Settings | None = None
@@ -44,6 +44,73 @@ class State:
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a global option in the State, wherever it was given (a later one wins)."""
+    if value is None or value is False:
+        return
+    state = ctx.ensure_object(State)
+    if param.name == "env_file":
+        state.env_file, state.env_file_required = value, True
+    elif param.name == "debug":
+        os.environ["VELOCITY_PG_DEBUG"] = "1"
+    else:
+        assert param.name is not None
+        state.overrides[GLOBAL_SETTINGS[param.name]] = value
+
+
+#: Global option -> the setting it overrides.
+GLOBAL_SETTINGS = {
+    "backup_dir": "BACKUP_DIR",
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "dbname": "PGDATABASE",
+}
+
+
+def global_options(func: F) -> F:
+    """The options every verb accepts before it (``velocity-pg --backup-dir x backup``) and
+    after it (``velocity-pg backup --backup-dir x``); their values go to the State."""
+    kept: dict[str, Any] = {"expose_value": False, "callback": _remember}
+    options = [
+        click.option(
+            "--env-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read settings from this .env file (default: ./.env if present).",
+            **kept,
+        ),
+        click.option(
+            "--backup-dir",
+            metavar="DIR",
+            help="Backup folder [env BACKUP_DIR; default /backups].",
+            **kept,
+        ),
+        click.option(
+            "--host", metavar="HOST", help="Server host or socket folder [env PGHOST].", **kept
+        ),
+        click.option("--port", metavar="PORT", help="Server port [env PGPORT].", **kept),
+        click.option(
+            "--user",
+            "-U",
+            metavar="USER",
+            help="Database user [env PGUSER, POSTGRES_USER].",
+            **kept,
+        ),
+        click.option(
+            "--dbname",
+            "-d",
+            metavar="NAME",
+            help="Database, or a conninfo string or postgresql:// URI "
+            "[env PGDATABASE, POSTGRES_DB].",
+            **kept,
+        ),
+        click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.", **kept),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts)."
@@ -58,53 +125,21 @@ def emit_json(payload: object) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="velocity-pg")
-@click.option(
-    "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read settings from this .env file (default: ./.env if present).",
-)
-@click.option(
-    "--backup-dir", metavar="DIR", help="Backup folder [env BACKUP_DIR; default /backups]."
-)
-@click.option("--host", metavar="HOST", help="Server host or socket folder [env PGHOST].")
-@click.option("--port", metavar="PORT", help="Server port [env PGPORT].")
-@click.option("--user", "-U", metavar="USER", help="Database user [env PGUSER, POSTGRES_USER].")
-@click.option("--dbname", "-d", metavar="NAME", help="Database [env PGDATABASE, POSTGRES_DB].")
-@click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.")
-@pass_state
-def cli(
-    state: State,
-    env_file: Path | None,
-    backup_dir: str | None,
-    host: str | None,
-    port: str | None,
-    user: str | None,
-    dbname: str | None,
-    debug: bool,
-) -> None:
-    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup.
+@global_options
+def cli() -> None:
+    """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup
+    and restore.
 
-    Settings come from these options, then the environment, then a .env file,
-    then defaults. The password is read from PGPASSWORD or POSTGRES_PASSWORD
-    only (never from the command line).
+    Settings come from these options (given before or after the verb), then the
+    environment, then a .env file, then defaults. The password is read from
+    PGPASSWORD or POSTGRES_PASSWORD, a service file or a connection string only
+    (never from an option).
     """
-    if debug:
-        os.environ["VELOCITY_PG_DEBUG"] = "1"
-    if env_file is not None:
-        state.env_file, state.env_file_required = env_file, True
-    else:
-        state.env_file = Path(".env")
-    state.overrides = {
-        "BACKUP_DIR": backup_dir,
-        "PGHOST": host,
-        "PGPORT": port,
-        "PGUSER": user,
-        "PGDATABASE": dbname,
-    }
 
 
-@cli.command()
+@cli.command(short_help="Dump the database into a new backup (no downtime).")
 @json_option
+@global_options
 @pass_state
 def backup(state: State, as_json: bool) -> None:
     """Dump the database (pg_dump -Fc -Z9) into BACKUP_DIR/velocity_YYYY-MM-DD_HHMMSS.dump.
@@ -127,8 +162,9 @@ def backup(state: State, as_json: bool) -> None:
     )
 
 
-@cli.command("list")
+@cli.command("list", short_help="List the backups, newest first.")
 @json_option
+@global_options
 @pass_state
 def list_(state: State, as_json: bool) -> None:
     """List the backups in BACKUP_DIR, newest first."""
@@ -190,13 +226,16 @@ def list_(state: State, as_json: bool) -> None:
     click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
 
 
-@cli.command()
+@cli.command(
+    short_help="Count, size, free space, newest backup's age; --max-age makes it a monitor."
+)
 @click.option(
     "--max-age",
     metavar="DURATION",
     help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none.",
 )
 @json_option
+@global_options
 @pass_state
 def status(state: State, max_age: str | None, as_json: bool) -> None:
     """Backup count, size, free space, and the newest backup's age and verification.
@@ -222,7 +261,9 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
         sys.exit(ExitStatus.FAILED)
 
 
-@cli.command()
+@cli.command(
+    short_help="Check backups: checksum, archive, and with --restore a real restore drill."
+)
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--all", "everything", is_flag=True, help="Verify every backup in BACKUP_DIR.")
 @click.option(
@@ -232,6 +273,7 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
     help="Also restore each backup into a throwaway database and check its tables.",
 )
 @json_option
+@global_options
 @pass_state
 def verify(
     state: State, names: tuple[str, ...], everything: bool, restore_drill: bool, as_json: bool
@@ -264,7 +306,7 @@ def verify(
         sys.exit(ExitStatus.FAILED)
 
 
-@cli.command()
+@cli.command(short_help="Delete old backups by age and count, oldest first; never the newest.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with its reasons; delete nothing.")
 @click.option(
     "--max-age-days",
@@ -284,6 +326,7 @@ def verify(
     "[env BACKUP_MIN_KEEP; default 1; at least 1].",
 )
 @json_option
+@global_options
 @pass_state
 def cleanup(
     state: State,
@@ -334,12 +377,12 @@ def cleanup(
         raise OperationFailed(result.partial_message())
 
 
-@cli.command()
+@cli.command(short_help="Replace the database with a backup; a failed restore changes nothing.")
 @click.argument("name", metavar="NAME")
 @click.option(
     "--check",
     is_flag=True,
-    help="Only check the backup, the server and the permissions, then count down; change nothing.",
+    help="Only check the backup, the server and the permissions; change nothing.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Skip the 5-second countdown (for scripts).")
 @click.option(
@@ -350,6 +393,7 @@ def cleanup(
     help="Parallel pg_restore jobs [default: the number of CPUs].",
 )
 @json_option
+@global_options
 @pass_state
 def restore(
     state: State, name: str, check: bool, yes: bool, jobs: int | None, as_json: bool
@@ -370,16 +414,28 @@ def restore(
     if isinstance(result, CheckResult):
         plan = result.plan
         action = "replace" if plan.live is not None else "create"
+        of = f", a backup of database {plan.source!r}" if plan.source else ""
         click.echo(
-            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects) can restore "
+            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects{of}) can restore "
             f"database {plan.target!r} (it would {action} it). Nothing was changed."
         )
+        warning = plan.source_warning()
+        if warning is not None:
+            click.echo(warning)
         return
     verb = "Created" if result.created else "Restored"
+    sessions = result.terminated_sessions
+    ended = f"{sessions} session{'' if sessions == 1 else 's'} of it ended by the swap"
+    source = result.source_database
+    if source is not None and source != result.database:
+        click.echo(
+            f"WARNING: database {result.database!r} now holds the contents of database "
+            f"{source!r}, of which {result.name} is a backup"
+        )
     click.echo(
         f"{verb} database {result.database!r} from {result.name} in {result.duration:.1f} s "
         f"({result.objects_total} objects); it was unavailable for "
-        f"{result.unavailable_seconds:.2f} s."
+        f"{result.unavailable_seconds:.2f} s, {ended}."
     )
 
 

@@ -190,14 +190,20 @@ def keep_session_alive(admin: Conn) -> None:
 # -- creating and dropping -----------------------------------------------------------
 
 
-def terminate_sessions(admin: Conn, names: list[str]) -> int:
-    """pg_terminate_backend for every other session connected to these databases."""
-    row = admin.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+def terminate_sessions(admin: Conn, names: list[str]) -> set[int]:
+    """pg_terminate_backend for every other session connected to these databases; their pids.
+
+    A session stays listed until it has exited, so it may be terminated (and
+    returned) more than once: count the distinct pids.
+    """
+    # pg_terminate_backend in the select list: a WHERE clause does not fix the order in
+    # which its conditions run, and must never terminate a session it then filters out.
+    rows = admin.execute(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
         (names,),
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return {int(pid) for pid, ended in rows if ended}
 
 
 def drop_database(admin: Conn, name: str) -> None:
@@ -265,7 +271,7 @@ class Terminator:
     def __init__(self, connection: Conn, names: list[str]) -> None:
         self.connection = connection
         self.names = names
-        self.terminated = 0
+        self.pids: set[int] = set()
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="velocity-pg-terminator")
@@ -273,11 +279,16 @@ class Terminator:
     def _run(self) -> None:
         try:
             while True:
-                self.terminated += terminate_sessions(self.connection, self.names)
+                self.pids |= terminate_sessions(self.connection, self.names)
                 if self._stop.wait(TERMINATE_INTERVAL):
                     return
         except Exception as exc:  # reported by the swap, which then fails cleanly
             self.error = exc
+
+    @property
+    def terminated(self) -> int:
+        """Sessions terminated (each counted once)."""
+        return len(self.pids)
 
     def __enter__(self) -> Terminator:
         self._thread.start()

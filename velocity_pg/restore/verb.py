@@ -141,6 +141,8 @@ class Plan:
     backup: Path
     size: int
     toc: Toc
+    #: The database the backup was made of (manifest, else archive), when known.
+    source: str | None
     #: The server and database (``endpoint.dbname`` is ``target``).
     where: endpoint.Endpoint
     target: str
@@ -153,6 +155,21 @@ class Plan:
     aside: str
     lock_key: int
     leftovers: tuple[str, ...]
+
+    @property
+    def other_source(self) -> bool:
+        """The backup was made of another database than the one it would replace."""
+        return self.source is not None and self.source != self.target
+
+    def source_warning(self) -> str | None:
+        """The loud line for a backup of database A restored into database B."""
+        if not self.other_source:
+            return None
+        return (
+            f"WARNING: {self.backup.name} is a backup of database {self.source!r}, "
+            f"not of {self.target!r}: the restore replaces {self.target!r} with "
+            f"the contents of {self.source!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,8 @@ class CheckResult:
             "path": str(plan.backup),
             "size_bytes": plan.size,
             "database": plan.target,
+            "source_database": plan.source,
+            "other_source": plan.other_source,
             "database_exists": plan.live is not None,
             "objects": plan.toc.entries,
             "archive_created_at": plan.toc.created_at,
@@ -196,12 +215,15 @@ class RestoreResult:
     pg_restore_version: str
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
+    #: The database the backup was made of, when known.
+    source_database: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "path": str(self.path),
             "database": self.database,
+            "source_database": self.source_database,
             "created_database": self.created,
             "started_at": self.started.isoformat(),
             "duration_seconds": round(self.duration, 3),
@@ -248,7 +270,8 @@ def restore_backup(
             with swap.connect_admin(where, target) as admin:
                 plan = prepare(where, admin, path, target, jobs)
                 announce(console, settings, plan)
-                if not yes:
+                # A check starts nothing, so there is nothing to count down to.
+                if not (yes or check):
                     countdown(console, countdown_seconds)
                 result = CheckResult(plan) if check else execute(settings, admin, plan, console)
     except (KeyboardInterrupt, pgtools.Terminated):
@@ -277,20 +300,21 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_against_manifest(path: Path) -> None:
+def check_against_manifest(path: Path) -> manifest.Manifest | None:
     """Refuse a dump that does not match its manifest (a dump without one is not checked)."""
     try:
         record = manifest.read(path)
     except ManifestUnreadable as exc:
         raise OperationFailed(f"{exc.message}; nothing was changed") from exc
     if record is None:
-        return
+        return None
     problem = manifest.checksum_problem(path, record)
     if problem is not None:
         raise OperationFailed(
             f"{path.name} does not match its manifest ({problem}); "
             "restore another backup (`velocity-pg list`); nothing was changed"
         )
+    return record
 
 
 def read_toc(program: pgtools.Program, path: Path) -> Toc:
@@ -313,8 +337,10 @@ def prepare(
     row = admin.execute("SHOW server_version").fetchone()
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
-    check_against_manifest(path)
+    record = check_against_manifest(path)
     toc = read_toc(program, path)
+    # The database the backup was made of: as recorded by `backup`, else the archive's.
+    source = record.database if record is not None and record.database else toc.dbname
     size = path.stat().st_size
 
     role = swap.current_role(admin)
@@ -356,6 +382,7 @@ def prepare(
         backup=path,
         size=size,
         toc=toc,
+        source=source,
         where=where,
         target=target,
         live=live,
@@ -379,10 +406,14 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         if plan.live is not None
         else "creating it (it does not exist yet)"
     )
+    of = f"of database {plan.source!r}, " if plan.source else ""
     console.say(
-        f"restore {plan.backup.name} ({catalog.human_size(plan.size)}, "
+        f"restore {plan.backup.name} ({of}{catalog.human_size(plan.size)}, "
         f"{plan.toc.entries} objects{dumped}) into database {plan.target!r} on {where}, {what}"
     )
+    warning = plan.source_warning()
+    if warning is not None:
+        console.say(warning)
     if plan.leftovers:
         console.say(
             "an earlier restore of this database was killed; the restore will first drop "
@@ -473,6 +504,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         pg_restore_version=plan.program.version,
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
+        source_database=plan.source,
     )
 
 
