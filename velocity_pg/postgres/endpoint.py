@@ -213,6 +213,29 @@ def libpq_options(request: Request) -> dict[str, str]:
         pgconn.finish()
 
 
+#: A socket folder that cannot exist: the host of a request that must not reach a server.
+_NOWHERE = "/nonexistent/velocity-pg"
+
+
+def database_name(connection: Connection) -> str | None:
+    """The database libpq would connect to with these settings, without reaching the server.
+
+    None when nothing names a database (no database setting, service, or
+    connection string): then libpq's default, the user name, is no choice of
+    the user's. The host is replaced by a socket folder that cannot exist, so
+    the connection libpq starts ends at once, with no network and no DNS; the
+    database does not depend on the host.
+    """
+    if connection.dbname is None and connection.service is None:
+        return None
+    request = request_for(connection)
+    nowhere = Request(
+        parameters={**request.parameters, "host": _NOWHERE, "hostaddr": ""},
+        environment=request.environment,
+    )
+    return libpq_options(nowhere).get("dbname") or None
+
+
 def resolve(connection: Connection) -> Endpoint:
     """The endpoint the settings lead to; see the module docstring.
 
