@@ -288,3 +288,34 @@ def test_backup_of_another_database_is_announced_loudly(
     finally:
         for leftover in (other, staging.staging_name(other), staging.aside_name(other)):
             drop_database(postgresql_proc, leftover)
+
+
+# -- the configured database, without a connection (status, verify, off-site) -------------
+
+
+def test_settings_database_is_what_libpq_resolves(target: Target, service_file: Path) -> None:
+    settings = load_settings(environ={"PGSERVICE": "velocity_test"}, env_file=None)
+    assert settings.database == target.dbname
+    dsn = "postgresql://someone@db.invalid:5432/from_uri"  # never looked up: no DNS, no network
+    assert load_settings(environ={"PGDATABASE": dsn}, env_file=None).database == "from_uri"
+    assert load_settings(environ={"POSTGRES_DB": "app"}, env_file=None).database == "app"
+    assert load_settings(environ={}, env_file=None).database is None
+
+
+def test_status_and_verify_judge_the_service_database(target: Target) -> None:
+    """With a service file, the newest backup is the service database's, not any database's."""
+    from datetime import UTC, datetime
+
+    from velocity_pg.store import catalog
+
+    load_varied_schema(target)
+    env = service_env(target)
+    ours = json.loads(target.run("backup", "--json", env=env).stdout)["name"]
+    other = catalog.format_name(datetime.now(UTC), "some_other_db")
+    (target.backup_dir / other).write_bytes(b"PGDMP not ours")
+    result = target.run("status", "--max-age", "26h", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["newest"]["name"] == ours
+    result = target.run("verify", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [b["name"] for b in json.loads(result.stdout)["backups"]] == [ours]
