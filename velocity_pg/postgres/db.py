@@ -6,6 +6,7 @@ psycopg is imported here only, so commands that need no server start fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,46 @@ if TYPE_CHECKING:
 
 MAINTENANCE_DBS = ("postgres", "template1")
 
+#: Timeouts a role or database may set (``ALTER ROLE ... SET statement_timeout``) that
+#: would cancel velocity-pg's own long work (ANALYZE, a refresh, the lock a restore holds
+#: while pg_restore runs), with the first server version that knows each. velocity-pg's
+#: sessions and its pg_restore runs set them to 0; the swap sets its own lock timeout.
+UNTIMED_SETTINGS: tuple[tuple[str, int], ...] = (
+    ("statement_timeout", 0),
+    ("lock_timeout", 0),
+    ("idle_in_transaction_session_timeout", 0),
+    ("idle_session_timeout", 140000),
+    ("transaction_timeout", 170000),
+)
+
 
 def one_line(exc: BaseException) -> str:
     """psycopg's message on one line (libpq messages span several)."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return text or type(exc).__name__
+
+
+def untimed_options(server_num: int | None = None, theirs: str | None = None) -> str:
+    """``-c name=0`` for each timeout of :data:`UNTIMED_SETTINGS` the server knows, after
+    the user's own ``PGOPTIONS`` (the last ``-c`` wins; client options beat role settings).
+
+    Without ``server_num`` (before connecting) only the settings every server knows.
+    ``theirs`` is the user's options (the endpoint's), by default ``PGOPTIONS``.
+    """
+    ours = " ".join(
+        f"-c {name}=0"
+        for name, since in UNTIMED_SETTINGS
+        if since == 0 or (server_num is not None and server_num >= since)
+    )
+    theirs = (os.environ.get("PGOPTIONS", "") if theirs is None else theirs).strip()
+    return f"{theirs} {ours}" if theirs else ours
+
+
+def untimed_env(server_num: int, endpoint: Endpoint | None = None) -> dict[str, str]:
+    """``PGOPTIONS`` for a client program (pg_restore) that must not be cut short, after
+    the endpoint's own options."""
+    theirs = None if endpoint is None else endpoint.options.get("options", "")
+    return {"PGOPTIONS": untimed_options(server_num, theirs)}
 
 
 def open_connection(
@@ -41,11 +77,30 @@ def open_connection(
 
     params = endpoint.connect_params(dbname)
     params.setdefault("connect_timeout", "10")
+    params["options"] = untimed_options(theirs=endpoint.options.get("options", ""))
     try:
-        return psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
+        connection = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         target = endpoint.describe(dbname)
         raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
+    try:
+        untime_newer_settings(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def untime_newer_settings(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The timeouts of newer servers, which a startup option could not name safely."""
+    from psycopg import sql
+
+    version = server_version_num(connection)
+    for name, since in UNTIMED_SETTINGS:
+        if since and version >= since:
+            connection.execute(sql.SQL("SET {} = 0").format(sql.Identifier(name)))
+    if not connection.autocommit:
+        connection.commit()
 
 
 class ConnectFailed(OperationFailed):
@@ -61,8 +116,40 @@ def connect(
     conn: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection closed on exit."""
-    with open_connection(conn, dbname, autocommit=autocommit) as connection:
+    connection = open_connection(conn, dbname, autocommit=autocommit)
+    with abandoned_on_error(connection):
         yield connection
+
+
+@contextmanager
+def abandoned_on_error(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> Iterator[None]:
+    """Close ``connection`` on exit: committed (psycopg's own exit) on success; on an error
+    or a signal, its running query cancelled and the connection closed without the
+    rollback psycopg would try (and log about: "error ignored in rollback") on a session
+    that is still busy. Closing the session rolls back any transaction anyway."""
+    import contextlib
+
+    try:
+        yield
+    except BaseException:
+        if not connection.closed:
+            with contextlib.suppress(Exception):
+                cancel(connection)
+            connection.close()
+        raise
+    with connection:
+        pass
+
+
+def cancel(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Ask the server to cancel the session's running query (psycopg 3.2+: safely)."""
+    cancel_safe = getattr(connection, "cancel_safe", None)
+    if cancel_safe is not None:
+        cancel_safe(timeout=5)
+    else:  # pragma: no cover - psycopg 3.1
+        connection.cancel()
 
 
 @contextmanager
@@ -87,7 +174,7 @@ def connect_maintenance(
     if connection is None:
         assert failure is not None
         raise failure
-    with connection:
+    with abandoned_on_error(connection):
         yield connection
 
 

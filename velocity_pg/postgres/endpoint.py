@@ -81,6 +81,8 @@ def request_for(connection: Connection) -> Request:
     dbname = values["dbname"]
     if dbname is not None and is_conninfo(dbname):
         parameters.update(expand(dbname))
+        # Its sessions are known by this name (a restore never ends another one's admin).
+        parameters["application_name"] = APPLICATION_NAME
         values["dbname"] = None
     environment: dict[str, str] = {}
     for key, value in values.items():
