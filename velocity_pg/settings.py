@@ -21,6 +21,8 @@ DEFAULT_MAX_AGE_DAYS = 30
 DEFAULT_MAX_COUNT = 50
 DEFAULT_MIN_KEEP = 1
 DEFAULT_DUMP_NICE = 10
+DEFAULT_SCHEDULE = "@daily"
+DEFAULT_VERIFY = "checksum"
 
 #: Each setting and its names, the preferred name first (the official postgres
 #: image's names are the fallbacks). A higher layer wins over every name of a
@@ -174,6 +176,15 @@ class Settings:
     min_keep: int = DEFAULT_MIN_KEEP
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
+    #: ``velocity-pg schedule``'s settings, as given: parsed and checked by
+    #: :mod:`velocity_pg.scheduling.config` (only the verbs that use them refuse
+    #: a bad value, so a typo there never stops a manual backup).
+    schedule: str = DEFAULT_SCHEDULE
+    timezone: str | None = None
+    verify_mode: str = DEFAULT_VERIFY
+    ping_url: str | None = field(default=None, repr=False)  # may hold a secret token
+    metrics_file: str | None = None
+    health_max_age: str | None = None
     #: Off-site copies; None when BACKUP_S3_URL is not set.
     offsite: OffSite | None = None
 
@@ -372,6 +383,12 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         max_count=max_count,
         min_keep=min_keep,
         dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
+        schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
+        timezone=text("TZ"),
+        verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,
+        ping_url=text("BACKUP_PING_URL"),
+        metrics_file=text("BACKUP_METRICS_FILE"),
+        health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
         offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep)),
     )
 
