@@ -15,6 +15,9 @@ app_services := "web celery-worker " + long_lived
 # restarted around a swap whenever they run, even if app_services leaves them out.
 long_lived := "celery-beat"
 
+# Seconds db-restore counts down before it stops anything (--yes skips it).
+restore_countdown := "5"
+
 # List the recipes
 default:
     @{{ quote(just_executable()) }} --justfile {{ quote(justfile()) }} --list --unsorted
@@ -45,13 +48,20 @@ db-restore file *args:
     # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
     now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
 
+<<<<<<< HEAD
     # 1. Check the file and the server, and count down (Ctrl+C cancels).
     #    Nothing has been stopped yet: a bad file or Ctrl+C ends here.
     vpg restore --check "$file" "$@"
+=======
+    # 1. Check the file and the server. Nothing has been stopped yet: a bad
+    #    file or Ctrl+C ends here.
+    docker compose exec -u postgres db velocity-pg restore --check "$file" "$@"
+>>>>>>> main
     status=$?
     if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
 
+<<<<<<< HEAD
     # 2. Build the restored copy beside the database while the app keeps
     #    running. A failure or Ctrl+C here stops nothing and changes nothing.
     vpg restore --stage --yes "$file" "$@"
@@ -63,6 +73,23 @@ db-restore file *args:
     fi
 
     # 3. Stop the app services that are running (and only those).
+=======
+    # 1b. Count down before anything is stopped (Ctrl+C cancels; --yes skips it).
+    yes=
+    for arg in "$@"; do case "$arg" in --yes|-y) yes=1 ;; esac; done
+    remaining={{ restore_countdown }}
+    if [ -z "$yes" ] && [ "$remaining" -gt 0 ]; then
+        say "stopping the app and restoring $file in $remaining s; press Ctrl+C to cancel"
+        while [ "$remaining" -gt 0 ]; do
+            sleep 1
+            if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+            remaining=$((remaining - 1))
+            if [ "$remaining" -gt 0 ]; then say "$remaining..."; fi
+        done
+    fi
+
+    # 2. Stop the app services that are running (and only those).
+>>>>>>> main
     running=$(docker compose ps --services --filter status=running)
     status=$?
     if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import LockBusy, OperationFailed
-from velocity_pg.postgres import db
+from velocity_pg.postgres import db, endpoint
 from velocity_pg.restore import marks, staging, swap
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog
@@ -169,7 +169,7 @@ def report(settings: Settings, target: str) -> Report:
     import psycopg
 
     try:
-        with swap.connect_admin(settings.connection, target) as admin:
+        with swap.connect_admin(endpoint.resolve(settings.connection), target) as admin:
             row = admin.execute(
                 "SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (target,)
             ).fetchone()
@@ -195,7 +195,7 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
     """
     from velocity_pg.restore.verb import shielded
 
-    with swap.connect_admin(settings.connection, target) as admin:
+    with swap.connect_admin(endpoint.resolve(settings.connection), target) as admin:
         if not swap.try_lock(admin, staging.lock_key(target)):
             raise LockBusy(
                 f"a restore of database {target!r} is running on this server; "
@@ -208,7 +208,7 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
 
         with shielded():
             try:
-                swap.drop_database(admin, found.name, settings.connection)
+                swap.drop_database(admin, found.name, endpoint.resolve(settings.connection))
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop database {found.name}: {db.one_line(exc)}; nothing was changed"
@@ -224,7 +224,7 @@ def tidy(settings: Settings, target: str) -> str | None:
     from velocity_pg.restore.verb import shielded
 
     aside = staging.aside_name(target)
-    with swap.connect_admin(settings.connection, target) as admin:
+    with swap.connect_admin(endpoint.resolve(settings.connection), target) as admin:
         if not swap.try_lock(admin, staging.lock_key(target)):
             raise LockBusy(
                 f"a restore of database {target!r} is running on this server; "
@@ -240,7 +240,7 @@ def tidy(settings: Settings, target: str) -> str | None:
             )
         with shielded():
             try:
-                swap.drop_database(admin, aside, settings.connection)
+                swap.drop_database(admin, aside, endpoint.resolve(settings.connection))
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop database {aside}: {db.one_line(exc)}; the next restore of "

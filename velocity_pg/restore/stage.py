@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import OperationFailed
 from velocity_pg.postgres import db
+from velocity_pg.postgres.endpoint import Endpoint
 from velocity_pg.restore import marks, swap
 from velocity_pg.restore.copies import Copy
-from velocity_pg.settings import Connection, Settings
+from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, manifest
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def drop_stale(
         return ()
     with shielded():
         try:
-            swap.drop_database(admin, found.name, None if settings is None else settings.connection)
+            swap.drop_database(admin, found.name, plan.where)
         except psycopg.Error as exc:
             raise OperationFailed(
                 f"cannot drop {found.name}, a copy staged earlier ({plan.stale_reason}): "
@@ -326,7 +327,7 @@ def flush_to_disk(admin: Conn, console: Console) -> None:
         console.say("note: no CHECKPOINT (not a superuser); the swap may take longer")
 
 
-def quiet_rollback_point(admin: Conn, conn: Connection, name: str, console: Console) -> None:
+def quiet_rollback_point(admin: Conn, conn: Endpoint, name: str, console: Console) -> None:
     """A rollback point must stay as it was: not a template others copy, and without
     enabled subscriptions (which would keep applying changes into it). Done just after the
     swap committed; undoing brings the subscriptions back disabled (ENABLE them then)."""

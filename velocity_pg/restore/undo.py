@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import Interrupted, LockBusy, OperationFailed
-from velocity_pg.postgres import db, pgtools
+from velocity_pg.postgres import db, endpoint, pgtools
+from velocity_pg.postgres.endpoint import Endpoint
 from velocity_pg.restore import copies, marks, staging, swap
 from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.properties import DatabaseProps
@@ -108,21 +109,21 @@ def undo(
         Console,
         countdown,
         refuse_target,
-        target_database,
     )
 
     console = Console() if console is None else console
-    target = target_database(settings.connection)
+    where = endpoint.resolve(settings.connection)
+    target = where.dbname
     refuse_target(target)
     result: UndoCheck | UndoResult | None = None
     try:
-        with swap.connect_admin(settings.connection, target) as admin:
+        with swap.connect_admin(where, target) as admin:
             plan = prepare(admin, target)
             announce(console, plan)
             if not yes:
                 seconds = COUNTDOWN_SECONDS if countdown_seconds is None else countdown_seconds
                 countdown(console, seconds)
-            result = UndoCheck(plan) if check else execute(settings, admin, plan, console)
+            result = UndoCheck(plan) if check else execute(where, admin, plan, console)
     except (KeyboardInterrupt, pgtools.Terminated):
         console.end_progress()
         if isinstance(result, UndoResult):
@@ -214,7 +215,7 @@ def db_size(copy: Copy) -> str:
     return human_size(copy.size_bytes)
 
 
-def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -> UndoResult:
+def execute(where: Endpoint, admin: Conn, plan: UndoPlan, console: Console) -> UndoResult:
     import psycopg
 
     from velocity_pg.restore.verb import describe, shielded
@@ -226,7 +227,7 @@ def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -
     if plan.leftover:
         with shielded():
             try:
-                swap.drop_database(admin, plan.aside, settings.connection)
+                swap.drop_database(admin, plan.aside, where)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop {plan.aside}, left by an earlier restore: {db.one_line(exc)}; "
@@ -252,7 +253,7 @@ def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -
         try:
             swapped = swap.swap_in(
                 admin,
-                settings.connection,
+                where,
                 target=target,
                 staging=rollback.name,
                 aside=plan.aside,
@@ -267,7 +268,7 @@ def execute(settings: Settings, admin: Conn, plan: UndoPlan, console: Console) -
         if plan.live is not None:
             from velocity_pg.restore.stage import quiet_rollback_point
 
-            quiet_rollback_point(admin, settings.connection, rollback.name, console)
+            quiet_rollback_point(admin, where, rollback.name, console)
     if held_back:
         console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")
     return UndoResult(
