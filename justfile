@@ -48,32 +48,13 @@ db-restore file *args:
     # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
     now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
 
-<<<<<<< HEAD
-    # 1. Check the file and the server, and count down (Ctrl+C cancels).
-    #    Nothing has been stopped yet: a bad file or Ctrl+C ends here.
-    vpg restore --check "$file" "$@"
-=======
     # 1. Check the file and the server. Nothing has been stopped yet: a bad
     #    file or Ctrl+C ends here.
-    docker compose exec -u postgres db velocity-pg restore --check "$file" "$@"
->>>>>>> main
+    vpg restore --check "$file" "$@"
     status=$?
     if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
 
-<<<<<<< HEAD
-    # 2. Build the restored copy beside the database while the app keeps
-    #    running. A failure or Ctrl+C here stops nothing and changes nothing.
-    vpg restore --stage --yes "$file" "$@"
-    status=$?
-    if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
-    if [ -n "$interrupted" ]; then
-        say "interrupted; the app was not stopped and the database was not changed (the staged copy is kept: run again to use it, or drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
-        exit 130
-    fi
-
-    # 3. Stop the app services that are running (and only those).
-=======
     # 1b. Count down before anything is stopped (Ctrl+C cancels; --yes skips it).
     yes=
     for arg in "$@"; do case "$arg" in --yes|-y) yes=1 ;; esac; done
@@ -88,8 +69,17 @@ db-restore file *args:
         done
     fi
 
-    # 2. Stop the app services that are running (and only those).
->>>>>>> main
+    # 2. Build the restored copy beside the database while the app keeps
+    #    running. A failure or Ctrl+C here stops nothing and changes nothing.
+    vpg restore --stage --yes "$file" "$@"
+    status=$?
+    if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
+    if [ -n "$interrupted" ]; then
+        say "interrupted; the app was not stopped and the database was not changed (the staged copy is kept: run again to use it, or drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
+        exit 130
+    fi
+
+    # 3. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)
     status=$?
     if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi
