@@ -244,3 +244,48 @@ def test_bad_recipient_refused_before_anything_runs(
     assert "age cannot encrypt" in result.stderr
     assert backups_in(target.backup_dir) == []
     assert bucket.names() == []
+
+
+def test_restore_check_pulls_before_any_downtime(target: Target, bucket: Bucket) -> None:
+    """`just db-restore NAME` runs `restore --check` first: the download happens then,
+    before the app is stopped; the database is not touched."""
+    load_varied_schema(target)
+    env = target.env(**offsite_env(bucket))
+    name = make_backup(target, env)
+    for path in (target.backup_dir / name, target.backup_dir / (name + ".json")):
+        path.unlink()
+    with target.connect() as conn:
+        conn.execute("INSERT INTO public.customers (name) VALUES ('after the backup')")
+        expected = table_contents(conn)
+    checked = target.run("restore", "--check", name, "--yes", env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "downloading it from" in checked.stderr and "Check passed" in checked.stdout
+    assert backups_in(target.backup_dir) == [name]
+    with target.connect() as conn:
+        assert table_contents(conn) == expected
+
+
+def test_credentials_from_the_env_file(target: Target, bucket: Bucket) -> None:
+    """A .env file never reaches os.environ, yet its AWS_* settings reach the S3 client."""
+    from offsite_support import aws_env
+
+    creds = aws_env(bucket.endpoint)
+    (target.workdir / ".env").write_text(
+        f"AWS_ACCESS_KEY_ID={creds['AWS_ACCESS_KEY_ID']}\n"
+        f"AWS_SECRET_ACCESS_KEY={creds['AWS_SECRET_ACCESS_KEY']}\n"
+        f"BACKUP_S3_URL=s3://{bucket.name}/db\n"
+    )
+    env = target.env(
+        **{
+            k: v
+            for k, v in creds.items()
+            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        }
+    )
+    name = "velocity_2026-11-30_120000.dump"
+    from offsite_support import fake_backup
+
+    fake_backup(target.backup_dir, name)
+    pushed = target.run("push", name, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"db/{name}.json" in bucket.names()

@@ -157,3 +157,23 @@ def test_status_shows_the_newest_off_site_copy(target: Target, bucket: Bucket) -
     assert f"Newest off-site: {old} (3d 0h old, not encrypted)" in text.stdout
     plain = target.run("status", "--remote-max-age", "1d", env=target.env())
     assert plain.returncode == 2 and "BACKUP_S3_URL" in plain.stderr
+
+
+def test_offsite_bench_runs_to_completion(tmp_path: Path) -> None:
+    """The memory benchmark, at a tiny size (it asserts no timing)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(repo / "bench" / "offsite_bench.py"), "--size-mib", "4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 5 and "peak RSS of `push`" in result.stdout

@@ -152,3 +152,22 @@ def test_retention_input_uses_the_backups_own_time_not_last_modified() -> None:
         [backup, *[]], retention.Policy(30, 50, 1), datetime(2026, 12, 1, tzinfo=UTC)
     )
     assert [d.backup.name for d in plan.keep] == [name]  # the floor, although 334 days old
+
+
+def test_progress_on_a_terminal_only() -> None:
+    import io
+
+    from velocity_pg.offsite import Meter
+
+    shown = io.StringIO()
+    meter = Meter(shown, tty=True)
+    step = meter.start("uploading x.dump", 10 * 1024 * 1024)
+    step(5 * 1024 * 1024)
+    meter.end()
+    assert "uploading x.dump: 5.0 MiB of 10.0 MiB" in shown.getvalue()
+    assert shown.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    meter = Meter(quiet, tty=False)
+    meter.start("uploading x.dump", 10)(5)
+    meter.end()
+    assert quiet.getvalue() == ""  # no progress lines in logs and cron mail

@@ -108,7 +108,8 @@ class Meter:
     def start(self, what: str, total: int) -> Callable[[int], None]:
         self.end()
         self._what, self._total, self._done = what, total, 0
-        self._start = self._last = time.monotonic()
+        self._start = time.monotonic()
+        self._last = 0.0  # the first step shows at once
         return self.advance
 
     def advance(self, amount: int) -> None:

@@ -29,10 +29,12 @@ from velocity_pg.store.remote import Progress, RemoteObject, Upload
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-PART_SIZE = 8 * 1024 * 1024
-#: S3 allows at most 10,000 parts: bigger uploads get bigger parts.
+#: Parts of 6 MiB, at most 3 in memory (each read, then sent): a push stays under
+#: 100 MiB whatever the size, up to 9,000 parts (52 GiB); bigger dumps get bigger
+#: parts (S3 allows at most 10,000).
+PART_SIZE = 6 * 1024 * 1024
 MAX_PARTS = 9000
-CONCURRENCY = 4
+CONCURRENCY = 3
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
 MAX_ATTEMPTS = 3
