@@ -445,7 +445,7 @@ def test_adopting_velocity_pg_keeps_the_data_and_the_old_backups(adopted: Projec
     assert listed.returncode == 0, listed.stderr
     old = [b for b in json.loads(listed.stdout)["backups"] if b["name"] == OLD_BACKUP]
     assert len(old) == 1, listed.stdout  # the old backup, found where it was
-    assert old[0]["manifest"] is None
+    assert not old[0]["manifest"]  # made by the old script: no manifest
 
     verified = p.just("db-backup-verify", OLD_BACKUP)
     assert verified.returncode == 0, verified.stdout + verified.stderr
