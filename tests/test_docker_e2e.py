@@ -48,6 +48,9 @@ PROJECT = os.environ.get("VELOCITY_E2E_PROJECT", "velocity-pg-e2e")
 USER, DB, PASSWORD = "velocity", "velocity_e2e", "e2e-Secret-pw"
 MAX_COUNT = 3
 APP = ["web", "celery-worker", "celery-beat"]
+# Compose v1 gives up on an engine call after 60 s; a busy engine on the slow vfs
+# driver (creating or removing a container copies its whole image) can take longer.
+ENGINE_TIMEOUT = "600"
 
 
 def chosen_base_image() -> str:
@@ -175,6 +178,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         POSTGRES_DB=DB,
         BACKUP_MAX_COUNT=str(MAX_COUNT),
         DOCKER_BUILDKIT="0",
+        COMPOSE_HTTP_TIMEOUT=ENGINE_TIMEOUT,
     )
     p = Project(env=env, base_image=base_image)
     p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
@@ -399,6 +403,7 @@ def adopted(tmp_path: Path) -> Iterator[Project]:
         POSTGRES_IMAGE=base_image,
         POSTGRES_PASSWORD=PASSWORD,
         DOCKER_BUILDKIT="0",
+        COMPOSE_HTTP_TIMEOUT=ENGINE_TIMEOUT,
     )
     p = Project(env=env, base_image=base_image)
     p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
