@@ -659,8 +659,10 @@ def main(argv: list[str] | None = None) -> None:
         kind = "" if exc.exit_status == ExitStatus.INTERRUPTED else "error: "
         click.echo(f"velocity-pg: {kind}{exc.message}", err=True)
         sys.exit(exc.exit_status)
-    except (KeyboardInterrupt, Terminated):
-        click.echo("velocity-pg: interrupted", err=True)
+    except (KeyboardInterrupt, Terminated) as exc:
+        from velocity_pg.postgres.pgtools import stop_word
+
+        click.echo(f"velocity-pg: {stop_word(exc)}", err=True)
         sys.exit(ExitStatus.INTERRUPTED)
     except Exception as exc:
         if debug:
