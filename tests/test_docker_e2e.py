@@ -80,7 +80,7 @@ class Project:
     base_image: str
 
     def run(
-        self, *cmd: str, check: bool = True, timeout: float = 600
+        self, *cmd: str, check: bool = True, timeout: float = 1800
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             list(cmd),
