@@ -327,7 +327,7 @@ def test_backup_copied_out_and_back_in_as_the_readme_says(project: Project, tmp_
     inside = project.db_sh(f"sha256sum /backups/{name}").split()[0]
     assert hashlib.sha256(copied.read_bytes()).hexdigest() == inside
 
-    other = "velocity_2001-02-03_040506.dump"
+    other = f"{DB}_2001-02-03_040506.dump"
     copied.rename(tmp_path / other)
     project.compose("cp", str(tmp_path / other), "db:/backups/")
     project.compose(
@@ -379,7 +379,7 @@ def test_restore_of_corrupt_file_leaves_app_and_data(project: Project) -> None:
         "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g"
     )
     good = project.backups()[0]
-    corrupt = "velocity_2000-01-01_000000.dump"
+    corrupt = f"{DB}_2000-01-01_000000.dump"
     project.db_sh(
         f"head -c 64 /backups/{good} > /backups/{corrupt} && chmod 600 /backups/{corrupt}"
     )
@@ -398,7 +398,7 @@ def test_cleanup_prunes_by_age_and_count(project: Project) -> None:
     for _ in range(MAX_COUNT + 1):
         assert project.just("db-backup").returncode == 0
     # Two backups with old modification times (cleanup's age is by mtime).
-    old = ["velocity_2001-01-01_000000.dump", "velocity_2001-01-02_000000.dump"]
+    old = [f"{DB}_2001-01-01_000000.dump", f"{DB}_2001-01-02_000000.dump"]  # this database's
     newest = project.backups()[0]
     for name in old:
         project.db_sh(
