@@ -36,9 +36,10 @@ def test_db_builds_from_dockerfile_db_with_the_base_image_as_argument(db: dict[s
     assert db["build"]["context"] == "."
     assert db["build"]["dockerfile"] == "Dockerfile.db"
     assert (REPO / "Dockerfile.db").is_file()
-    assert db["build"]["args"]["POSTGRES_IMAGE"] == "${POSTGRES_IMAGE:-postgres:17-bookworm}"
+    # The template's own image: an existing postgres-data volume keeps its major and C library.
+    assert db["build"]["args"]["POSTGRES_IMAGE"] == "${POSTGRES_IMAGE:-postgres:16-alpine}"
     dockerfile = (REPO / "Dockerfile.db").read_text()
-    assert "ARG POSTGRES_IMAGE=postgres:17-bookworm\nFROM ${POSTGRES_IMAGE}\n" in dockerfile
+    assert "ARG POSTGRES_IMAGE=postgres:16-alpine\nFROM ${POSTGRES_IMAGE}\n" in dockerfile
 
 
 def test_backup_and_data_volumes_are_named_volumes(
@@ -46,8 +47,8 @@ def test_backup_and_data_volumes_are_named_volumes(
 ) -> None:
     mounts = dict(m.split(":", 1) for m in db["volumes"])
     assert mounts["backup-data"] == "/backups"
-    assert mounts["db-data"] == "/var/lib/postgresql/data"
-    assert set(compose["volumes"]) >= {"backup-data", "db-data"}
+    assert mounts["postgres-data"] == "/var/lib/postgresql/data"  # the template's names
+    assert set(compose["volumes"]) >= {"backup-data", "postgres-data"}
 
 
 def test_healthcheck_uses_pg_isready(db: dict[str, Any]) -> None:
@@ -70,7 +71,8 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
         assert env[name] == f"${{{name}:-{default}}}"
     assert env["BACKUP_KEEP_PREVIOUS"] == "${BACKUP_KEEP_PREVIOUS:-true}"
     assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
-    assert {"POSTGRES_USER", "POSTGRES_DB"} <= set(env)
+    assert env["POSTGRES_USER"] == "${POSTGRES_USER:-postgres}"
+    assert env["POSTGRES_DB"] == "${POSTGRES_DB:-velocity}"
 
 
 def test_no_scripts_are_mounted(db: dict[str, Any]) -> None:

@@ -13,7 +13,11 @@ needs the engine's socket (root, or the docker group)::
         .venv/bin/pytest -p no:cacheprovider tests/test_docker_e2e.py
 
 POSTGRES_IMAGE is the base image (default: docker-compose.yml's, the official
-postgres:17-bookworm, pulled if missing). The project is named velocity-pg-e2e,
+postgres:16-alpine, pulled if missing); the project machines run it on both
+stand-ins, sandbox/postgres:15-bookworm and sandbox/postgres:17-trixie. The last
+test adopts velocity-pg in a stock Django Velocity setup (its own project,
+``<name>-adopt``): the template's `image:` db service with an old-style backup,
+then this repository's compose file on the same volumes. The project is named velocity-pg-e2e,
 never django-velocity: the final `down -v` must not delete a real project's
 backups (``VELOCITY_E2E_PROJECT`` gives another name, for runs sharing an engine).
 Tests of the restore and cleanup recipes skip while the image's
@@ -47,6 +51,13 @@ PROJECT = os.environ.get("VELOCITY_E2E_PROJECT", "velocity-pg-e2e")
 USER, DB, PASSWORD = "velocity", "velocity_e2e", "e2e-Secret-pw"
 MAX_COUNT = 3
 APP = ["web", "celery-worker", "celery-beat"]
+# Compose v1 gives up on an engine call after 60 s; a busy engine on the slow vfs
+# driver (creating or removing a container copies its whole image) can take longer.
+ENGINE_TIMEOUT = "600"
+
+
+def chosen_base_image() -> str:
+    return os.environ.get("POSTGRES_IMAGE") or "postgres:16-alpine"
 
 
 def skip_reason() -> str | None:
@@ -72,7 +83,7 @@ class Project:
     base_image: str
 
     def run(
-        self, *cmd: str, check: bool = True, timeout: float = 600
+        self, *cmd: str, check: bool = True, timeout: float = 1800
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             list(cmd),
@@ -96,10 +107,10 @@ class Project:
     def just(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(just_program(), "--justfile", str(REPO / "justfile"), *args, check=False)
 
-    def sql(self, query: str) -> str:
+    def sql(self, query: str, user: str = USER, db: str = DB) -> str:
         result = self.compose(
             "exec", "-T", "-u", "postgres", "db",
-            "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-U", USER, "-d", DB, "-c", query,
+            "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-U", user, "-d", db, "-c", query,
         )  # fmt: skip
         return result.stdout.strip()
 
@@ -164,7 +175,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    base_image = os.environ.get("POSTGRES_IMAGE") or "postgres:17-bookworm"
+    base_image = chosen_base_image()
     override = tmp_path_factory.mktemp("compose") / "e2e.override.yml"
     app: dict[str, object] = {
         "image": base_image,
@@ -205,6 +216,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         POSTGRES_DB=DB,
         BACKUP_MAX_COUNT=str(MAX_COUNT),
         DOCKER_BUILDKIT="0",
+        COMPOSE_HTTP_TIMEOUT=ENGINE_TIMEOUT,
     )
     p = Project(env=env, base_image=base_image)
     p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
@@ -229,6 +241,7 @@ def test_image_has_velocity_pg_for_root_and_postgres(project: Project) -> None:
         out = project.db_sh("command -v velocity-pg; velocity-pg --version", user=user)
         assert out.splitlines()[0] == "/usr/local/bin/velocity-pg"
         assert out.splitlines()[1].startswith("velocity-pg, version ")
+        assert project.db_sh("age --version", user=user).strip()  # for encrypted off-site copies
     assert project.db_sh("ls -A /tmp") == ""  # the build context is gone
     assert project.db_sh("test ! -e /scripts && echo none").strip() == "none"
 
@@ -315,7 +328,7 @@ def test_backup_copied_out_and_back_in_as_the_readme_says(project: Project, tmp_
     inside = project.db_sh(f"sha256sum /backups/{name}").split()[0]
     assert hashlib.sha256(copied.read_bytes()).hexdigest() == inside
 
-    other = "velocity_2001-02-03_040506.dump"
+    other = f"{DB}_2001-02-03_040506.dump"
     copied.rename(tmp_path / other)
     project.compose("cp", str(tmp_path / other), "db:/backups/")
     project.compose(
@@ -409,7 +422,7 @@ def test_restore_of_corrupt_file_leaves_app_and_data(project: Project) -> None:
         "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g"
     )
     good = project.backups()[0]
-    corrupt = "velocity_2000-01-01_000000.dump"
+    corrupt = f"{DB}_2000-01-01_000000.dump"
     project.db_sh(
         f"head -c 64 /backups/{good} > /backups/{corrupt} && chmod 600 /backups/{corrupt}"
     )
@@ -428,7 +441,7 @@ def test_cleanup_prunes_by_age_and_count(project: Project) -> None:
     for _ in range(MAX_COUNT + 1):
         assert project.just("db-backup").returncode == 0
     # Two backups with old modification times (cleanup's age is by mtime).
-    old = ["velocity_2001-01-01_000000.dump", "velocity_2001-01-02_000000.dump"]
+    old = [f"{DB}_2001-01-01_000000.dump", f"{DB}_2001-01-02_000000.dump"]  # this database's
     newest = project.backups()[0]
     for name in old:
         project.db_sh(
@@ -469,3 +482,123 @@ def test_backups_survive_down_without_v(project: Project) -> None:
     project.compose("up", "-d", "--wait")
     project.compose("stop", "celery-beat")
     assert project.backups() == kept
+
+
+# -- adopting velocity-pg in an existing Django Velocity project ---------------------
+
+OLD_BACKUP = "velocity_2026-01-02_030405.dump"
+
+
+def stock_compose(base_image: str) -> dict[str, object]:
+    """The template's db service as it stands before adoption: `image:`, its scripts mounted."""
+    return {
+        "services": {
+            "db": {
+                "image": base_image,
+                "environment": {
+                    "POSTGRES_DB": "${POSTGRES_DB:-velocity}",
+                    "POSTGRES_USER": "${POSTGRES_USER:-postgres}",
+                    "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+                },
+                "volumes": [
+                    "postgres-data:/var/lib/postgresql/data",
+                    "backup-data:/backups",
+                    "./scripts:/scripts:ro",
+                ],
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "pg_isready -h 127.0.0.1 -U postgres -d velocity"],
+                    "interval": "2s",
+                    "timeout": "5s",
+                    "retries": 30,
+                },
+            }
+        },
+        "volumes": {"postgres-data": None, "backup-data": None},
+    }
+
+
+@pytest.fixture
+def adopted(tmp_path: Path) -> Iterator[Project]:
+    """A stock setup's project (own name), torn down with its volumes afterwards."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    base_image = chosen_base_image()
+    stock = tmp_path / "stock"
+    (stock / "scripts").mkdir(parents=True)
+    (stock / "scripts" / "backup.sh").write_text("#!/bin/sh\n# the template's old script\n")
+    (stock / "docker-compose.yml").write_text(yaml.safe_dump(stock_compose(base_image)))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "COMPOSE_"))
+    }
+    # Only the password: the user and database are the compose files' defaults.
+    env.update(
+        COMPOSE_PROJECT_NAME=f"{PROJECT}-adopt",
+        COMPOSE_FILE=str(stock / "docker-compose.yml"),
+        POSTGRES_IMAGE=base_image,
+        POSTGRES_PASSWORD=PASSWORD,
+        DOCKER_BUILDKIT="0",
+        COMPOSE_HTTP_TIMEOUT=ENGINE_TIMEOUT,
+    )
+    p = Project(env=env, base_image=base_image)
+    p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
+    try:
+        yield p
+    finally:
+        p.env["COMPOSE_FILE"] = str(REPO / "docker-compose.yml")
+        p.compose("down", "-v", "--remove-orphans", "--rmi", "local", check=False)
+        label = f"label=com.docker.compose.project={PROJECT}-adopt"
+        volumes = p.run("docker", "volume", "ls", "-q", "--filter", label).stdout.split()
+        assert volumes == [], f"down -v left volumes {volumes}"
+
+
+def test_adopting_velocity_pg_keeps_the_data_and_the_old_backups(adopted: Project) -> None:
+    """README, "Adopting velocity-pg": the stock setup, then this compose file on its volumes."""
+    p = adopted
+    # 1. The stock template: the official image as `image:`, backups by the old script.
+    p.compose("up", "-d", "--wait")
+    p.sql(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text); "
+        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 100) g",
+        user="postgres",
+        db="velocity",
+    )
+    # What backup.sh did, run as the template's recipe ran it (root, in the db container).
+    p.compose(
+        "exec", "-T", "db", "sh", "-c",
+        f"pg_dump -U postgres -d velocity -Fc -Z9 -f /backups/{OLD_BACKUP}",
+    )  # fmt: skip
+    p.sql(
+        "INSERT INTO notes SELECT g, 'later' FROM generate_series(101, 150) g",
+        "postgres",
+        "velocity",
+    )
+    old_sha = p.db_sh(f"sha256sum /backups/{OLD_BACKUP}", user="root").split()[0]
+    p.compose("down")  # no -v: the volumes stay, as they do for a user
+
+    # 2. The same project with velocity-pg's compose file: same volumes, image built.
+    p.env["COMPOSE_FILE"] = str(REPO / "docker-compose.yml")
+    p.compose("up", "-d", "--build", "--wait")
+    assert p.sql("SELECT count(*) FROM notes", "postgres", "velocity") == "150"  # the data
+
+    listed = p.just("db-backup-list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    old = [b for b in json.loads(listed.stdout)["backups"] if b["name"] == OLD_BACKUP]
+    assert len(old) == 1, listed.stdout  # the old backup, found where it was
+    assert not old[0]["manifest"]  # made by the old script: no manifest
+
+    verified = p.just("db-backup-verify", OLD_BACKUP)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "no manifest" in verified.stdout
+
+    restored = p.just("db-restore", OLD_BACKUP, "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert p.sql("SELECT count(*), max(id) FROM notes", "postgres", "velocity") == "100|100"
+
+    # New backups go beside the old one, which is unchanged.
+    backup = p.just("db-backup")
+    assert backup.returncode == 0, backup.stderr
+    assert p.db_sh(f"sha256sum /backups/{OLD_BACKUP}").split()[0] == old_sha
+    assert len(p.backups()) == 2
