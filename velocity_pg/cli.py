@@ -132,20 +132,14 @@ def backup(state: State, as_json: bool) -> None:
 @pass_state
 def list_(state: State, as_json: bool) -> None:
     """List the backups in BACKUP_DIR, newest first."""
-    from velocity_pg.errors import ManifestUnreadable
     from velocity_pg.report import describe_verification, format_table
-    from velocity_pg.store import manifest
+    from velocity_pg.status import read_state
     from velocity_pg.store.catalog import human_age, human_size, list_backups
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
     now = datetime.now(UTC)
-    records: list[manifest.Manifest | str | None] = []
-    for b in backups:
-        try:
-            records.append(manifest.read(b.path))
-        except ManifestUnreadable:
-            records.append("unreadable")
+    states = [read_state(b) for b in backups]  # (manifest, (reason, detail) of a problem)
     if as_json:
         emit_json(
             {
@@ -158,13 +152,20 @@ def list_(state: State, as_json: bool) -> None:
                         "created_at": b.created.isoformat(),
                         "modified_at": b.mtime.isoformat(),
                         "age_seconds": int((now - b.created).total_seconds()),
-                        "manifest": "unreadable" if isinstance(rec, str) else (rec is not None),
-                        "sha256": rec.sha256 if isinstance(rec, manifest.Manifest) else None,
+                        "manifest": "unreadable"
+                        if problem and problem[0] == "manifest_unreadable"
+                        else (rec is not None),
+                        "readable": not (problem and problem[0] == "dump_unreadable"),
+                        "manifest_problem": problem[1]
+                        if problem and problem[0] == "manifest_unreadable"
+                        else None,
+                        "problem": problem[1] if problem else None,
+                        "sha256": rec.sha256 if rec is not None else None,
                         "last_verification": vars(rec.last_verification)
-                        if isinstance(rec, manifest.Manifest) and rec.last_verification
+                        if rec is not None and rec.last_verification
                         else None,
                     }
-                    for b, rec in zip(backups, records, strict=True)
+                    for b, (rec, problem) in zip(backups, states, strict=True)
                 ],
             }
         )
@@ -180,9 +181,9 @@ def list_(state: State, as_json: bool) -> None:
             human_size(b.size),
             b.created.strftime("%Y-%m-%d %H:%M:%S"),
             human_age(now - b.created),
-            describe_verification(rec),
+            problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
         )
-        for b, rec in zip(backups, records, strict=True)
+        for b, (rec, problem) in zip(backups, states, strict=True)
     ]
     header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
     click.echo(format_table(header, rows, right=(1, 3)))
@@ -212,13 +213,8 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
     report = gather(settings.backup_dir, datetime.now(UTC), limit)
     click.echo(to_json(report.to_json()) if as_json else render(report))
     if report.stale:
-        assert limit is not None
-        why = (
-            "there is no backup"
-            if report.newest is None
-            else f"the newest backup is older than {max_age}"
-        )
-        click.echo(f"velocity-pg: status: STALE: {why}", err=True)
+        assert max_age is not None
+        click.echo(f"velocity-pg: status: STALE: {report.stale_reason(max_age)}", err=True)
         sys.exit(ExitStatus.FAILED)
 
 
@@ -253,7 +249,7 @@ def verify(
         list(names),
         everything=everything,
         restore_check=restore_check,
-        report=None if as_json else lambda outcome: click.echo(outcome.line()),
+        report=lambda outcome: show_outcome(outcome, as_json),
     )
     if as_json:
         emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
@@ -262,6 +258,14 @@ def verify(
         click.echo(f"velocity-pg: verify: no backups to verify in {settings.backup_dir}", err=True)
     if not outcomes or not all(o.ok for o in outcomes):
         sys.exit(ExitStatus.FAILED)
+
+
+def show_outcome(outcome: Any, as_json: bool) -> None:
+    """One verified backup: its line on stdout (unless --json), a warning on stderr."""
+    if not as_json:
+        click.echo(outcome.line())
+    if outcome.warning:
+        click.echo(outcome.warning_line(), err=True)
 
 
 @cli.command()

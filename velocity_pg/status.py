@@ -2,7 +2,9 @@
 
 With ``--max-age`` it is a monitor: exit 1 when the newest backup is older than
 that, or there is none, so it can serve as a container healthcheck, a cron
-monitor or a CI gate.
+monitor or a CI gate. Only a real backup counts (see :func:`judge`): a file
+named in the future, an empty or unreadable one, or one that disagrees with
+its manifest is reported as "not counted" and never makes a folder look fresh.
 """
 
 from __future__ import annotations
@@ -33,6 +35,55 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+#: How far in the future a backup's name may be and still count (clocks disagree a little).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A file named like a backup that ``status`` does not count as one, and why."""
+
+    name: str
+    reason: str  # future, empty, size_mismatch, manifest_unreadable, dump_unreadable
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason, "detail": self.detail}
+
+
+def judge(
+    backup: catalog.Backup,
+    record: manifest.Manifest | None,
+    problem: tuple[str, str] | None,
+    now: datetime,
+) -> Ignored | None:
+    """Whether a backup counts as a real one for ``status``; the reason if it does not.
+
+    Pure (the manifest and the readability problem are given), so every rule is
+    tested without files: a real backup is not named in the future beyond
+    :data:`CLOCK_SKEW`, is not empty, can be read, has a readable manifest if it
+    has one at all, and is as large as that manifest says.
+    """
+    if backup.created > now + CLOCK_SKEW:
+        ahead = catalog.human_age(backup.created - now)
+        return Ignored(
+            backup.name,
+            "future",
+            f"named {ahead} in the future (a clock that ran ahead, or a copied file)",
+        )
+    if backup.size == 0:
+        return Ignored(backup.name, "empty", "an empty file (0 bytes)")
+    if problem is not None:
+        return Ignored(backup.name, *problem)
+    if record is not None and record.size_bytes != backup.size:
+        return Ignored(
+            backup.name,
+            "size_mismatch",
+            f"{backup.size} bytes, its manifest says {record.size_bytes}: cut or changed",
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Status:
     backup_dir: Path
@@ -45,13 +96,26 @@ class Status:
     newest_has_manifest: bool
     last_good_verification: tuple[str, manifest.Verification] | None
     max_age: timedelta | None
+    ignored: tuple[Ignored, ...] = ()
 
     @property
     def stale(self) -> bool:
-        """True when a max age is set and the newest backup is older, or there is none."""
+        """True when a max age is set and the newest real backup is older, or there is none."""
         if self.max_age is None:
             return False
         return self.newest_age is None or self.newest_age > self.max_age
+
+    def stale_reason(self, limit: str) -> str:
+        """Why ``--max-age`` fails, in one line."""
+        if self.newest is None:
+            why = "there is no backup" if not self.ignored else "no file here counts as a backup"
+        else:
+            why = f"the newest backup ({self.newest.name}) is older than {limit}"
+        if self.ignored:
+            shown = "; ".join(f"{i.name}: {i.detail}" for i in self.ignored[:3])
+            more = f" and {len(self.ignored) - 3} more" if len(self.ignored) > 3 else ""
+            why += f" (not counted: {shown}{more})"
+        return why
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -76,23 +140,48 @@ class Status:
             else {"name": self.last_good_verification[0], **vars(self.last_good_verification[1])},
             "max_age_seconds": None if self.max_age is None else int(self.max_age.total_seconds()),
             "stale": self.stale,
+            "ignored": [i.to_json() for i in self.ignored],
+            "future": [i.name for i in self.ignored if i.reason == "future"],
         }
+
+
+def read_state(
+    backup: catalog.Backup,
+) -> tuple[manifest.Manifest | None, tuple[str, str] | None]:
+    """(its manifest, a problem as (reason, detail)) for one backup, never raising.
+
+    The dump is opened (not read) to prove it can be; only a regular file is.
+    """
+    try:
+        record = manifest.read(backup.path)
+    except ManifestUnreadable as exc:
+        return None, ("manifest_unreadable", f"manifest unreadable ({exc.message})")
+    try:
+        catalog.check_readable(backup.path)
+    except catalog.UnreadableFile as exc:
+        return record, ("dump_unreadable", f"dump unreadable ({exc.message})")
+    except FileNotFoundError:
+        return record, ("dump_unreadable", "dump unreadable (it vanished)")
+    return record, None
 
 
 def gather(folder: Path, now: datetime, max_age: timedelta | None) -> Status:
     backups = catalog.list_backups(folder)
-    newest = backups[0] if backups else None
+    newest: catalog.Backup | None = None
     newest_verification = None
     newest_has_manifest = False
     last_good: tuple[str, manifest.Verification] | None = None
+    ignored: list[Ignored] = []
     for backup in backups:
-        try:
-            record = manifest.read(backup.path)
-        except ManifestUnreadable:
+        record, problem = read_state(backup)
+        verdict = judge(backup, record, problem, now)
+        if verdict is not None:
+            ignored.append(verdict)
             continue
-        if backup is newest and record is not None:
-            newest_has_manifest = True
-            newest_verification = record.last_verification
+        if newest is None:
+            newest = backup
+            newest_has_manifest = record is not None
+            newest_verification = record.last_verification if record else None
         check = record.last_verification if record else None
         if check is not None and check.ok and (last_good is None or check.at > last_good[1].at):
             last_good = (backup.name, check)
@@ -103,11 +192,13 @@ def gather(folder: Path, now: datetime, max_age: timedelta | None) -> Status:
         total_bytes=sum(b.size for b in backups),
         free_bytes=usage.free,
         newest=newest,
-        newest_age=None if newest is None else now - newest.created,
+        # A name a little ahead of our clock (within CLOCK_SKEW) is a backup made just now.
+        newest_age=None if newest is None else max(now - newest.created, timedelta(0)),
         newest_verification=newest_verification,
         newest_has_manifest=newest_has_manifest,
         last_good_verification=last_good,
         max_age=max_age,
+        ignored=tuple(ignored),
     )
 
 
@@ -136,4 +227,6 @@ def render(status: Status) -> str:
     if status.last_good_verification is not None:
         name, check = status.last_good_verification
         lines.append(f"Last good verification: {name} ({check.method}, {check.at})")
+    for item in status.ignored:
+        lines.append(f"Not counted:   {item.name}: {item.detail}")
     return "\n".join(lines)
