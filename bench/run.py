@@ -405,7 +405,7 @@ def main() -> int:
             )
 
             # 2. restore vs the seed's sequence, with a prober on the live database
-            archive = sorted(backups.glob("velocity_*.dump"))[-1]
+            archive = sorted(backups.glob(f"{dbname}_*.dump"))[-1]
             gaps: list[float] = []
             seed_gaps: list[float] = []
 
@@ -471,7 +471,7 @@ def main() -> int:
 
             # 4. peak memory of the velocity-pg process: at this size and at a tiny one
             _, mem_backup = self_rss([*VELOCITY, "backup"], env)
-            archive = sorted(backups.glob("velocity_*.dump"))[-1]
+            archive = sorted(backups.glob(f"{dbname}_*.dump"))[-1]
             _, mem_restore = self_rss([*VELOCITY, "restore", "--yes", archive.name], env)
             small_backups = root / "small-backups"
             small_backups.mkdir()
@@ -481,7 +481,7 @@ def main() -> int:
                 conn.execute("CREATE DATABASE tiny")
             tiny_env = server.env("tiny", BACKUP_DIR=str(small_backups))
             _, tiny_backup = self_rss([*VELOCITY, "backup"], tiny_env)
-            tiny_archive = sorted(small_backups.glob("velocity_*.dump"))[-1]
+            tiny_archive = sorted(small_backups.glob("tiny_*.dump"))[-1]
             _, tiny_restore = self_rss([*VELOCITY, "restore", "--yes", tiny_archive.name], tiny_env)
             rows.append(
                 (

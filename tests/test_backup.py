@@ -65,6 +65,9 @@ def test_backup_round_trip(target: Target, postgresql_proc: object) -> None:
     created = catalog.parse_name(name)
     assert created is not None
     assert abs((datetime.now(UTC) - created).total_seconds()) < 120
+    # Named as the template's backup.sh named it: after the database dumped.
+    assert name.startswith(f"{target.dbname}_")
+    assert catalog.database_of(name) == target.dbname
     path = target.backup_dir / name
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes()[:5] == b"PGDMP"
@@ -348,8 +351,8 @@ def test_fixed_clock_collision_uses_next_second(target: Target) -> None:
     moment = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
     first = create_backup(settings, now=lambda: moment)
     second = create_backup(settings, now=lambda: moment)
-    assert first.name == "velocity_2026-05-01_120000.dump"
-    assert second.name == "velocity_2026-05-01_120001.dump"
+    assert first.name == f"{target.dbname}_2026-05-01_120000.dump"
+    assert second.name == f"{target.dbname}_2026-05-01_120001.dump"
     assert first.path.read_bytes()[:5] == second.path.read_bytes()[:5] == b"PGDMP"
 
 

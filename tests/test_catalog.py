@@ -39,10 +39,22 @@ def test_format_refuses_naive_datetime() -> None:
         "velocity_2026-11-25_16050.dump",
         "velocity_2026-13-01_000000.dump",  # month 13: the shape, but no date
         "velocity_2026-02-30_000000.dump",
-        "Velocity_2026-11-25_160509.dump",
         "velocity_2026-11-25_160509.dump\n",
-        "xvelocity_2026-11-25_160509.dump",
         "velocity_2026-11-25_160509.sql",
+        "_2026-11-25_160509.dump",  # no database
+        "velocity2026-11-25_160509.dump",  # no separator
+        ".velocity_2026-11-25_160509.dump",  # a hidden file: a leading dot is written %2E
+        ".velocity.lock",
+        "notes_2026-11-25.txt",
+        "velocity_2026-11-25_160509.dump.json.partial",
+        "%41pp_2026-11-25_160509.dump",  # "A" needs no escape: not what format_name writes
+        "a%2fb_2026-11-25_160509.dump",  # lower-case hex
+        "a%2_2026-11-25_160509.dump",  # a cut escape
+        "a%_2026-11-25_160509.dump",  # a bare percent sign
+        "caf%C3_2026-11-25_160509.dump",  # half a UTF-8 character
+        "%FF_2026-11-25_160509.dump",  # not UTF-8 at all
+        "a\nb_2026-11-25_160509.dump",  # a raw newline (written %0A)
+        "a\x00b_2026-11-25_160509.dump",
         "velocity_2026-11-25_160509.dump.json",
         "velocity_2026-11-25_16050\u0669.dump",  # a non-ASCII digit
         "velocity_2026-11-25_240000.dump",  # hour 24
@@ -52,6 +64,75 @@ def test_format_refuses_naive_datetime() -> None:
 def test_not_backup_names(name: str) -> None:
     assert catalog.parse_name(name) is None
     assert not catalog.is_backup_name(name)
+
+
+@pytest.mark.parametrize(
+    ("database", "part"),
+    [
+        ("velocity", "velocity"),
+        ("my_app", "my_app"),  # "_" is legal in a database name
+        ("my_app_2026-01-01_000000", "my_app_2026-01-01_000000"),  # even a timestamp
+        ("Velocity", "Velocity"),
+        ("with space", "with space"),
+        ("a.b", "a.b"),
+        ("trailing.", "trailing."),
+        ("-dash", "-dash"),
+        ("café 日本", "café 日本"),
+        ("a/b", "a%2Fb"),
+        ("50%", "50%25"),
+        ("%41", "%2541"),
+        (".hidden", "%2Ehidden"),
+        ("..", "%2E."),
+        ("tab\there", "tab%09here"),
+        ("new\nline", "new%0Aline"),
+        ("del\x7f", "del%7F"),
+        ("nbsp\u00a0", "nbsp%C2%A0"),  # not printable in Python's sense
+        ("x" * 63, "x" * 63),
+    ],
+)
+def test_database_names_map_both_ways(database: str, part: str) -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    name = catalog.format_name(moment, database)
+    assert name == f"{part}_2026-01-02_030405.dump"
+    assert catalog.parse_backup_name(name) == (database, moment)
+    assert catalog.database_of(name) == database
+    assert catalog.is_backup_name(name)
+    assert "/" not in name and "\x00" not in name and not name.startswith(".")
+    assert not catalog.is_backup_name(name + ".json")
+
+
+def test_default_database_is_the_templates() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert catalog.format_name(moment) == "velocity_2026-01-02_030405.dump"
+    assert catalog.database_of("velocity_2026-01-02_030405.dump") == "velocity"
+
+
+def test_longest_postgresql_name_fits_even_fully_escaped() -> None:
+    """63 bytes (NAMEDATALEN - 1) of characters that all need escaping: 189 bytes + date."""
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for database in ("/" * 63, "\u00a0" * 31):
+        name = catalog.format_name(moment, database)
+        assert len((name + ".json").encode()) <= catalog.NAME_MAX
+        assert catalog.database_of(name) == database
+
+
+@pytest.mark.parametrize("database", ["x" * 250, "日" * 80, "/" * 80])
+def test_too_long_for_a_file_name_is_refused(database: str) -> None:
+    with pytest.raises(ConfigError, match="too long for a backup file name"):
+        catalog.format_name(datetime(2026, 1, 1, tzinfo=UTC), database)
+
+
+def test_empty_database_is_refused() -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        catalog.format_name(datetime(2026, 1, 1, tzinfo=UTC), "")
+
+
+def test_the_timestamp_is_matched_from_the_end() -> None:
+    name = "a_2020-01-01_000000_2026-02-03_040506.dump"
+    assert catalog.parse_backup_name(name) == (
+        "a_2020-01-01_000000",
+        datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC),
+    )
 
 
 def test_temp_names_are_never_backup_names(tmp_path: Path) -> None:
@@ -69,6 +150,10 @@ def test_candidate_names_are_consecutive_seconds() -> None:
         "velocity_2026-12-31_235959.dump",
         "velocity_2027-01-01_000000.dump",
         "velocity_2027-01-01_000001.dump",
+    ]
+    assert list(catalog.candidate_names(start, "a/b", tries=2)) == [
+        "a%2Fb_2026-12-31_235959.dump",
+        "a%2Fb_2027-01-01_000000.dump",
     ]
 
 
@@ -110,6 +195,49 @@ def test_list_backups_newest_first_and_only_backups(tmp_path: Path) -> None:
         "velocity_2026-01-02_000000.dump",
         "velocity_2026-01-01_000000.dump",
     ]
+
+
+def test_list_backups_of_every_database_by_time(tmp_path: Path) -> None:
+    make_files(
+        tmp_path,
+        "velocity_2026-01-01_000000.dump",
+        "velocity_2026-01-03_000000.dump",
+        "my_app_2026-01-02_000000.dump",
+        "my_app_2026-01-02_000000.dump.json",  # its manifest
+        "a%2Fb_2026-01-04_000000.dump",
+        "%2Eenv_2026-01-05_000000.dump",
+        ".env_2026-01-05_000000.dump",  # hidden: not a backup
+        "notes.txt",
+        ".velocity.lock",
+        ".velocity-tmp-1-x.partial",
+    )
+    found = [(b.name, b.database) for b in catalog.list_backups(tmp_path)]
+    assert found == [
+        ("%2Eenv_2026-01-05_000000.dump", ".env"),
+        ("a%2Fb_2026-01-04_000000.dump", "a/b"),
+        ("velocity_2026-01-03_000000.dump", "velocity"),
+        ("my_app_2026-01-02_000000.dump", "my_app"),
+        ("velocity_2026-01-01_000000.dump", "velocity"),
+    ]
+    only = [b.name for b in catalog.list_backups(tmp_path, "my_app")]
+    assert only == ["my_app_2026-01-02_000000.dump"]
+    backups = catalog.list_backups(tmp_path)
+    newest = catalog.newest_of(backups, "velocity")
+    assert newest is not None and newest.name == "velocity_2026-01-03_000000.dump"
+    assert catalog.newest_of(backups, "nobody") is None
+    assert catalog.newest_of(backups, None) is backups[0]
+
+
+def test_backup_database_defaults_from_its_name() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    backup = catalog.Backup(
+        name="my_app_2026-01-01_000000.dump",
+        path=Path("/b/my_app_2026-01-01_000000.dump"),
+        created=moment,
+        mtime=moment,
+        size=1,
+    )
+    assert backup.database == "my_app"
 
 
 def test_list_backups_missing_folder(tmp_path: Path) -> None:
@@ -164,6 +292,16 @@ class TestResolveBackup:
         link.symlink_to(folder.parent / self.NAME)
         with pytest.raises(ConfigError, match="not a file in the backup folder"):
             catalog.resolve_backup(folder, link.name)
+
+    def test_any_databases_backup(self, folder: Path) -> None:
+        (folder / "my_app_2026-01-01_000000.dump").write_bytes(b"PGDMP")
+        found = catalog.resolve_backup(folder, "my_app_2026-01-01_000000.dump")
+        assert found.name == "my_app_2026-01-01_000000.dump"
+
+    def test_refuses_a_manifest(self, folder: Path) -> None:
+        (folder / f"{self.NAME}.json").write_text("{}")
+        with pytest.raises(ConfigError, match="is not a backup name"):
+            catalog.resolve_backup(folder, f"{self.NAME}.json")
 
     def test_missing(self, folder: Path) -> None:
         with pytest.raises(OperationFailed, match="does not exist"):

@@ -54,10 +54,10 @@ class Folder:
             check=False,
         )
 
-    def add_backup(self, age_days: float, size: int = 1000) -> Path:
-        """A backup modified ``age_days`` ago, named after the minute before that."""
+    def add_backup(self, age_days: float, size: int = 1000, database: str = "velocity") -> Path:
+        """A backup of ``database`` modified ``age_days`` ago, named after the minute before."""
         mtime = time.time() - age_days * DAY
-        name = catalog.format_name(datetime.fromtimestamp(mtime - 60, UTC))
+        name = catalog.format_name(datetime.fromtimestamp(mtime - 60, UTC), database)
         path = self.backup_dir / name
         path.write_bytes(os.urandom(size))
         os.utime(path, (mtime, mtime))
@@ -112,7 +112,9 @@ def add_unrelated(folder: Folder, outside: Path) -> None:
     (d / "notes.txt").write_text("keep me")
     (d / "velocity_2026-13-01_000000.dump").write_bytes(b"month 13: not a date")
     (d / "velocity_2020-01-01_000000.dump.bak").write_bytes(b"bak")
-    (d / "VELOCITY_2020-01-01_000000.dump").write_bytes(b"upper case")
+    (d / "velocity_2020-01-01_000000.DUMP").write_bytes(b"upper case")
+    (d / ".velocity_2020-01-01_000000.dump").write_bytes(b"hidden (a dot is written %2E)")
+    (d / "a%2fb_2020-01-01_000000.dump").write_bytes(b"lower-case escape: not ours")
     (d / "velocity_2020-01-01_00000.dump").write_bytes(b"short")
     sub = d / "velocity_2019-01-01_000000.dump"  # a folder with a backup's name
     sub.mkdir()
@@ -382,6 +384,22 @@ def test_temp_files_of_live_backups_are_never_touched(folder: Folder) -> None:
     assert json.loads(result.stdout)["summary"]["temp_files_removed"] == 1
 
 
+def wait_for_lock_wait(target: Target, timeout: float = 30) -> None:
+    """Until a session of the target database waits for a lock (pg_dump behind the locker)."""
+    deadline = time.monotonic() + timeout
+    with target.connect("postgres") as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event_type = 'Lock'",
+                (target.dbname,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("pg_dump never waited for the table lock")
+
+
 def test_cleanup_during_a_real_backup_leaves_its_temp_file(target: Target) -> None:
     """A real backup, stalled by a table lock, with its temp file made to look old."""
     load_varied_schema(target)
@@ -392,6 +410,7 @@ def test_cleanup_during_a_real_backup_leaves_its_temp_file(target: Target) -> No
         proc = target.popen("backup")
         _pid, argv = wait_for_pg_dump(proc.pid)
         temp = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--file=")))
+        wait_for_lock_wait(target)  # pg_dump has opened (truncated) its file by now
         old = time.time() - 10 * HOUR
         os.utime(temp, (old, old))
         result = target.run("cleanup", "--json")
@@ -591,3 +610,50 @@ def test_orphan_manifest_held_by_a_live_backup_is_never_touched(folder: Folder) 
         os.close(fd)
     assert result.returncode == 0, result.stderr
     assert orphan.exists()
+
+
+def test_each_database_pruned_on_its_own(folder: Folder) -> None:
+    """As cleanup.sh pruned the whole folder, but per database: one database's many fresh
+    backups never push out another's, and each keeps its own floor."""
+    busy = [folder.add_backup(age, database="velocity") for age in (1, 2, 3, 4)]
+    quiet = [folder.add_backup(age, database="my_app") for age in (5, 60)]
+    lonely = folder.add_backup(90, database="a/b")  # a%2Fb_...: old, but its only backup
+    for path in (*busy, *quiet, lonely):
+        manifest_path = path.with_name(path.name + ".json")
+        manifest_path.write_text("{}")  # goes with its dump
+        stamp = path.stat().st_mtime
+        os.utime(manifest_path, (stamp, stamp))
+    notes = folder.backup_dir / "my_app notes.txt"
+    notes.write_text("not a backup")
+    os.utime(notes, (time.time() - 400 * DAY,) * 2)
+
+    dry = folder.run("cleanup", "--dry-run", "--json", "--max-count", "2")
+    assert dry.returncode == 0, dry.stderr
+    data = json.loads(dry.stdout)
+    assert [
+        (g["database"], g["kept"], g["planned_deletions"], g["delete"]) for g in data["groups"]
+    ] == [
+        ("a/b", 1, 0, []),
+        ("my_app", 1, 1, [quiet[1].name]),
+        ("velocity", 2, 2, [busy[3].name, busy[2].name]),
+    ]
+    assert [(d["name"], d["database"]) for d in data["delete"]] == [
+        (quiet[1].name, "my_app"),
+        (busy[3].name, "velocity"),
+        (busy[2].name, "velocity"),
+    ]
+    text = folder.run("cleanup", "--dry-run", "--max-count", "2")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "for each database's backups" in lines[0]
+    assert "database 'a/b': 1 backup(s), keep 1, would delete 0" in lines
+    assert "database 'my_app': 2 backup(s), keep 1, would delete 1" in lines
+    assert "database 'velocity': 4 backup(s), keep 2, would delete 2" in lines
+    assert len(folder.backups()) == 7  # a dry run deletes nothing
+
+    result = folder.run("cleanup", "--max-count", "2")
+    assert result.returncode == 0, result.stderr
+    left = {p.name for p in folder.backup_dir.iterdir()} - {lock.LOCK_NAME}
+    kept = (busy[0], busy[1], quiet[0], lonely)
+    assert left == {p.name for p in kept} | {p.name + ".json" for p in kept} | {notes.name}
+    assert lonely.name.startswith("a%2Fb_")

@@ -82,27 +82,41 @@ class TestList:
         folder.mkdir()
         (folder / "velocity_2026-01-01_000000.dump").write_bytes(b"x" * 2048)
         (folder / "velocity_2026-02-01_120000.dump").write_bytes(b"x" * 10)
+        (folder / "my_app_2026-01-15_000000.dump").write_bytes(b"x" * 10)  # another database
+        (folder / "velocity_2026-02-01_120000.dump.json").write_text("{}")  # a manifest
         (folder / ".velocity-tmp-1-a.partial").write_bytes(b"x")
         (folder / "README").write_text("x")
         result = run("list", cwd=tmp_path, env={"BACKUP_DIR": str(folder)})
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0].split() == ["NAME", "SIZE", "CREATED", "(UTC)", "AGE", "VERIFIED"]
-        assert lines[1].startswith("velocity_2026-02-01_120000.dump")
+        assert lines[0].split() == [
+            "NAME",
+            "DATABASE",
+            "SIZE",
+            "CREATED",
+            "(UTC)",
+            "AGE",
+            "VERIFIED",
+        ]
+        assert lines[1].split()[:2] == ["velocity_2026-02-01_120000.dump", "velocity"]
         assert "2026-02-01 12:00:00" in lines[1]
-        assert lines[2].startswith("velocity_2026-01-01_000000.dump")
-        assert "2.0 KiB" in lines[2]
+        assert lines[2].split()[:2] == ["my_app_2026-01-15_000000.dump", "my_app"]
+        assert lines[3].split()[:2] == ["velocity_2026-01-01_000000.dump", "velocity"]
+        assert "2.0 KiB" in lines[3]
         assert "partial" not in result.stdout
         assert "README" not in result.stdout
-        assert lines[-1].startswith("2 backup(s)")
+        assert lines[-1].startswith("3 backup(s)")
 
     def test_json(self, tmp_path: Path) -> None:
         (tmp_path / "velocity_2026-01-01_000000.dump").write_bytes(b"x" * 5)
+        (tmp_path / "a%2Fb_2025-01-01_000000.dump").write_bytes(b"x" * 5)
         result = run("list", "--json", cwd=tmp_path, env={"BACKUP_DIR": str(tmp_path)})
         assert result.returncode == 0
         data = json.loads(result.stdout)
-        (entry,) = data["backups"]
+        entry, other = data["backups"]
+        assert (other["name"], other["database"]) == ("a%2Fb_2025-01-01_000000.dump", "a/b")
         assert entry["name"] == "velocity_2026-01-01_000000.dump"
+        assert entry["database"] == "velocity"
         assert entry["size_bytes"] == 5
         assert entry["created_at"] == "2026-01-01T00:00:00+00:00"
         assert entry["age_seconds"] > 0

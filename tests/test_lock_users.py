@@ -58,7 +58,7 @@ sh("mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", "/srv")
 folder = "/srv/backups"
 os.mkdir(folder, 0o700)
 for name in os.listdir(source):
-    if name.startswith("velocity_"):
+    if ".dump" in name:
         shutil.copyfile(os.path.join(source, name), os.path.join(folder, name))
         os.chmod(os.path.join(folder, name), 0o600)
         os.chown(os.path.join(folder, name), OWNER, OWNER)

@@ -17,17 +17,24 @@ DAY = timedelta(days=1)
 US = timedelta(microseconds=1)
 
 
-def backup(age: timedelta, *, created_age: timedelta | None = None, size: int = 100) -> Backup:
-    """A backup modified ``age`` ago; named (by default) one minute before that."""
+def backup(
+    age: timedelta,
+    *,
+    created_age: timedelta | None = None,
+    size: int = 100,
+    database: str = "velocity",
+) -> Backup:
+    """A backup of ``database`` modified ``age`` ago; named (by default) one minute before."""
     mtime = NOW - age
     created = (NOW - created_age) if created_age is not None else mtime - timedelta(minutes=1)
-    name = format_name(created)
+    name = format_name(created, database)
     return Backup(
         name=name,
         path=Path("/backups") / name,
         created=created.replace(microsecond=0),
         mtime=mtime,
         size=size,
+        database=database,
     )
 
 
@@ -295,3 +302,63 @@ def test_invariants_on_random_folders(seed: int) -> None:
         if x.backup.name not in must_keep:
             assert NOW - x.backup.mtime <= policy.max_age
             assert x.rank <= policy.max_count
+
+
+def test_each_database_is_planned_on_its_own() -> None:
+    """Count, age and floor apply per database: one's backups never push another's out."""
+    busy = [backup(d(i), database="velocity") for i in range(1, 6)]  # 5 fresh ones
+    quiet = [backup(d(i), database="my_app") for i in (2, 40, 50)]  # one fresh, two old
+    rare = [backup(d(100), database="a/b")]  # one, very old: the floor keeps it
+    result = plan([*busy, *quiet, *rare], P(30, 3, 1), NOW)
+
+    assert [g.database for g in result.groups] == ["a/b", "my_app", "velocity"]
+    by_db = {g.database: g for g in result.groups}
+    assert [x.backup for x in by_db["velocity"].keep] == busy[:3]
+    assert [x.backup for x in by_db["velocity"].delete] == [busy[4], busy[3]]
+    assert [x.backup for x in by_db["my_app"].keep] == [quiet[0]]
+    assert [x.backup for x in by_db["my_app"].delete] == [quiet[2], quiet[1]]
+    assert [x.backup for x in by_db["a/b"].keep] == rare
+    assert by_db["a/b"].keep[0].rules == (Rule.MIN_KEEP,)
+    assert not by_db["a/b"].delete
+    # Ranks count within the database: my_app's second backup is its number 2.
+    assert {x.backup.name: x.rank for x in by_db["my_app"].delete} == {
+        quiet[1].name: 2,
+        quiet[2].name: 3,
+    }
+    # The whole plan: every group's keeps, and every deletion oldest first.
+    assert [x.backup for x in result.keep] == [*rare, quiet[0], *busy[:3]]
+    assert [x.backup for x in result.delete] == [quiet[2], quiet[1], busy[4], busy[3]]
+    assert result.groups[1].to_json() == {
+        "database": "my_app",
+        "kept": 1,
+        "planned_deletions": 2,
+        "bytes_to_free": 200,
+        "keep": [quiet[0].name],
+        "delete": [quiet[2].name, quiet[1].name],
+    }
+    assert result.delete[0].to_json()["database"] == "my_app"
+
+
+def test_one_database_alone_plans_as_before() -> None:
+    items = ages(1, 2, 3, 40, 50)
+    alone = plan(items, P(30, 4, 1), NOW)
+    (group,) = alone.groups
+    assert (group.keep, group.delete) == (alone.keep, alone.delete)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_many_databases_equal_each_planned_alone(seed: int) -> None:
+    rng = random.Random(seed)
+    items: dict[str, Backup] = {}
+    for _ in range(rng.randint(0, 40)):
+        item = backup(
+            timedelta(hours=rng.uniform(-50, 2000)),
+            database=rng.choice(["velocity", "my_app", "x_2026-01-01_000000", ".h"]),
+        )
+        items[item.name] = item
+    policy = P(rng.randint(1, 60), rng.randint(1, 10), rng.randint(1, 4))
+    whole = plan(items.values(), policy, NOW)
+    for group in whole.groups:
+        alone = plan([b for b in items.values() if b.database == group.database], policy, NOW)
+        assert (alone.keep, alone.delete) == (group.keep, group.delete)
+    assert sorted(x.backup.name for x in (*whole.keep, *whole.delete)) == sorted(items)

@@ -24,8 +24,9 @@ def run(
     cwd: Path | None = None,
     timeout: float = 60,
     preexec_fn: Callable[[], None] | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
-    env = clean_env()
+    env = clean_env(**extra)
     env["BACKUP_DIR"] = str(folder)
     return subprocess.run(
         [sys.executable, "-m", "velocity_pg", *args],
@@ -40,9 +41,11 @@ def run(
     )
 
 
-def make_backup(folder: Path, age: timedelta, *, with_manifest: bool = True) -> Path:
+def make_backup(
+    folder: Path, age: timedelta, *, with_manifest: bool = True, database: str = "velocity"
+) -> Path:
     created = datetime.now(UTC) - age
-    path = folder / catalog.format_name(created)
+    path = folder / catalog.format_name(created, database)
     path.write_bytes(b"PGDMP fake dump body")
     if with_manifest:
         sha, size = manifest.sha256_file(path)
@@ -206,7 +209,7 @@ def test_real_backup_is_judged_beside_a_future_one(tmp_path: Path) -> None:
     future = make_backup(tmp_path, -timedelta(days=365))
     result = run("status", "--max-age", "26h", folder=tmp_path)
     assert result.returncode == 1  # the real one is 30 h old; the future one does not help
-    assert f"the newest backup ({real.name}) is older than 26h" in result.stderr
+    assert f"the newest backup is older than 26h: {real.name}" in result.stderr
     assert future.name in result.stderr
     assert f"Newest:        {real.name}" in result.stdout
     assert run("status", "--max-age", "31h", folder=tmp_path).returncode == 0
@@ -266,3 +269,43 @@ def test_judge_rules() -> None:
     mismatch = judge(ok, record, None, now)
     assert mismatch is not None and mismatch.reason == "size_mismatch"
     assert judge(ok, dataclasses.replace(record, size_bytes=10), None, now) is None
+
+
+def test_newest_is_of_the_configured_database(tmp_path: Path) -> None:
+    """Another database's fresh backups must not hide that this database's stopped."""
+    mine = make_backup(tmp_path, timedelta(hours=30), database="velocity")
+    theirs = make_backup(tmp_path, timedelta(hours=1), database="my_app")
+    result = run("status", "--max-age", "26h", folder=tmp_path, PGDATABASE="velocity")
+    assert result.returncode == 1
+    assert "STALE: the newest backup of database 'velocity' is older than 26h" in result.stderr
+    assert f"Newest:        {mine.name}" in result.stdout
+    assert "Database:      velocity" in result.stdout
+    assert f"Other database: 'my_app': 1 backup(s), newest {theirs.name}" in result.stdout
+    assert "Backups:       2" in result.stdout  # the folder's count
+
+    # The other database's view of the same folder: fresh.
+    result = run("status", "--max-age", "26h", "--json", folder=tmp_path, POSTGRES_DB="my_app")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    found = (data["database"], data["newest"]["name"], data["stale"])
+    assert found == ("my_app", theirs.name, False)
+    assert [(o["database"], o["count"], o["newest"]) for o in data["other_databases"]] == [
+        ("velocity", 1, mine.name)
+    ]
+
+
+def test_no_backup_of_the_configured_database_is_stale(tmp_path: Path) -> None:
+    make_backup(tmp_path, timedelta(hours=1), database="my_app")
+    result = run("status", "--max-age", "26h", folder=tmp_path, PGDATABASE="velocity")
+    assert result.returncode == 1
+    assert "STALE: there is no backup of database 'velocity'" in result.stderr
+    assert "Newest:        none of database 'velocity'" in result.stdout
+
+
+def test_no_database_configured_means_any_database(tmp_path: Path) -> None:
+    make_backup(tmp_path, timedelta(hours=30), database="velocity")
+    theirs = make_backup(tmp_path, timedelta(hours=1), database="my_app")
+    result = run("status", "--max-age", "26h", "--json", folder=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["database"], data["newest"]["name"]) == (None, theirs.name)

@@ -261,7 +261,7 @@ echo "rc=$?" >&2
         # A real full disk: a small tmpfs holding copies of the backups, filled up.
         (
             'mount -t tmpfs -o size=512k tmpfs "$DISK"\n'
-            'cp -p "$SOURCE"/velocity_* "$DISK"/\n'
+            'cp -p "$SOURCE"/*.dump* "$DISK"/\n'
             'dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null\n'
             'export BACKUP_DIR="$DISK"',
             "No space left on device",

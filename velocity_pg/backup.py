@@ -6,8 +6,9 @@ Order of work, so that nothing is ever lost:
    which we hold locked so ``cleanup`` can tell it belongs to a live backup;
 3. only after pg_dump succeeded: fsync, mode 0600, checksum, read the table of
    contents back with ``pg_restore --list``, write the manifest, then link the
-   manifest and the dump to the first free ``velocity_YYYY-MM-DD_HHMMSS.dump``
-   name (never overwriting; manifest first), fsync the folder;
+   manifest and the dump to the first free ``<database>_YYYY-MM-DD_HHMMSS.dump``
+   name (named after the database the server says it dumped; never
+   overwriting; manifest first), fsync the folder;
 4. on any failure or interruption the temporary file is removed.
 """
 
@@ -73,6 +74,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
     pgtools.check_can_dump(program, server_num)
 
     started = now()
+    catalog.format_name(started, dbname)  # a database no file can be named after: refuse now
     clock = time.monotonic()
     try:
         fd, temp = catalog.temp_path_for(folder)
@@ -108,7 +110,9 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            final = catalog.publish(temp, folder, catalog.candidate_names(started), side_temp)
+            final = catalog.publish(
+                temp, folder, catalog.candidate_names(started, dbname), side_temp
+            )
         except OSError as exc:
             raise OperationFailed(
                 f"cannot finish the backup in {folder}: {exc.strerror}; no backup was written"

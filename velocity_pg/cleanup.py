@@ -6,8 +6,10 @@ Order of work, so that nothing that must be kept is ever removed:
 2. take the folder lock **exclusively**, without waiting: a ``restore`` or
    ``verify`` holding it shared (or another cleanup) makes cleanup fail at
    once, having deleted nothing (a dry run takes no lock and deletes nothing);
-3. list the backups (only regular files named ``velocity_YYYY-MM-DD_HHMMSS.dump``)
-   and make the plan (:func:`velocity_pg.retention.plan`) under the lock;
+3. list the backups of every database (only regular files named
+   ``<database>_YYYY-MM-DD_HHMMSS.dump``) and make the plan
+   (:func:`velocity_pg.store.retention.plan`, each database's backups on their
+   own) under the lock;
 4. delete the planned backups oldest first. Just before each deletion the file
    is checked again: one that vanished, is no longer a regular file, or was
    modified since it was listed is left alone and reported. A deletion that
@@ -150,6 +152,7 @@ class CleanupResult:
             "dry_run": self.dry_run,
             "now": self.plan.now.isoformat(),
             "policy": self.plan.policy.to_json(),
+            "groups": [group.to_json() for group in self.plan.groups],
             "keep": [d.to_json() for d in self.plan.keep],
             "delete": [o.to_json() for o in self.outcomes],
             "temp_files": [t.to_json() for t in self.temps],
@@ -378,12 +381,19 @@ def _line(action: str, name: str, size: int, text: str) -> str:
 
 
 def format_plan_header(plan: Plan, folder: Path, *, dry_run: bool) -> list[str]:
-    """The policy line and one line per kept backup, newest first."""
+    """The policy line, then per database a heading and one line per kept backup,
+    newest first."""
     lines = [
         ("Dry run (nothing is deleted): " if dry_run else "")
-        + f"cleanup of {folder}: {plan.policy.describe()}."
+        + f"cleanup of {folder}: {plan.policy.describe()}, for each database's backups."
     ]
-    lines.extend(_line("keep", d.backup.name, d.backup.size, d.reason) for d in plan.keep)
+    for group in plan.groups:
+        lines.append(
+            f"database {group.database!r}: {len(group.keep) + len(group.delete)} backup(s), "
+            f"keep {len(group.keep)}, {'would delete' if dry_run else 'delete'} "
+            f"{len(group.delete)}"
+        )
+        lines.extend(_line("keep", d.backup.name, d.backup.size, d.reason) for d in group.keep)
     return lines
 
 

@@ -107,7 +107,7 @@ def cli(
 @json_option
 @pass_state
 def backup(state: State, as_json: bool) -> None:
-    """Dump the database (pg_dump -Fc -Z9) into BACKUP_DIR/velocity_YYYY-MM-DD_HHMMSS.dump.
+    """Dump the database (pg_dump -Fc) into BACKUP_DIR/<database>_YYYY-MM-DD_HHMMSS.dump.
 
     Runs alongside the application without blocking it. A failed backup
     leaves no file behind and never touches the existing backups.
@@ -131,7 +131,7 @@ def backup(state: State, as_json: bool) -> None:
 @json_option
 @pass_state
 def list_(state: State, as_json: bool) -> None:
-    """List the backups in BACKUP_DIR, newest first."""
+    """List the backups in BACKUP_DIR (of every database), newest first."""
     from velocity_pg.report import describe_verification, format_table
     from velocity_pg.status import read_state
     from velocity_pg.store.catalog import human_age, human_size, list_backups
@@ -147,6 +147,7 @@ def list_(state: State, as_json: bool) -> None:
                 "backups": [
                     {
                         "name": b.name,
+                        "database": b.database,
                         "path": str(b.path),
                         "size_bytes": b.size,
                         "created_at": b.created.isoformat(),
@@ -178,6 +179,7 @@ def list_(state: State, as_json: bool) -> None:
     rows = [
         (
             b.name,
+            b.database if b.database.isprintable() else repr(b.database),
             human_size(b.size),
             b.created.strftime("%Y-%m-%d %H:%M:%S"),
             human_age(now - b.created),
@@ -185,8 +187,8 @@ def list_(state: State, as_json: bool) -> None:
         )
         for b, (rec, problem) in zip(backups, states, strict=True)
     ]
-    header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
-    click.echo(format_table(header, rows, right=(1, 3)))
+    header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
+    click.echo(format_table(header, rows, right=(2, 4)))
     total = sum(b.size for b in backups)
     click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
 
@@ -202,15 +204,17 @@ def list_(state: State, as_json: bool) -> None:
 def status(state: State, max_age: str | None, as_json: bool) -> None:
     """Backup count, size, free space, and the newest backup's age and verification.
 
-    With --max-age it is a monitor (healthcheck, cron, CI gate): exit 1 when the
-    newest backup is too old or there is none.
+    "Newest" is of the configured database (PGDATABASE); other databases' backups
+    in the folder are listed too. With --max-age it is a monitor (healthcheck,
+    cron, CI gate): exit 1 when that newest backup is too old or there is none.
     """
     from velocity_pg.report import to_json
     from velocity_pg.status import gather, parse_duration, render
 
     limit = parse_duration(max_age) if max_age is not None else None
     settings = state.settings()
-    report = gather(settings.backup_dir, datetime.now(UTC), limit)
+    database = settings.connection.dbname
+    report = gather(settings.backup_dir, datetime.now(UTC), limit, database)
     click.echo(to_json(report.to_json()) if as_json else render(report))
     if report.stale:
         assert max_age is not None
@@ -235,8 +239,8 @@ def verify(
     """Check backups: checksum against the manifest, archive readable, and with --restore
     a real restore into a throwaway database (the live one is never touched).
 
-    With no NAME and no --all, the newest backup is verified. Exit 0 only if
-    every check passed.
+    With no NAME and no --all, the newest backup of the configured database is
+    verified; --all verifies every database's. Exit 0 only if every check passed.
     """
     from velocity_pg import verify as verifying
 
@@ -255,7 +259,15 @@ def verify(
         emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
     if not outcomes:
         # A nightly verify that finds nothing to check must not look like success.
-        click.echo(f"velocity-pg: verify: no backups to verify in {settings.backup_dir}", err=True)
+        database = settings.connection.dbname
+        of = (
+            ""
+            if everything or database is None
+            else f" (none of database {database!r}; --all verifies every database's)"
+        )
+        click.echo(
+            f"velocity-pg: verify: no backups to verify in {settings.backup_dir}{of}", err=True
+        )
     if not outcomes or not all(o.ok for o in outcomes):
         sys.exit(ExitStatus.FAILED)
 
@@ -300,7 +312,8 @@ def cleanup(
     """Delete old backups: older than the age limit or beyond the count, oldest first.
 
     The newest backups (BACKUP_MIN_KEEP) are always kept. Only files named
-    velocity_YYYY-MM-DD_HHMMSS.dump are considered; other files are never touched.
+    <database>_YYYY-MM-DD_HHMMSS.dump are considered, each database's on their own;
+    other files are never touched.
     Fails at once, deleting nothing, while a restore or verify is reading the folder.
     """
     from velocity_pg import cleanup as core

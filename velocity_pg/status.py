@@ -5,6 +5,12 @@ that, or there is none, so it can serve as a container healthcheck, a cron
 monitor or a CI gate. Only a real backup counts (see :func:`judge`): a file
 named in the future, an empty or unreadable one, or one that disagrees with
 its manifest is reported as "not counted" and never makes a folder look fresh.
+
+"Newest" means the newest backup **of the configured database** (PGDATABASE,
+else POSTGRES_DB, ...): the folder may hold backups of other databases (an old
+project's, a second database's), and their fresh backups must not hide that
+this database's backups stopped. The other databases are shown too. With no
+database configured at all, the newest backup of any database counts.
 """
 
 from __future__ import annotations
@@ -85,8 +91,29 @@ def judge(
 
 
 @dataclass(frozen=True)
+class Other:
+    """The backups of a database other than the configured one."""
+
+    database: str
+    count: int
+    newest: catalog.Backup
+
+    def to_json(self, now: datetime) -> dict[str, object]:
+        return {
+            "database": self.database,
+            "count": self.count,
+            "newest": self.newest.name,
+            "created_at": self.newest.created.isoformat(),
+            "age_seconds": int((now - self.newest.created).total_seconds()),
+        }
+
+
+@dataclass(frozen=True)
 class Status:
     backup_dir: Path
+    #: The configured database whose backups "newest" is about; None: any database.
+    database: str | None
+    now: datetime
     count: int
     total_bytes: int
     free_bytes: int
@@ -97,6 +124,8 @@ class Status:
     last_good_verification: tuple[str, manifest.Verification] | None
     max_age: timedelta | None
     ignored: tuple[Ignored, ...] = ()
+    #: The other databases with backups in the folder, by name.
+    others: tuple[Other, ...] = ()
 
     @property
     def stale(self) -> bool:
@@ -107,10 +136,15 @@ class Status:
 
     def stale_reason(self, limit: str) -> str:
         """Why ``--max-age`` fails, in one line."""
+        of = "" if self.database is None else f" of database {self.database!r}"
         if self.newest is None:
-            why = "there is no backup" if not self.ignored else "no file here counts as a backup"
+            why = (
+                f"there is no backup{of}"
+                if not self.ignored
+                else f"no file here counts as a backup{of}"
+            )
         else:
-            why = f"the newest backup ({self.newest.name}) is older than {limit}"
+            why = f"the newest backup{of} is older than {limit}: {self.newest.name}"
         if self.ignored:
             shown = "; ".join(f"{i.name}: {i.detail}" for i in self.ignored[:3])
             more = f" and {len(self.ignored) - 3} more" if len(self.ignored) > 3 else ""
@@ -120,6 +154,7 @@ class Status:
     def to_json(self) -> dict[str, object]:
         return {
             "backup_dir": str(self.backup_dir),
+            "database": self.database,
             "count": self.count,
             "total_bytes": self.total_bytes,
             "free_bytes": self.free_bytes,
@@ -142,6 +177,7 @@ class Status:
             "stale": self.stale,
             "ignored": [i.to_json() for i in self.ignored],
             "future": [i.name for i in self.ignored if i.reason == "future"],
+            "other_databases": [other.to_json(self.now) for other in self.others],
         }
 
 
@@ -165,8 +201,22 @@ def read_state(
     return record, None
 
 
-def gather(folder: Path, now: datetime, max_age: timedelta | None) -> Status:
-    backups = catalog.list_backups(folder)
+def gather(
+    folder: Path, now: datetime, max_age: timedelta | None, database: str | None = None
+) -> Status:
+    """The folder's state; ``newest`` and the verifications are of ``database``'s backups
+    (of any database's when it is None) that count (:func:`judge`), ``count`` and
+    ``total_bytes`` of the whole folder."""
+    every = catalog.list_backups(folder)
+    backups = [b for b in every if database is None or b.database == database]
+    by_database: dict[str, list[catalog.Backup]] = {}
+    for backup in every:
+        if database is not None and backup.database != database:
+            by_database.setdefault(backup.database, []).append(backup)
+    others = tuple(
+        Other(database=name, count=len(found), newest=found[0])
+        for name, found in sorted(by_database.items())
+    )
     newest: catalog.Backup | None = None
     newest_verification = None
     newest_has_manifest = False
@@ -188,8 +238,10 @@ def gather(folder: Path, now: datetime, max_age: timedelta | None) -> Status:
     usage = shutil.disk_usage(folder)
     return Status(
         backup_dir=folder,
-        count=len(backups),
-        total_bytes=sum(b.size for b in backups),
+        database=database,
+        now=now,
+        count=len(every),
+        total_bytes=sum(b.size for b in every),
         free_bytes=usage.free,
         newest=newest,
         # A name a little ahead of our clock (within CLOCK_SKEW) is a backup made just now.
@@ -199,6 +251,7 @@ def gather(folder: Path, now: datetime, max_age: timedelta | None) -> Status:
         last_good_verification=last_good,
         max_age=max_age,
         ignored=tuple(ignored),
+        others=others,
     )
 
 
@@ -209,8 +262,11 @@ def render(status: Status) -> str:
         f"Backups:       {status.count} ({catalog.human_size(status.total_bytes)}); "
         f"{catalog.human_size(status.free_bytes)} free",
     ]
+    if status.database is not None:
+        lines.insert(1, f"Database:      {status.database}")
     if status.newest is None or status.newest_age is None:
-        lines.append("Newest:        none")
+        of = "" if status.database is None else f" of database {status.database!r}"
+        lines.append(f"Newest:        none{of}")
     else:
         lines.append(
             f"Newest:        {status.newest.name} ({catalog.human_age(status.newest_age)} old, "
@@ -229,4 +285,10 @@ def render(status: Status) -> str:
         lines.append(f"Last good verification: {name} ({check.method}, {check.at})")
     for item in status.ignored:
         lines.append(f"Not counted:   {item.name}: {item.detail}")
+    for other in status.others:
+        age = catalog.human_age(status.now - other.newest.created)
+        lines.append(
+            f"Other database: {other.database!r}: {other.count} backup(s), newest "
+            f"{other.newest.name} ({age} old)"
+        )
     return "\n".join(lines)

@@ -66,15 +66,19 @@ class Outcome:
         return f"FAILED  {self.name}: {self.problem}"
 
 
-def select(folder: Path, names: list[str], everything: bool) -> list[Path]:
-    """The backups to verify: the named ones, all, or else the newest."""
+def select(
+    folder: Path, names: list[str], everything: bool, database: str | None = None
+) -> list[Path]:
+    """The backups to verify: the named ones, all (of every database), or else the newest
+    of ``database`` (of any database when it is None)."""
     if names:
         # Unreadable files are reported one by one (verify_one), not as an error for all.
         return [catalog.resolve_backup(folder, name, readable=False) for name in names]
     backups = catalog.list_backups(folder)
     if everything:
         return [b.path for b in backups]
-    return [backups[0].path] if backups else []
+    newest = catalog.newest_of(backups, database)
+    return [newest.path] if newest is not None else []
 
 
 def check_checksum(dump: Path, record: manifest.Manifest | None, outcome: Outcome) -> bool:
@@ -166,7 +170,7 @@ def verify(
     """Verify the selected backups, reporting each as it is done."""
     folder = settings.backup_dir
     with lock.shared(folder, "verify"):
-        dumps = select(folder, names, everything)
+        dumps = select(folder, names, everything, settings.connection.dbname)
         if pg_restore is None:
             pg_restore = pgtools.find_program("pg_restore").path
         outcomes = []

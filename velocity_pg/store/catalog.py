@@ -1,8 +1,23 @@
 """Backup files: their names, the folder that holds them, and safe placement.
 
-A backup is a file named ``velocity_YYYY-MM-DD_HHMMSS.dump`` (UTC) in
-BACKUP_DIR. Anything else in the folder (temporary files of a running backup,
-notes, sub-folders) is not a backup and is never listed, pruned or restored.
+A backup is a file named ``<database>_YYYY-MM-DD_HHMMSS.dump`` (UTC) in
+BACKUP_DIR, as the Django Velocity template's ``backup.sh`` named them
+(``velocity_...`` for its default database ``velocity``). Anything else in the
+folder (temporary files of a running backup, manifests, notes, sub-folders) is
+not a backup and is never listed, pruned or restored.
+
+**The database part of a name.** A database name is written as it is, except
+for the characters that cannot (or should not) appear in a file name: ``/``,
+``%`` itself, a leading ``.`` (a hidden file), and every character that is not
+printable (NUL, newline, other control characters). Each of those is written as
+``%XX`` for each byte of its UTF-8 encoding, upper-case hex: the database
+``a/b`` gives ``a%2Fb_2026-01-01_000000.dump``, ``50%`` gives ``50%25_...``.
+The mapping is reversible and one-to-one: a name is recognized only in exactly
+the form :func:`format_name` writes (no needless or lower-case ``%xx``), so no
+other file can be taken for a backup, and every backup has one database. The
+timestamp is matched from the end, so ``my_app_2026-01-01_000000.dump`` is a
+backup of ``my_app``. A database whose file name would pass the file-name limit
+of 255 bytes (impossible with PostgreSQL's 63-byte names) is refused.
 """
 
 from __future__ import annotations
@@ -18,10 +33,21 @@ from pathlib import Path
 
 from velocity_pg.errors import ConfigError, OperationFailed
 
-PREFIX = "velocity_"
+#: The template's default database; backups of it are ``velocity_...``.
+DEFAULT_DATABASE = "velocity"
 SUFFIX = ".dump"
-NAME_FORMAT = "velocity_%Y-%m-%d_%H%M%S.dump"
-NAME_RE = re.compile(r"\Avelocity_(\d{4})-(\d{2})-(\d{2})_(\d{2})(\d{2})(\d{2})\.dump\Z", re.ASCII)
+TIME_FORMAT = "_%Y-%m-%d_%H%M%S.dump"
+#: The shape shown in messages.
+NAME_PATTERN = "<database>_YYYY-MM-DD_HHMMSS.dump"
+NAME_RE = re.compile(
+    r"\A(?P<database>.+)_(\d{4})-(\d{2})-(\d{2})_(\d{2})(\d{2})(\d{2})\.dump\Z",
+    re.ASCII | re.DOTALL,
+)
+#: A file name may be at most this many bytes (ext4, xfs, btrfs, tmpfs, overlayfs);
+#: the manifest's name (``NAME.json``) must fit too.
+NAME_MAX = 255
+_MANIFEST_SUFFIX = ".json"
+_ESCAPE_RE = re.compile(r"%([0-9A-F]{2})")
 #: Temporary files start with a dot and end in ``.partial``: never a backup's name.
 TEMP_PREFIX = ".velocity-tmp-"
 TEMP_SUFFIX = ".partial"
@@ -37,43 +63,147 @@ class Backup:
     created: datetime  # from the name, UTC
     mtime: datetime  # file modification time, UTC
     size: int
+    #: The database it is a backup of, from its name (filled in from ``name`` when omitted).
+    database: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.database:
+            parsed = parse_backup_name(self.name)
+            if parsed is not None:
+                object.__setattr__(self, "database", parsed[0])
 
 
-def format_name(moment: datetime) -> str:
-    """The backup file name for a moment (converted to UTC)."""
+def _needs_escape(char: str, first: bool) -> bool:
+    return char in "%/" or not char.isprintable() or (first and char == ".")
+
+
+def encode_database(database: str) -> str:
+    """The database's part of a file name (see the module docstring); pure."""
+    if not database:
+        raise ConfigError("the database name is empty; set PGDATABASE (or POSTGRES_DB)")
+    parts = []
+    for index, char in enumerate(database):
+        if _needs_escape(char, index == 0):
+            try:
+                raw = char.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"the database name {database!r} is not valid UTF-8 text; "
+                    "velocity-pg cannot name a backup after it"
+                ) from None
+            parts.append("".join(f"%{byte:02X}" for byte in raw))
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def decode_database(part: str) -> str | None:
+    """The database a name's part stands for; None unless it is exactly what
+    :func:`encode_database` writes for that database (one name, one database)."""
+    out: list[str] = []
+    pending = bytearray()
+    index = 0
+    try:
+        while index < len(part):
+            match = _ESCAPE_RE.match(part, index)
+            if match is not None:
+                pending.append(int(match.group(1), 16))
+                index = match.end()
+                continue
+            if part[index] == "%":  # a lone or lower-case escape: not ours
+                return None
+            if pending:
+                out.append(pending.decode("utf-8"))
+                pending.clear()
+            out.append(part[index])
+            index += 1
+        if pending:
+            out.append(pending.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    database = "".join(out)
+    if not database or encode_database_or_none(database) != part:
+        return None
+    return database
+
+
+def encode_database_or_none(database: str) -> str | None:
+    try:
+        return encode_database(database)
+    except ConfigError:
+        return None
+
+
+def format_name(moment: datetime, database: str = DEFAULT_DATABASE) -> str:
+    """The backup file name for a database at a moment (converted to UTC).
+
+    Refuses (ConfigError) a database whose name cannot make a file name.
+    """
     if moment.tzinfo is None:
         raise ValueError("format_name needs an aware datetime")
-    return moment.astimezone(UTC).strftime(NAME_FORMAT)
+    name = encode_database(database) + moment.astimezone(UTC).strftime(TIME_FORMAT)
+    if len((name + _MANIFEST_SUFFIX).encode("utf-8")) > NAME_MAX:
+        raise ConfigError(
+            f"the database name {database!r} is too long for a backup file name "
+            f"({NAME_MAX} bytes at most, with the date and .dump.json); "
+            "back it up under a shorter name"
+        )
+    return name
 
 
-def parse_name(name: str) -> datetime | None:
-    """The UTC creation time encoded in a backup name, or None if it is not one."""
+def parse_backup_name(name: str) -> tuple[str, datetime] | None:
+    """(database, UTC creation time) from a backup name, or None if it is not one."""
     match = NAME_RE.match(name)
     if match is None:
         return None
     # Plain ints, not strptime: this runs once per file and listing 10,000 backups
     # with strptime took a noticeable part of a second.
     try:
-        year, month, day, hour, minute, second = map(int, match.groups())
-        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        year, month, day, hour, minute, second = map(int, match.groups()[1:])
+        created = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:  # e.g. month 13: matches the shape, is no date
         return None
+    part = match.group("database")
+    database = decode_database(part) if "%" in part or not _plain(part) else part
+    if database is None:
+        return None
+    return database, created
+
+
+def _plain(part: str) -> bool:
+    """True when the part needs no escape at all (the common, fast case)."""
+    return part.isprintable() and not part.startswith(".") and "/" not in part
+
+
+def parse_name(name: str) -> datetime | None:
+    """The UTC creation time encoded in a backup name, or None if it is not one."""
+    parsed = parse_backup_name(name)
+    return None if parsed is None else parsed[1]
+
+
+def database_of(name: str) -> str | None:
+    """The database a backup name is of, or None if it is not a backup name."""
+    parsed = parse_backup_name(name)
+    return None if parsed is None else parsed[0]
 
 
 def is_backup_name(name: str) -> bool:
     """True for names in the backup pattern (and nothing else)."""
-    return parse_name(name) is not None
+    return parse_backup_name(name) is not None
 
 
-def candidate_names(start: datetime, tries: int = 3600) -> Iterator[str]:
-    """Names to try for a backup started at ``start``: that second, then the next ones.
+def candidate_names(
+    start: datetime, database: str = DEFAULT_DATABASE, tries: int = 3600
+) -> Iterator[str]:
+    """Names to try for a backup of ``database`` started at ``start``: that second, then the
+    next ones.
 
     Two backups started in the same second get consecutive seconds, so both
     names stay in the documented pattern and neither overwrites the other.
     """
     base = start.astimezone(UTC).replace(microsecond=0)
     for offset in range(tries):
-        yield format_name(base + timedelta(seconds=offset))
+        yield format_name(base + timedelta(seconds=offset), database)
 
 
 def require_dir(folder: Path, *, writable: bool = False) -> None:
@@ -118,24 +248,37 @@ def scan_files(folder: Path, wanted: Callable[[str], bool]) -> list[tuple[Path, 
     return found
 
 
-def list_backups(folder: Path) -> list[Backup]:
-    """The complete backups in ``folder``, newest first (by the time in their name)."""
+def list_backups(folder: Path, database: str | None = None) -> list[Backup]:
+    """The complete backups in ``folder`` (of every database, or of ``database`` only),
+    newest first by the time in their name (ties: by name, the later first)."""
     require_dir(folder)
     backups: list[Backup] = []
     for path, info in scan_files(folder, is_backup_name):
-        created = parse_name(path.name)
-        assert created is not None  # is_backup_name said so
+        parsed = parse_backup_name(path.name)
+        assert parsed is not None  # is_backup_name said so
+        if database is not None and parsed[0] != database:
+            continue
         backups.append(
             Backup(
                 name=path.name,
                 path=path,
-                created=created,
+                created=parsed[1],
                 mtime=datetime.fromtimestamp(info.st_mtime, UTC),
                 size=info.st_size,
+                database=parsed[0],
             )
         )
-    backups.sort(key=lambda b: b.name, reverse=True)
+    backups.sort(key=lambda b: (b.created, b.name), reverse=True)
     return backups
+
+
+def newest_of(backups: list[Backup], database: str | None) -> Backup | None:
+    """The newest backup (by the time in its name) of ``database``, or of any database when
+    ``database`` is None; ``backups`` as :func:`list_backups` returns them."""
+    for backup in backups:
+        if database is None or backup.database == database:
+            return backup
+    return None
 
 
 def resolve_backup(folder: Path, name: str, *, readable: bool = True) -> Path:
@@ -161,7 +304,7 @@ def resolve_backup(folder: Path, name: str, *, readable: bool = True) -> Path:
         )
     if not is_backup_name(resolved.name) or not is_backup_name(candidate.name):
         raise ConfigError(
-            f"{name!r} is not a backup name (velocity_YYYY-MM-DD_HHMMSS.dump); "
+            f"{name!r} is not a backup name ({NAME_PATTERN}); "
             "run `velocity-pg list` to see the backups"
         )
     try:

@@ -1,7 +1,7 @@
 """The manifest: a small JSON file beside each backup that says what it holds.
 
-``velocity_YYYY-MM-DD_HHMMSS.dump.json`` sits beside
-``velocity_YYYY-MM-DD_HHMMSS.dump``. It is put in place *before* the dump gets
+``<database>_YYYY-MM-DD_HHMMSS.dump.json`` sits beside
+``<database>_YYYY-MM-DD_HHMMSS.dump``. It is put in place *before* the dump gets
 its name, so every named dump made by velocity-pg has its manifest; dumps
 without one (made by the old bash scripts, copied in by hand) are still
 backups, just unverifiable by checksum.

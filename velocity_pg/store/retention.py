@@ -1,10 +1,14 @@
 """Retention: which backups to keep and which to delete. Pure: no clock, no files.
 
-:func:`plan` decides, for every backup, keep or delete, and why. The rules, exactly:
+:func:`plan` decides, for every backup, keep or delete, and why. A folder can
+hold the backups of several databases (``<database>_YYYY-MM-DD_HHMMSS.dump``):
+the rules below apply to **each database's backups separately**, so the
+backups of one database never push another's out (its count, its age limit,
+its floor). The rules, for the backups of one database, exactly:
 
 1. **Order.** Backups are ranked newest first by file modification time (mtime);
    equal mtimes are ordered by name, and since a name holds its creation time
-   (``velocity_YYYY-MM-DD_HHMMSS.dump``, fixed width), the later name counts as
+   (``<database>_YYYY-MM-DD_HHMMSS.dump``, fixed width), the later name counts as
    newer. Rank 1 is the newest. The ranking is total and deterministic.
 2. **Age** (``BACKUP_MAX_AGE_DAYS`` = N). A backup is *too old* when
    ``now - mtime`` is **greater than** N x 24 h (N x 86 400 s; UTC, so no
@@ -94,12 +98,13 @@ class Decision:
     #: the floor saved it from a limit it broke, else empty.
     rules: tuple[Rule, ...]
     reason: str
-    rank: int  # 1 = newest by mtime
+    rank: int  # 1 = newest by mtime among its database's backups
     age: timedelta  # now - mtime; negative when the mtime is in the future
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.backup.name,
+            "database": self.backup.database,
             "size_bytes": self.backup.size,
             "modified_at": self.backup.mtime.isoformat(),
             "age_seconds": int(self.age.total_seconds()),
@@ -111,13 +116,42 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Group:
+    """The decisions for one database's backups: ``keep`` newest first, ``delete`` oldest
+    first."""
+
+    database: str
+    keep: tuple[Decision, ...]
+    delete: tuple[Decision, ...]
+
+    @property
+    def bytes_to_free(self) -> int:
+        return sum(d.backup.size for d in self.delete)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "database": self.database,
+            "kept": len(self.keep),
+            "planned_deletions": len(self.delete),
+            "bytes_to_free": self.bytes_to_free,
+            "keep": [d.backup.name for d in self.keep],
+            "delete": [d.backup.name for d in self.delete],
+        }
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Every backup's decision: ``keep`` newest first, ``delete`` oldest first."""
+    """Every backup's decision, grouped by database (``groups``, by database name).
+
+    ``keep`` is every group's keeps in group order, each newest first;
+    ``delete`` is every deletion, oldest first across all databases.
+    """
 
     policy: Policy
     now: datetime
     keep: tuple[Decision, ...]
     delete: tuple[Decision, ...]
+    groups: tuple[Group, ...] = ()
 
     @property
     def bytes_to_free(self) -> int:
@@ -130,13 +164,34 @@ def newest_first_key(backup: Backup) -> tuple[datetime, str]:
 
 
 def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
-    """Decide keep/delete for each backup at the moment ``now`` (see the module docstring)."""
+    """Decide keep/delete for each backup at the moment ``now``: each database's backups
+    on their own (see the module docstring)."""
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware datetime for now")
-    ranked = sorted(backups, key=newest_first_key, reverse=True)
-    names = [b.name for b in ranked]
+    every = list(backups)
+    names = [b.name for b in every]
     if len(set(names)) != len(names):
         raise ValueError("plan() was given the same backup twice")
+    by_database: dict[str, list[Backup]] = {}
+    for backup in every:
+        by_database.setdefault(backup.database, []).append(backup)
+    groups = tuple(
+        plan_database(database, by_database[database], policy, now)
+        for database in sorted(by_database)
+    )
+    keep = tuple(d for group in groups for d in group.keep)
+    delete = tuple(
+        sorted(
+            (d for group in groups for d in group.delete),
+            key=lambda d: newest_first_key(d.backup),
+        )
+    )
+    return Plan(policy=policy, now=now, keep=keep, delete=delete, groups=groups)
+
+
+def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now: datetime) -> Group:
+    """Rules 1-6 for the backups of one database."""
+    ranked = sorted(backups, key=newest_first_key, reverse=True)
     by_creation = sorted(ranked, key=lambda b: (b.created, b.name), reverse=True)
     floor = {b.name for b in ranked[: policy.min_keep]}
     floor |= {b.name for b in by_creation[: policy.min_keep]}
@@ -165,7 +220,7 @@ def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
             )
             keep.append(Decision(backup, False, (), reason, rank, age))
     delete.reverse()  # oldest first
-    return Plan(policy=policy, now=now, keep=tuple(keep), delete=tuple(delete))
+    return Group(database=database, keep=tuple(keep), delete=tuple(delete))
 
 
 def _describe_fresh(age: timedelta) -> str:
