@@ -239,3 +239,31 @@ def test_status_calls_an_unreadable_manifest_unreadable(tmp_path: Path, not_root
     (ignored,) = data["ignored"]
     assert ignored["reason"] == "manifest_unreadable"
     assert "permission denied" in ignored["detail"]
+
+
+# -- item 2: a reader that may not create the lock file locks the folder ------------------
+
+
+def test_reader_in_a_folder_it_cannot_write_still_holds_off_cleanup(
+    tmp_path: Path, not_root: None
+) -> None:
+    """No lock file and no write access: the reader locks the folder itself; cleanup sees it."""
+    from velocity_pg.store import lock
+
+    for hours in (50, 60, 70):
+        make_backup(tmp_path, timedelta(hours=hours))
+    tmp_path.chmod(0o500)
+    try:
+        with lock.shared(tmp_path, "verify"):
+            assert not (tmp_path / lock.LOCK_NAME).exists()  # it could not make one
+            tmp_path.chmod(0o700)  # now a cleanup could delete: it must see the reader
+            busy = run_quick("cleanup", "--max-count", "1", folder=tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
+    assert busy.returncode == 1
+    assert "a restore, verify or another cleanup is using the backups" in busy.stderr
+    assert len(list(tmp_path.glob("*.dump"))) == 3
+    done = run_quick("cleanup", "--max-count", "1", folder=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "deleted " in done.stdout
+    assert len(list(tmp_path.glob("*.dump"))) < 3
