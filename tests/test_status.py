@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,12 +14,17 @@ import pytest
 from conftest import clean_env
 
 from velocity_pg.errors import ConfigError
-from velocity_pg.status import parse_duration
+from velocity_pg.status import CLOCK_SKEW, judge, parse_duration
 from velocity_pg.store import catalog, manifest
 
 
 def run(
-    *args: str, folder: Path, cwd: Path | None = None, **extra: str
+    *args: str,
+    folder: Path,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    preexec_fn: Callable[[], None] | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     env = clean_env(**extra)
     env["BACKUP_DIR"] = str(folder)
@@ -29,7 +36,8 @@ def run(
         text=True,
         stdin=subprocess.DEVNULL,
         check=False,
-        timeout=60,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -164,6 +172,103 @@ def test_manifest_round_trip_and_damage(tmp_path: Path) -> None:
     assert manifest.read(tmp_path / "velocity_2020-01-01_000000.dump") is None
     assert manifest.is_manifest_name(path.name + ".json")
     assert not manifest.is_manifest_name(path.name)
+
+
+# -- only a real backup counts (issue 10, item 7) -------------------------------------------
+
+
+def test_future_named_file_alone_is_stale_and_reported(tmp_path: Path) -> None:
+    future = make_backup(tmp_path, -timedelta(days=2))  # a clock that ran two days ahead
+    result = run("status", "--max-age", "26h", folder=tmp_path)
+    assert result.returncode == 1
+    assert "STALE: no file here counts as a backup" in result.stderr
+    assert f"{future.name}: named 1d 23h in the future" in result.stderr
+    assert "Newest:        none" in result.stdout
+    assert f"Not counted:   {future.name}: named 1d 23h in the future" in result.stdout
+    data = json.loads(run("status", "--json", "--max-age", "26h", folder=tmp_path).stdout)
+    assert data["stale"] is True
+    assert data["newest"] is None
+    assert data["future"] == [future.name]
+    assert data["ignored"][0]["reason"] == "future"
+
+
+def test_empty_file_with_a_current_name_is_stale(tmp_path: Path) -> None:
+    empty = tmp_path / catalog.format_name(datetime.now(UTC) - timedelta(minutes=1))
+    empty.write_bytes(b"")
+    result = run("status", "--max-age", "26h", folder=tmp_path)
+    assert result.returncode == 1
+    assert f"{empty.name}: an empty file (0 bytes)" in result.stderr
+    data = json.loads(run("status", "--json", folder=tmp_path).stdout)
+    assert data["ignored"] == [
+        {"name": empty.name, "reason": "empty", "detail": "an empty file (0 bytes)"}
+    ]
+
+
+def test_real_backup_is_judged_beside_a_future_one(tmp_path: Path) -> None:
+    real = make_backup(tmp_path, timedelta(hours=30))
+    future = make_backup(tmp_path, -timedelta(days=365))
+    result = run("status", "--max-age", "26h", folder=tmp_path)
+    assert result.returncode == 1  # the real one is 30 h old; the future one does not help
+    assert f"the newest backup is older than 26h: {real.name}" in result.stderr
+    assert future.name in result.stderr
+    assert f"Newest:        {real.name}" in result.stdout
+    assert run("status", "--max-age", "31h", folder=tmp_path).returncode == 0
+    data = json.loads(run("status", "--json", "--max-age", "31h", folder=tmp_path).stdout)
+    assert data["newest"]["name"] == real.name
+    assert data["future"] == [future.name]
+    assert data["count"] == 2
+
+
+def test_backup_cut_short_of_its_manifest_does_not_count(tmp_path: Path) -> None:
+    older = make_backup(tmp_path, timedelta(hours=2))
+    cut = make_backup(tmp_path, timedelta(minutes=10))
+    cut.write_bytes(cut.read_bytes()[:5])
+    result = run("status", "--max-age", "1h", folder=tmp_path)
+    assert result.returncode == 1
+    assert f"{cut.name}: 5 bytes, its manifest says 20: cut or changed" in result.stdout
+    assert f"Newest:        {older.name}" in result.stdout
+
+
+def test_a_name_within_the_clock_skew_counts(tmp_path: Path) -> None:
+    ahead = make_backup(tmp_path, -timedelta(minutes=3))
+    result = run("status", "--max-age", "1h", "--json", folder=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["newest"]["name"] == ahead.name
+    assert data["newest"]["age_seconds"] == 0
+
+
+def _backup(name_time: datetime, size: int) -> catalog.Backup:
+    name = catalog.format_name(name_time)
+    return catalog.Backup(name, Path(name), name_time, name_time, size)
+
+
+def test_judge_rules() -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    ok = _backup(now - timedelta(hours=1), 10)
+    assert judge(ok, None, None, now) is None
+    assert judge(_backup(now + CLOCK_SKEW, 10), None, None, now) is None  # at the limit
+    late = judge(_backup(now + CLOCK_SKEW + timedelta(seconds=1), 10), None, None, now)
+    assert late is not None and late.reason == "future"
+    empty = judge(_backup(now, 0), None, None, now)
+    assert empty is not None and empty.reason == "empty"
+    broken = judge(ok, None, ("manifest_unreadable", "manifest unreadable (x)"), now)
+    assert broken is not None and broken.reason == "manifest_unreadable"
+    record = manifest.Manifest(
+        sha256="0" * 64,
+        size_bytes=11,
+        started_at=now.isoformat(),
+        finished_at=now.isoformat(),
+        duration_seconds=1.0,
+        database="app",
+        server_version="15",
+        pg_dump_version="15",
+        velocity_pg_version="0",
+        toc_entries=1,
+    )
+    mismatch = judge(ok, record, None, now)
+    assert mismatch is not None and mismatch.reason == "size_mismatch"
+    assert judge(ok, dataclasses.replace(record, size_bytes=10), None, now) is None
 
 
 def test_newest_is_of_the_configured_database(tmp_path: Path) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import Target, load_varied_schema, slow_table_sql, wait_for_sleep_in
+from test_backup import _unshare_works
 
-from velocity_pg.store import manifest
+from velocity_pg.store import lock, manifest
 
 
 def make_backup(target: Target) -> Path:
@@ -185,3 +190,156 @@ def test_interrupted_drill_drops_its_database(target: Target) -> None:
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert drill_databases(target) == []
+
+
+# -- recording the result is not a check (issue 10, items 4 and 5) -----------------------
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every entry but the lock file, with its bytes."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != lock.LOCK_NAME}
+
+
+def assert_checked_but_not_recorded(
+    result: subprocess.CompletedProcess[str], dumps: list[Path], reason: str
+) -> None:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    lines = result.stdout.splitlines()
+    for dump in dumps:
+        assert any(ln.startswith(f"ok      {dump.name} (checksum, archive (") for ln in lines)
+        warning = f"velocity-pg: warning: {dump.name}: the result was not recorded in its manifest"
+        (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith(warning)]
+        assert reason in line, line
+        assert line.endswith("the manifest is unchanged")
+    assert "unexpected" not in result.stderr
+
+
+def test_verify_on_a_read_only_folder_checks_every_backup(target: Target) -> None:
+    load_varied_schema(target)
+    dumps = [make_backup(target), make_backup(target)]
+    before = folder_state(target.backup_dir)
+    target.backup_dir.chmod(0o500)
+    try:
+        result = target.run("verify", "--all")
+        as_json = target.run("verify", "--all", "--json")
+    finally:
+        target.backup_dir.chmod(0o700)
+    assert_checked_but_not_recorded(result, dumps, "Permission denied")
+    data = json.loads(as_json.stdout)
+    assert as_json.returncode == 0
+    assert data["ok"] is True
+    assert all("not recorded" in b["warning"] for b in data["backups"])
+    assert folder_state(target.backup_dir) == before
+
+
+def test_verify_failure_still_exits_1_when_it_cannot_be_recorded(target: Target) -> None:
+    good = make_backup(target)
+    bad = make_backup(target)
+    bad.write_bytes(bad.read_bytes()[:100])
+    target.backup_dir.chmod(0o500)
+    try:
+        result = target.run("verify", "--all")
+    finally:
+        target.backup_dir.chmod(0o700)
+    assert result.returncode == 1
+    assert f"ok      {good.name}" in result.stdout
+    assert f"FAILED  {bad.name}: size is 100 bytes" in result.stdout
+    assert result.stderr.count("not recorded") == 2
+
+
+NAMESPACE_SCRIPT = """set -u
+{setup}
+"$PYTHON" -m velocity_pg verify --all
+echo "rc=$?" >&2
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user namespaces (unshare -rm)")
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        # A real full disk: a small tmpfs holding copies of the backups, filled up.
+        (
+            'mount -t tmpfs -o size=512k tmpfs "$DISK"\n'
+            'cp -p "$SOURCE"/*.dump* "$DISK"/\n'
+            'dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null\n'
+            'export BACKUP_DIR="$DISK"',
+            "No space left on device",
+        ),
+        # A read-only mount of the backup folder itself.
+        (
+            'mount --bind "$SOURCE" "$SOURCE" && mount -o remount,bind,ro "$SOURCE"\n'
+            'export BACKUP_DIR="$SOURCE"',
+            "Read-only file system",
+        ),
+    ],
+    ids=["full-disk", "read-only-mount"],
+)
+def test_verify_on_a_full_or_read_only_file_system(
+    target: Target, tmp_path: Path, setup: str, reason: str
+) -> None:
+    load_varied_schema(target)
+    dumps = [make_backup(target), make_backup(target)]
+    before = folder_state(target.backup_dir)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "inside.sh"
+    script.write_text(NAMESPACE_SCRIPT.format(setup=setup))
+    env = target.env(PYTHON=sys.executable, SOURCE=str(target.backup_dir), DISK=str(disk))
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", str(script)],
+        env=env,
+        cwd=target.workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.stderr.splitlines()[-1] == "rc=0", (result.stdout, result.stderr)
+    result.returncode = 0
+    result.stderr = "\n".join(result.stderr.splitlines()[:-1])
+    assert_checked_but_not_recorded(result, dumps, reason)
+    assert folder_state(target.backup_dir) == before
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_short_write_of_a_manifest_is_detected(target: Target) -> None:
+    """A file-size limit cuts the manifest's write short: the old manifest stays whole."""
+    dump = make_backup(target)
+    before = folder_state(target.backup_dir)
+    size = len(before[manifest.path_for(dump).name])
+    result = target.run("verify", preexec_fn=_file_size_limit(size // 2))
+    assert_checked_but_not_recorded(result, [dump], "File too large")
+    assert folder_state(target.backup_dir) == before  # no cut manifest, no temporary file
+    assert manifest.read(dump) is not None
+    # Without the limit the same verify records its result.
+    assert target.run("verify").returncode == 0
+    record = manifest.read(dump)
+    assert record is not None and record.last_verification is not None
+
+
+def test_write_all_reports_a_short_write(tmp_path: Path) -> None:
+    """The loop itself: a write that cannot finish raises instead of leaving a cut file."""
+    path = tmp_path / "f"
+    code = (
+        "import os, sys, resource, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))\n"
+        "from velocity_pg.store import manifest\n"
+        f"fd = os.open({str(path)!r}, os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "try:\n"
+        "    manifest.write_all(fd, b'x' * 1000)\n"
+        "except OSError as exc:\n"
+        "    print('raised', exc.strerror)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.strip() == "raised File too large"

@@ -196,20 +196,14 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
     if remote:
         list_remote(state.settings(), as_json)
         return
-    from velocity_pg.errors import ManifestUnreadable
     from velocity_pg.report import describe_verification, format_table
-    from velocity_pg.store import manifest
+    from velocity_pg.status import read_state
     from velocity_pg.store.catalog import human_age, human_size, list_backups
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
     now = datetime.now(UTC)
-    records: list[manifest.Manifest | str | None] = []
-    for b in backups:
-        try:
-            records.append(manifest.read(b.path))
-        except ManifestUnreadable:
-            records.append("unreadable")
+    states = [read_state(b) for b in backups]  # (manifest, (reason, detail) of a problem)
     if as_json:
         emit_json(
             {
@@ -223,13 +217,20 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
                         "created_at": b.created.isoformat(),
                         "modified_at": b.mtime.isoformat(),
                         "age_seconds": int((now - b.created).total_seconds()),
-                        "manifest": "unreadable" if isinstance(rec, str) else (rec is not None),
-                        "sha256": rec.sha256 if isinstance(rec, manifest.Manifest) else None,
+                        "manifest": "unreadable"
+                        if problem and problem[0] == "manifest_unreadable"
+                        else (rec is not None),
+                        "readable": not (problem and problem[0] == "dump_unreadable"),
+                        "manifest_problem": problem[1]
+                        if problem and problem[0] == "manifest_unreadable"
+                        else None,
+                        "problem": problem[1] if problem else None,
+                        "sha256": rec.sha256 if rec is not None else None,
                         "last_verification": vars(rec.last_verification)
-                        if isinstance(rec, manifest.Manifest) and rec.last_verification
+                        if rec is not None and rec.last_verification
                         else None,
                     }
-                    for b, rec in zip(backups, records, strict=True)
+                    for b, (rec, problem) in zip(backups, states, strict=True)
                 ],
             }
         )
@@ -246,9 +247,9 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
             human_size(b.size),
             b.created.strftime("%Y-%m-%d %H:%M:%S"),
             human_age(now - b.created),
-            describe_verification(rec),
+            problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
         )
-        for b, rec in zip(backups, records, strict=True)
+        for b, (rec, problem) in zip(backups, states, strict=True)
     ]
     header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
     click.echo(format_table(header, rows, right=(2, 4)))
@@ -372,13 +373,8 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
         click.echo("\n".join(lines))
     problems = []
     if report.stale:
-        assert limit is not None
-        of = "" if database is None else f" of database {database!r}"
-        problems.append(
-            f"there is no backup{of}"
-            if report.newest is None
-            else f"the newest backup{of} is older than {shown}"
-        )
+        assert shown is not None
+        problems.append(report.stale_reason(shown))
     if remote_limit is not None and remote_report is not None:
         if remote_report.problem:
             problems.append(f"the off-site copies cannot be read: {remote_report.problem}")
@@ -457,7 +453,7 @@ def verify(
         list(names),
         everything=everything,
         restore_check=restore_check,
-        report=None if as_json else lambda outcome: click.echo(outcome.line()),
+        report=lambda outcome: show_outcome(outcome, as_json),
     )
     if as_json:
         emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
@@ -474,6 +470,14 @@ def verify(
         )
     if not outcomes or not all(o.ok for o in outcomes):
         sys.exit(ExitStatus.FAILED)
+
+
+def show_outcome(outcome: Any, as_json: bool) -> None:
+    """One verified backup: its line on stdout (unless --json), a warning on stderr."""
+    if not as_json:
+        click.echo(outcome.line())
+    if outcome.warning:
+        click.echo(outcome.warning_line(), err=True)
 
 
 @cli.command(short_help="Delete old backups by age and count, oldest first; never the newest.")

@@ -2,7 +2,9 @@
 
 With ``--max-age`` it is a monitor: exit 1 when the newest backup is older than
 that, or there is none, so it can serve as a container healthcheck, a cron
-monitor or a CI gate.
+monitor or a CI gate. Only a real backup counts (see :func:`judge`): a file
+named in the future, an empty or unreadable one, or one that disagrees with
+its manifest is reported as "not counted" and never makes a folder look fresh.
 
 "Newest" means the newest backup **of the configured database** (PGDATABASE,
 else POSTGRES_DB, ...): the folder may hold backups of other databases (an old
@@ -39,6 +41,55 @@ def parse_duration(text: str, option: str = "--max-age") -> timedelta:
     return timedelta(seconds=seconds)
 
 
+#: How far in the future a backup's name may be and still count (clocks disagree a little).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A file named like a backup that ``status`` does not count as one, and why."""
+
+    name: str
+    reason: str  # future, empty, size_mismatch, manifest_unreadable, dump_unreadable
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason, "detail": self.detail}
+
+
+def judge(
+    backup: catalog.Backup,
+    record: manifest.Manifest | None,
+    problem: tuple[str, str] | None,
+    now: datetime,
+) -> Ignored | None:
+    """Whether a backup counts as a real one for ``status``; the reason if it does not.
+
+    Pure (the manifest and the readability problem are given), so every rule is
+    tested without files: a real backup is not named in the future beyond
+    :data:`CLOCK_SKEW`, is not empty, can be read, has a readable manifest if it
+    has one at all, and is as large as that manifest says.
+    """
+    if backup.created > now + CLOCK_SKEW:
+        ahead = catalog.human_age(backup.created - now)
+        return Ignored(
+            backup.name,
+            "future",
+            f"named {ahead} in the future (a clock that ran ahead, or a copied file)",
+        )
+    if backup.size == 0:
+        return Ignored(backup.name, "empty", "an empty file (0 bytes)")
+    if problem is not None:
+        return Ignored(backup.name, *problem)
+    if record is not None and record.size_bytes != backup.size:
+        return Ignored(
+            backup.name,
+            "size_mismatch",
+            f"{backup.size} bytes, its manifest says {record.size_bytes}: cut or changed",
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Other:
     """The backups of a database other than the configured one."""
@@ -72,15 +123,33 @@ class Status:
     newest_has_manifest: bool
     last_good_verification: tuple[str, manifest.Verification] | None
     max_age: timedelta | None
+    ignored: tuple[Ignored, ...] = ()
     #: The other databases with backups in the folder, by name.
     others: tuple[Other, ...] = ()
 
     @property
     def stale(self) -> bool:
-        """True when a max age is set and the newest backup is older, or there is none."""
+        """True when a max age is set and the newest real backup is older, or there is none."""
         if self.max_age is None:
             return False
         return self.newest_age is None or self.newest_age > self.max_age
+
+    def stale_reason(self, limit: str) -> str:
+        """Why ``--max-age`` fails, in one line."""
+        of = "" if self.database is None else f" of database {self.database!r}"
+        if self.newest is None:
+            why = (
+                f"there is no backup{of}"
+                if not self.ignored
+                else f"no file here counts as a backup{of}"
+            )
+        else:
+            why = f"the newest backup{of} is older than {limit}: {self.newest.name}"
+        if self.ignored:
+            shown = "; ".join(f"{i.name}: {i.detail}" for i in self.ignored[:3])
+            more = f" and {len(self.ignored) - 3} more" if len(self.ignored) > 3 else ""
+            why += f" (not counted: {shown}{more})"
+        return why
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -106,18 +175,40 @@ class Status:
             else {"name": self.last_good_verification[0], **vars(self.last_good_verification[1])},
             "max_age_seconds": None if self.max_age is None else int(self.max_age.total_seconds()),
             "stale": self.stale,
+            "ignored": [i.to_json() for i in self.ignored],
+            "future": [i.name for i in self.ignored if i.reason == "future"],
             "other_databases": [other.to_json(self.now) for other in self.others],
         }
+
+
+def read_state(
+    backup: catalog.Backup,
+) -> tuple[manifest.Manifest | None, tuple[str, str] | None]:
+    """(its manifest, a problem as (reason, detail)) for one backup, never raising.
+
+    The dump is opened (not read) to prove it can be; only a regular file is.
+    """
+    try:
+        record = manifest.read(backup.path)
+    except ManifestUnreadable as exc:
+        return None, ("manifest_unreadable", f"manifest unreadable ({exc.message})")
+    try:
+        catalog.check_readable(backup.path)
+    except catalog.UnreadableFile as exc:
+        return record, ("dump_unreadable", f"dump unreadable ({exc.message})")
+    except FileNotFoundError:
+        return record, ("dump_unreadable", "dump unreadable (it vanished)")
+    return record, None
 
 
 def gather(
     folder: Path, now: datetime, max_age: timedelta | None, database: str | None = None
 ) -> Status:
     """The folder's state; ``newest`` and the verifications are of ``database``'s backups
-    (of any database's when it is None), ``count`` and ``total_bytes`` of the whole folder."""
+    (of any database's when it is None) that count (:func:`judge`), ``count`` and
+    ``total_bytes`` of the whole folder."""
     every = catalog.list_backups(folder)
     backups = [b for b in every if database is None or b.database == database]
-    newest = backups[0] if backups else None
     by_database: dict[str, list[catalog.Backup]] = {}
     for backup in every:
         if database is not None and backup.database != database:
@@ -126,17 +217,21 @@ def gather(
         Other(database=name, count=len(found), newest=found[0])
         for name, found in sorted(by_database.items())
     )
+    newest: catalog.Backup | None = None
     newest_verification = None
     newest_has_manifest = False
     last_good: tuple[str, manifest.Verification] | None = None
+    ignored: list[Ignored] = []
     for backup in backups:
-        try:
-            record = manifest.read(backup.path)
-        except ManifestUnreadable:
+        record, problem = read_state(backup)
+        verdict = judge(backup, record, problem, now)
+        if verdict is not None:
+            ignored.append(verdict)
             continue
-        if backup is newest and record is not None:
-            newest_has_manifest = True
-            newest_verification = record.last_verification
+        if newest is None:
+            newest = backup
+            newest_has_manifest = record is not None
+            newest_verification = record.last_verification if record else None
         check = record.last_verification if record else None
         if check is not None and check.ok and (last_good is None or check.at > last_good[1].at):
             last_good = (backup.name, check)
@@ -149,11 +244,13 @@ def gather(
         total_bytes=sum(b.size for b in every),
         free_bytes=usage.free,
         newest=newest,
-        newest_age=None if newest is None else now - newest.created,
+        # A name a little ahead of our clock (within CLOCK_SKEW) is a backup made just now.
+        newest_age=None if newest is None else max(now - newest.created, timedelta(0)),
         newest_verification=newest_verification,
         newest_has_manifest=newest_has_manifest,
         last_good_verification=last_good,
         max_age=max_age,
+        ignored=tuple(ignored),
         others=others,
     )
 
@@ -186,6 +283,8 @@ def render(status: Status) -> str:
     if status.last_good_verification is not None:
         name, check = status.last_good_verification
         lines.append(f"Last good verification: {name} ({check.method}, {check.at})")
+    for item in status.ignored:
+        lines.append(f"Not counted:   {item.name}: {item.detail}")
     for other in status.others:
         age = catalog.human_age(status.now - other.newest.created)
         lines.append(

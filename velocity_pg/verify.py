@@ -12,7 +12,11 @@ Checks, in order, for each backup:
    there, and the throwaway database is dropped whatever happens.
 
 The result is recorded in the manifest (``last_verification``) so ``list``
-and ``status`` can show when a backup was last proven good.
+and ``status`` can show when a backup was last proven good. Recording is not
+a check: when the manifest cannot be rewritten (a read-only or full folder, a
+file-size limit), the backup's result is still reported, the old manifest
+stays as it was, a warning names the backup and the reason, and the exit
+status depends on the checks alone.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg.errors import CommandFailed, ManifestUnreadable
+from velocity_pg.errors import CommandFailed, ManifestUnreadable, VelocityError
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock, manifest
@@ -36,6 +40,8 @@ class Outcome:
     ok: bool = True
     checks: list[str] = field(default_factory=list)
     problem: str = ""
+    #: Why the result could not be recorded in the manifest ("" when it was, or none exists).
+    warning: str = ""
 
     def fail(self, problem: str) -> Outcome:
         self.ok = False
@@ -43,7 +49,16 @@ class Outcome:
         return self
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "ok": self.ok, "checks": self.checks, "problem": self.problem}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "checks": self.checks,
+            "problem": self.problem,
+            "warning": self.warning or None,
+        }
+
+    def warning_line(self) -> str:
+        return f"velocity-pg: warning: {self.name}: {self.warning}" if self.warning else ""
 
     def line(self) -> str:
         if self.ok:
@@ -57,7 +72,8 @@ def select(
     """The backups to verify: the named ones, all (of every database), or else the newest
     of ``database`` (of any database when it is None)."""
     if names:
-        return [catalog.resolve_backup(folder, name) for name in names]
+        # Unreadable files are reported one by one (verify_one), not as an error for all.
+        return [catalog.resolve_backup(folder, name, readable=False) for name in names]
     backups = catalog.list_backups(folder)
     if everything:
         return [b.path for b in backups]
@@ -110,14 +126,17 @@ def verify_one(
 ) -> Outcome:
     outcome = Outcome(name=dump.name)
     try:
+        catalog.check_readable(dump)
         record = manifest.read(dump)
-    except ManifestUnreadable as exc:
+    except (ManifestUnreadable, catalog.UnreadableFile) as exc:
         return outcome.fail(exc.message)
     try:
         if check_checksum(dump, record, outcome):
             listing = check_archive(dump, record, pg_restore, outcome)
             if listing is not None and restore_check is not None:
                 restore_check(dump, listing, outcome)
+    except catalog.UnreadableFile as exc:
+        outcome.fail(exc.message)
     except OSError as exc:
         outcome.fail(f"cannot read it: {exc.strerror}")
     if record is not None:
@@ -128,7 +147,13 @@ def verify_one(
             ok=outcome.ok,
             detail=outcome.problem or ", ".join(outcome.checks),
         )
-        manifest.replace_manifest(dump, record.with_verification(check))
+        try:
+            manifest.replace_manifest(dump, record.with_verification(check))
+        except VelocityError as exc:
+            outcome.warning = (
+                f"the result was not recorded in its manifest ({exc.message}); "
+                "the manifest is unchanged"
+            )
     return outcome
 
 

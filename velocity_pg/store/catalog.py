@@ -281,11 +281,13 @@ def newest_of(backups: list[Backup], database: str | None) -> Backup | None:
     return None
 
 
-def resolve_backup(folder: Path, name: str) -> Path:
+def resolve_backup(folder: Path, name: str, *, readable: bool = True) -> Path:
     """The path of an existing backup given its name (or a path to a file in ``folder``).
 
     Refuses anything that resolves outside ``folder`` (``..``, absolute paths
-    elsewhere, symlinks leading out) and anything not named like a backup.
+    elsewhere, symlinks leading out), anything not named like a backup, and
+    anything that is not a regular file; with ``readable``, also a file this
+    user cannot open (:class:`UnreadableFile`, naming the owner and the fix).
     """
     require_dir(folder)
     if not name or "\x00" in name:
@@ -315,7 +317,97 @@ def resolve_backup(folder: Path, name: str) -> Path:
         ) from None
     if not stat.S_ISREG(info.st_mode):
         raise OperationFailed(f"{resolved.name} in {folder} is not a regular file")
+    if readable:
+        check_readable(resolved)
     return resolved
+
+
+class UnreadableFile(OperationFailed):
+    """A file velocity-pg must read cannot be opened, or is not a regular file."""
+
+
+def user_name(uid: int) -> str:
+    """A user's login name, else ``uid N``."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def open_regular(path: Path, what: str = "") -> int:
+    """Open ``path`` for reading, but only if it is a regular file; returns the fd.
+
+    ``O_NONBLOCK`` keeps a FIFO (or a device) from blocking the open, ``O_NOFOLLOW``
+    refuses a symlink, and the fstat after the open judges the very file opened,
+    so nothing that is not a regular file is ever read. Errors are
+    :class:`UnreadableFile` with a line that names the file and the fix.
+    """
+    label = what or path.name
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise  # the caller knows whether a missing file is an error
+    except PermissionError:
+        raise UnreadableFile(_permission_message(path, label)) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableFile(f"{label} is a symbolic link, not a regular file") from None
+        raise UnreadableFile(f"cannot read {label}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(
+                f"{label} is not a regular file (a {_kind(info.st_mode)}); "
+                f"move it out of {path.parent}"
+            )
+        # Back to blocking reads (a regular file never blocks anyway).
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def _permission_message(path: Path, label: str) -> str:
+    me = user_name(os.geteuid())
+    try:
+        info = path.lstat()
+    except OSError:
+        return (
+            f"cannot read {label}: permission denied to user {me}; "
+            f"make {path.parent} readable by {me} or run velocity-pg as its owner"
+        )
+    owner = user_name(info.st_uid)
+    mode = stat.S_IMODE(info.st_mode)
+    fix = (
+        f"`chmod u+r {path}`"
+        if info.st_uid == os.geteuid()
+        else f"run velocity-pg as {owner}, or give it to {me} with `chown {me} {path}`"
+    )
+    return (
+        f"cannot read {label}: permission denied (owned by {owner}, mode {mode:04o}; "
+        f"this run is user {me}); {fix}"
+    )
+
+
+def check_readable(path: Path, what: str = "") -> None:
+    """Fail with :class:`UnreadableFile` unless ``path`` is a regular file we can read."""
+    os.close(open_regular(path, what))
 
 
 def temp_path_for(folder: Path) -> tuple[int, Path]:
@@ -329,8 +421,42 @@ def temp_path_for(folder: Path) -> tuple[int, Path]:
     fd, name = tempfile.mkstemp(
         prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder
     )
-    os.fchmod(fd, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        give_to_folder_owner(fd, folder, Path(name).name)
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
     return fd, Path(name)
+
+
+def give_to_folder_owner(fd: int, folder: Path, label: str) -> None:
+    """Run as root in a folder that belongs to another user: make a new file theirs.
+
+    ``docker compose exec db velocity-pg ...`` runs as root by default, while
+    the folder (and every other run) belongs to ``postgres``: a root-owned 0600
+    file there could not be read, locked or rewritten by the owner. So root
+    works on the folder owner's behalf: its new files get the folder's owner
+    and group. Where that is impossible (a root-squashing or id-mapped mount),
+    it refuses rather than leave a file the owner cannot use.
+    """
+    if os.geteuid() != 0:
+        return
+    info = folder.stat()
+    if info.st_uid == 0:
+        return
+    try:
+        current = os.fstat(fd)
+        if (current.st_uid, current.st_gid) != (info.st_uid, info.st_gid):
+            os.fchown(fd, info.st_uid, info.st_gid)
+    except OSError as exc:
+        owner = user_name(info.st_uid)
+        raise OperationFailed(
+            f"running as root in {folder}, which belongs to {owner}: cannot give {label} "
+            f"to {owner} ({exc.strerror}); run velocity-pg as {owner} "
+            f"(e.g. `docker compose exec -u {owner} db velocity-pg ...`)"
+        ) from exc
 
 
 def fsync_path(path: Path) -> None:

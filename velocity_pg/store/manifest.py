@@ -9,15 +9,19 @@ backups, just unverifiable by checksum.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from velocity_pg.errors import ManifestUnreadable
+from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.store import catalog
 
 FORMAT = "velocity-pg-manifest/1"
@@ -65,10 +69,15 @@ def is_manifest_name(name: str) -> bool:
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex digest, size) of a file, read in 1 MiB chunks (memory stays flat)."""
+    """(hex digest, size) of a file, read in 1 MiB chunks (memory stays flat).
+
+    Only a regular file is read (a FIFO or a symlink put in its place is
+    refused, see :func:`catalog.open_regular`).
+    """
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as f:
+    fd = catalog.open_regular(path)
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -89,45 +98,192 @@ def dumps(manifest: Manifest) -> bytes:
     return (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
+#: A manifest is well under 1 KiB; anything near this is not one (and is not read further).
+MAX_BYTES = 256 * 1024
+#: The object, ``last_verification`` inside it: nothing deeper is ever written.
+MAX_DEPTH = 4
+_MAX_TEXT = 64 * 1024
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+_METHODS = ("checksum", "restore")
+
+
 def loads(data: bytes) -> Manifest:
-    raw = json.loads(data)
+    """Parse and validate a manifest, field by field; ValueError says what is wrong.
+
+    The size and the nesting depth are checked before ``json.loads`` runs, so a
+    hostile file costs neither memory nor a RecursionError.
+    """
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"it is larger than {MAX_BYTES} bytes")
+    depth = 0
+    for token in _TOKENS.finditer(data):
+        char = token.group()[:1]
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"it is nested deeper than {MAX_DEPTH} levels")
+        elif char in (b"]", b"}"):
+            depth -= 1
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError("not a velocity-pg manifest")
-    verification = raw.pop("last_verification", None)
-    fields = {k: raw[k] for k in Manifest.__dataclass_fields__ if k in raw}
-    fields.pop("last_verification", None)
-    manifest = Manifest(**fields)
-    if not isinstance(manifest.sha256, str) or len(manifest.sha256) != 64:
-        raise ValueError("bad sha256")
-    if verification is not None:
-        manifest = manifest.with_verification(Verification(**verification))
-    return manifest
+    verification = raw.get("last_verification")
+    manifest = Manifest(
+        sha256=_text(raw, "sha256", pattern=_SHA256),
+        size_bytes=_count(raw, "size_bytes"),
+        started_at=_moment(raw, "started_at"),
+        finished_at=_moment(raw, "finished_at"),
+        duration_seconds=_seconds(raw, "duration_seconds"),
+        database=_text(raw, "database"),
+        server_version=_text(raw, "server_version"),
+        pg_dump_version=_text(raw, "pg_dump_version"),
+        velocity_pg_version=_text(raw, "velocity_pg_version"),
+        toc_entries=_count(raw, "toc_entries"),
+    )
+    if verification is None:
+        return manifest
+    if not isinstance(verification, dict):
+        raise ValueError("last_verification is not an object")
+    method = _text(verification, "method", where="last_verification.")
+    if method not in _METHODS:
+        raise ValueError(f"last_verification.method {method!r} is not one of {_METHODS}")
+    ok = verification.get("ok")
+    if not isinstance(ok, bool):
+        raise ValueError("last_verification.ok is not true or false")
+    detail = verification.get("detail", "")
+    if not isinstance(detail, str) or len(detail) > _MAX_TEXT:
+        raise ValueError("last_verification.detail is not a string")
+    return manifest.with_verification(
+        Verification(
+            at=_moment(verification, "at", where="last_verification."),
+            method=method,
+            ok=ok,
+            detail=detail,
+        )
+    )
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a manifest holds")
+
+
+def _field(raw: dict[str, Any], key: str, where: str) -> object:
+    if key not in raw:
+        raise ValueError(f"field {where}{key} is missing")
+    return raw[key]
+
+
+def _text(
+    raw: dict[str, Any], key: str, *, where: str = "", pattern: re.Pattern[str] | None = None
+) -> str:
+    value = _field(raw, key, where)
+    if not isinstance(value, str):
+        raise ValueError(f"field {where}{key} is {type(value).__name__}, not a string")
+    if len(value) > _MAX_TEXT or (pattern is not None and not pattern.match(value)):
+        raise ValueError(f"field {where}{key} is not a valid value")
+    return value
+
+
+def _moment(raw: dict[str, Any], key: str, *, where: str = "") -> str:
+    value = _text(raw, key, where=where)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"field {where}{key} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"field {where}{key} has no time zone")
+    return value
+
+
+def _count(raw: dict[str, Any], key: str) -> int:
+    value = _field(raw, key, "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"field {key} is {type(value).__name__}, not a whole number")
+    if value < 0:
+        raise ValueError(f"field {key} is negative")
+    return value
+
+
+def _seconds(raw: dict[str, Any], key: str) -> float:
+    value = _field(raw, key, "")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"field {key} is {type(value).__name__}, not a number")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"field {key} is not a duration")
+    return float(value)
 
 
 def read(dump: Path) -> Manifest | None:
-    """The manifest of a dump, None if it has none; ManifestUnreadable if it is unreadable."""
+    """The manifest of a dump, None if it has none; ManifestUnreadable if it is unreadable.
+
+    Only a regular file is opened (a FIFO would block the read forever), and no
+    more than :data:`MAX_BYTES` (+1) bytes are read.
+    """
     path = path_for(dump)
     try:
-        data = path.read_bytes()
+        fd = catalog.open_regular(path, f"manifest {path.name}")
     except FileNotFoundError:
         return None
+    except catalog.UnreadableFile as exc:
+        raise ManifestUnreadable(exc.message) from exc
+    try:
+        data = _read_at_most(fd, MAX_BYTES + 1)
     except OSError as exc:
         raise ManifestUnreadable(f"cannot read manifest {path.name}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     try:
         return loads(data)
-    except (ValueError, TypeError, KeyError) as exc:
+    except ValueError as exc:
         raise ManifestUnreadable(
             f"manifest {path.name} is damaged ({exc}); the dump itself may still be fine: "
             "move the .json aside to use the dump without its checksum"
         ) from exc
 
 
+def _read_at_most(fd: int, limit: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = os.read(fd, min(_CHUNK, limit - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write fewer), fsync, and check the file's size.
+
+    A short write (a file-size limit, a full disk) raises OSError instead of
+    leaving a cut file behind a good name.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "the write made no progress")
+        view = view[written:]
+    os.fsync(fd)
+    size = os.fstat(fd).st_size
+    if size != len(data):
+        raise OSError(errno.EIO, f"wrote {size} of {len(data)} bytes")
+
+
 def write_temp(folder: Path, manifest: Manifest) -> tuple[int, Path]:
     """A complete, fsynced temporary manifest file in ``folder`` (fd kept open)."""
     fd, temp = catalog.temp_path_for(folder)
     try:
-        os.write(fd, dumps(manifest))
-        os.fsync(fd)
+        write_all(fd, dumps(manifest))
     except BaseException:
         os.close(fd)
         temp.unlink(missing_ok=True)
@@ -135,14 +291,51 @@ def write_temp(folder: Path, manifest: Manifest) -> tuple[int, Path]:
     return fd, temp
 
 
+class NotRecorded(OperationFailed):
+    """A manifest could not be rewritten; the old one is still in place, unchanged."""
+
+
 def replace_manifest(dump: Path, manifest: Manifest) -> None:
-    """Atomically replace a dump's manifest (after a verification)."""
-    fd, temp = write_temp(dump.parent, manifest)
+    """Atomically replace a dump's manifest (after a verification), whole or not at all.
+
+    The new file gets the old one's owner, group and mode (a run as root must
+    not leave a manifest the folder's owner cannot read). Any failure raises
+    :class:`NotRecorded`, and the old manifest stays exactly as it was.
+    """
+    path = path_for(dump)
     try:
-        os.close(fd)
-        temp.replace(path_for(dump))
-        catalog.fsync_path(dump.parent)
+        old = path.lstat()
+    except OSError as exc:
+        raise NotRecorded(f"its manifest {path.name} is gone ({exc.strerror})") from exc
+    if not stat.S_ISREG(old.st_mode):
+        raise NotRecorded(f"its manifest {path.name} is not a regular file")
+    try:
+        fd, temp = catalog.temp_path_for(dump.parent)
+    except OSError as exc:
+        raise NotRecorded(f"cannot create a file in {dump.parent}: {exc.strerror}") from exc
+    try:
+        try:
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            now = os.fstat(fd)
+            if (now.st_uid, now.st_gid) != (old.st_uid, old.st_gid):
+                os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError as exc:
+            raise NotRecorded(
+                f"cannot keep the owner ({catalog.user_name(old.st_uid)}) and mode "
+                f"({stat.S_IMODE(old.st_mode):04o}) of {path.name}: {exc.strerror}; "
+                f"run velocity-pg as {catalog.user_name(old.st_uid)}"
+            ) from exc
+        try:
+            write_all(fd, dumps(manifest))
+            os.close(fd)
+            fd = -1
+            temp.replace(path)
+            catalog.fsync_path(dump.parent)
+        except OSError as exc:
+            raise NotRecorded(f"cannot write {path.name}: {exc.strerror}") from exc
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         temp.unlink(missing_ok=True)
         raise
 
