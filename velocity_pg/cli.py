@@ -104,9 +104,15 @@ def cli(
 
 
 @cli.command()
+@click.option(
+    "--compression",
+    metavar="METHOD[:LEVEL]",
+    help="pg_dump's compression: gzip:0-9, zstd:1-22, lz4:1-12 (zstd and lz4 need "
+    "pg_dump 16+) or none [env BACKUP_COMPRESSION; default gzip:9].",
+)
 @json_option
 @pass_state
-def backup(state: State, as_json: bool) -> None:
+def backup(state: State, compression: str | None, as_json: bool) -> None:
     """Dump the database (pg_dump -Fc) into BACKUP_DIR/<database>_YYYY-MM-DD_HHMMSS.dump.
 
     Runs alongside the application without blocking it. A failed backup
@@ -114,7 +120,7 @@ def backup(state: State, as_json: bool) -> None:
     """
     from velocity_pg.backup import create_backup
 
-    settings = state.settings()
+    settings = state.settings(BACKUP_COMPRESSION=compression)
     result = create_backup(settings)
     if as_json:
         emit_json(result.to_json())
@@ -122,7 +128,7 @@ def backup(state: State, as_json: bool) -> None:
     from velocity_pg.store.catalog import human_size
 
     click.echo(
-        f"Backup created: {result.name} ({human_size(result.size)}) "
+        f"Backup created: {result.name} ({human_size(result.size)}, {result.compression}) "
         f"of database {result.database!r} in {result.duration:.1f} s"
     )
 
@@ -161,6 +167,9 @@ def list_(state: State, as_json: bool) -> None:
                         "age_seconds": int((now - b.created).total_seconds()),
                         "manifest": "unreadable" if isinstance(rec, str) else (rec is not None),
                         "sha256": rec.sha256 if isinstance(rec, manifest.Manifest) else None,
+                        "compression": rec.compression
+                        if isinstance(rec, manifest.Manifest)
+                        else None,
                         "last_verification": vars(rec.last_verification)
                         if isinstance(rec, manifest.Manifest) and rec.last_verification
                         else None,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from velocity_pg.errors import ConfigError
+from velocity_pg.postgres import compression as compressions
+from velocity_pg.postgres.compression import Compression
 
 DEFAULT_BACKUP_DIR = "/backups"
 DEFAULT_MAX_AGE_DAYS = 30
@@ -89,6 +91,8 @@ class Settings:
     min_keep: int = DEFAULT_MIN_KEEP
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
+    #: pg_dump's --compress method and level (BACKUP_COMPRESSION).
+    compression: Compression = compressions.DEFAULT
 
 
 def read_env_file(path: Path | None, *, required: bool) -> dict[str, str]:
@@ -172,6 +176,9 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         dump_nice=parse_int(
             "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
         ),
+        compression=compressions.parse(compression_text)
+        if (compression_text := lookup("BACKUP_COMPRESSION")) is not None
+        else compressions.DEFAULT,
     )
 
 

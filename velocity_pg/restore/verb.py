@@ -47,6 +47,7 @@ from velocity_pg.errors import (
     VelocityError,
     describe_failure,
 )
+from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, pgtools
 from velocity_pg.restore import staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
@@ -298,6 +299,17 @@ def check_against_manifest(path: Path) -> None:
         )
 
 
+def check_compression(program: pgtools.Program, path: Path) -> None:
+    """Refuse, with the reason, a zstd/lz4 dump (per its manifest) this pg_restore cannot read."""
+    record = manifest.read(path)  # already read and checked by check_against_manifest
+    method = record.compression_method if record is not None else None
+    problem = compressions.restore_problem(method, program.major, program.version)
+    if problem is not None:
+        raise OperationFailed(
+            f"{path.name} cannot be restored here: {problem}; nothing was changed"
+        )
+
+
 def read_toc(program: pgtools.Program, path: Path) -> Toc:
     """The archive's table of contents; refuses what pg_restore cannot read."""
     try:
@@ -317,6 +329,7 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
     check_against_manifest(path)
+    check_compression(program, path)
     toc = read_toc(program, path)
     size = path.stat().st_size
 

@@ -46,10 +46,23 @@ class Manifest:
     velocity_pg_version: str
     toc_entries: int
     format: str = FORMAT
+    #: pg_dump's --compress method (gzip, zstd, lz4, none) and level; None in manifests
+    #: written before velocity-pg recorded it (those dumps are gzip:9).
+    compression_method: str | None = None
+    compression_level: int | None = None
     last_verification: Verification | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def compression(self) -> str | None:
+        """``zstd:3``, ``gzip:9``, ``none``; None when the manifest does not say."""
+        if self.compression_method is None:
+            return None
+        if self.compression_method == "none" or self.compression_level is None:
+            return self.compression_method
+        return f"{self.compression_method}:{self.compression_level}"
 
     def with_verification(self, verification: Verification) -> Manifest:
         return replace(self, last_verification=verification)
@@ -99,6 +112,11 @@ def loads(data: bytes) -> Manifest:
     manifest = Manifest(**fields)
     if not isinstance(manifest.sha256, str) or len(manifest.sha256) != 64:
         raise ValueError("bad sha256")
+    if manifest.compression_method is not None and not isinstance(manifest.compression_method, str):
+        raise ValueError("bad compression_method")
+    level = manifest.compression_level
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int)):
+        raise ValueError("bad compression_level")
     if verification is not None:
         manifest = manifest.with_verification(Verification(**verification))
     return manifest
