@@ -84,9 +84,9 @@ def test_env_example_has_every_setting_compose_reads() -> None:
         line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
     )
     text = (REPO / "docker-compose.yml").read_text()
-    read = set(re.findall(r"\$\{([A-Z_]+)", text))
+    read = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     assert read == set(values), "docker-compose.yml and .env.example disagree"
-    defaults = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text))
+    defaults = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
     for name, default in defaults.items():
         assert values[name] == default, f"{name}: .env.example says {values[name]!r}"
     assert values["POSTGRES_PASSWORD"] == ""  # no default password

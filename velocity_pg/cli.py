@@ -119,25 +119,53 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
     leaves no file behind and never touches the existing backups.
     """
     from velocity_pg.backup import create_backup
-
-    settings = state.settings(BACKUP_COMPRESSION=compression)
-    result = create_backup(settings)
-    if as_json:
-        emit_json(result.to_json())
-        return
+    from velocity_pg.errors import OperationFailed
     from velocity_pg.store.catalog import human_size
 
-    click.echo(
-        f"Backup created: {result.name} ({human_size(result.size)}, {result.compression}) "
-        f"of database {result.database!r} in {result.duration:.1f} s"
-    )
+    settings = state.settings(BACKUP_COMPRESSION=compression)
+    # Off-site configured: everything it needs is checked before the dump starts.
+    ctx = None
+    if settings.offsite is not None:
+        from velocity_pg import offsite
+
+        ctx = offsite.prepare(settings)
+    result = create_backup(settings)
+    if not as_json:
+        click.echo(
+            f"Backup created: {result.name} ({human_size(result.size)}, {result.compression}) "
+            f"of database {result.database!r} in {result.duration:.1f} s"
+        )
+    payload = result.to_json()
+    if ctx is not None:
+        try:
+            pushed = offsite.push_backup(ctx, result.path)
+        except OperationFailed as exc:
+            if as_json:
+                emit_json(payload | {"offsite": {"status": "failed", "problem": exc.message}})
+            raise OperationFailed(
+                f"{result.name} was created locally in {settings.backup_dir} but NOT copied "
+                f"off-site: {exc.message}; retry with `velocity-pg push {result.name}`"
+            ) from exc
+        payload["offsite"] = pushed.to_json() | {"where": ctx.store.describe()}
+        if not as_json:
+            how = "encrypted" if pushed.encrypted else "not encrypted"
+            click.echo(
+                f"Off-site copy checked: {pushed.object_key} ({human_size(pushed.size)}, {how}) "
+                f"in {ctx.store.describe()}"
+            )
+    if as_json:
+        emit_json(payload)
 
 
 @cli.command("list")
+@click.option("--remote", is_flag=True, help="List the off-site backups (BACKUP_S3_URL) instead.")
 @json_option
 @pass_state
-def list_(state: State, as_json: bool) -> None:
-    """List the backups in BACKUP_DIR (of every database), newest first."""
+def list_(state: State, remote: bool, as_json: bool) -> None:
+    """List the backups in BACKUP_DIR (of every database; off-site with --remote), newest first."""
+    if remote:
+        list_remote(state.settings(), as_json)
+        return
     from velocity_pg.errors import ManifestUnreadable
     from velocity_pg.report import describe_verification, format_table
     from velocity_pg.store import manifest
@@ -201,38 +229,120 @@ def list_(state: State, as_json: bool) -> None:
     click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
 
 
+def list_remote(settings: Settings, as_json: bool) -> None:
+    from velocity_pg import offsite
+    from velocity_pg.report import describe_check, format_table
+    from velocity_pg.store.catalog import human_age, human_size
+
+    where, listing = offsite.list_remote(settings)
+    now = datetime.now(UTC)
+    if as_json:
+        emit_json(
+            {
+                "where": where,
+                "backups": [offsite.remote_backup_json(b, now) for b in listing.backups],
+                "unfinished_uploads": [o.key for o in listing.orphans],
+            }
+        )
+        return
+    if not listing.backups:
+        click.echo(f"No off-site backups in {where}. Copy one with `velocity-pg push`.")
+    else:
+        rows = []
+        for b in listing.backups:
+            rec = b.record
+            rows.append(
+                (
+                    b.name,
+                    human_size(rec.object_size) if rec else "?",
+                    b.created.strftime("%Y-%m-%d %H:%M:%S"),
+                    human_age(now - b.created),
+                    ("age" if rec.encrypted else "no") if rec else "?",
+                    describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
+                )
+            )
+        header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "VERIFIED")
+        click.echo(format_table(header, rows, right=(1, 3)))
+        click.echo(f"{len(listing.backups)} off-site backup(s) in {where}")
+    if listing.orphans:
+        click.echo(
+            f"{len(listing.orphans)} unfinished upload(s) without a manifest (not backups; "
+            "cleanup removes them after an hour)"
+        )
+
+
 @cli.command()
 @click.option(
     "--max-age",
     metavar="DURATION",
     help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none.",
 )
+@click.option(
+    "--remote-max-age",
+    metavar="DURATION",
+    help="Exit 1 if the newest off-site copy is older than this, or there is none.",
+)
 @json_option
 @pass_state
-def status(state: State, max_age: str | None, as_json: bool) -> None:
-    """Backup count, size, free space, and the newest backup's age and verification.
+def status(state: State, max_age: str | None, remote_max_age: str | None, as_json: bool) -> None:
+    """Backup count, size, free space, and the newest backup's age and verification;
+    with BACKUP_S3_URL set, also the newest off-site copy.
 
     "Newest" is of the configured database (PGDATABASE); other databases' backups
-    in the folder are listed too. With --max-age it is a monitor (healthcheck,
-    cron, CI gate): exit 1 when that newest backup is too old or there is none.
+    in the folder are listed too. With --max-age (and --remote-max-age) it is a
+    monitor (healthcheck, cron, CI gate): exit 1 when that newest backup (off-site
+    copy) is too old or there is none.
     """
     from velocity_pg.report import to_json
     from velocity_pg.status import gather, parse_duration, render
 
     limit = parse_duration(max_age) if max_age is not None else None
+    remote_limit = (
+        parse_duration(remote_max_age, "--remote-max-age") if remote_max_age is not None else None
+    )
     settings = state.settings()
+    if remote_limit is not None and settings.offsite is None:
+        raise click.UsageError("--remote-max-age needs off-site copies: set BACKUP_S3_URL")
+    now = datetime.now(UTC)
     database = settings.connection.dbname
-    report = gather(settings.backup_dir, datetime.now(UTC), limit, database)
-    click.echo(to_json(report.to_json()) if as_json else render(report))
+    report = gather(settings.backup_dir, now, limit, database)
+    remote_report = None
+    if settings.offsite is not None:
+        from velocity_pg import offsite
+
+        remote_report = offsite.remote_status(settings, now)
+    if as_json:
+        payload = report.to_json()
+        if remote_report is not None:
+            payload["offsite"] = remote_report.to_json() | {
+                "max_age_seconds": None
+                if remote_limit is None
+                else int(remote_limit.total_seconds())
+            }
+        click.echo(to_json(payload))
+    else:
+        lines = [render(report)]
+        if remote_report is not None:
+            lines += remote_report.lines()
+        click.echo("\n".join(lines))
+    problems = []
     if report.stale:
         assert limit is not None
         of = "" if database is None else f" of database {database!r}"
-        why = (
+        problems.append(
             f"there is no backup{of}"
             if report.newest is None
             else f"the newest backup{of} is older than {max_age}"
         )
-        click.echo(f"velocity-pg: status: STALE: {why}", err=True)
+    if remote_limit is not None and remote_report is not None:
+        if remote_report.problem:
+            problems.append(f"the off-site copies cannot be read: {remote_report.problem}")
+        elif remote_report.newest_age is None:
+            problems.append("there is no off-site copy")
+        elif remote_report.newest_age > remote_limit:
+            problems.append(f"the newest off-site copy is older than {remote_max_age}")
+    if problems:
+        click.echo(f"velocity-pg: status: STALE: {'; '.join(problems)}", err=True)
         sys.exit(ExitStatus.FAILED)
 
 
@@ -245,10 +355,20 @@ def status(state: State, max_age: str | None, as_json: bool) -> None:
     is_flag=True,
     help="Also restore each backup into a throwaway database and check its tables.",
 )
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Verify the off-site copies: read each object end to end and check its checksum.",
+)
 @json_option
 @pass_state
 def verify(
-    state: State, names: tuple[str, ...], everything: bool, restore_drill: bool, as_json: bool
+    state: State,
+    names: tuple[str, ...],
+    everything: bool,
+    restore_drill: bool,
+    remote: bool,
+    as_json: bool,
 ) -> None:
     """Check backups: checksum against the manifest, archive readable, and with --restore
     a real restore into a throwaway database (the live one is never touched).
@@ -261,6 +381,28 @@ def verify(
     if names and everything:
         raise click.UsageError("give backup names or --all, not both")
     settings = state.settings()
+    if remote:
+        from velocity_pg import offsite
+
+        remote_outcomes = offsite.verify_remote(
+            settings,
+            list(names),
+            everything=everything,
+            drill=restore_drill,
+            report=None if as_json else lambda outcome: click.echo(outcome.line()),
+        )
+        if as_json:
+            emit_json(
+                {
+                    "ok": bool(remote_outcomes) and all(o.ok for o in remote_outcomes),
+                    "backups": [o.to_json() for o in remote_outcomes],
+                }
+            )
+        if not remote_outcomes:
+            click.echo("velocity-pg: verify: no off-site backups to verify", err=True)
+        if not remote_outcomes or not all(o.ok for o in remote_outcomes):
+            sys.exit(ExitStatus.FAILED)
+        return
     restore_check = verifying.restore_drill(settings) if restore_drill else None
     outcomes = verifying.verify(
         settings,
@@ -349,12 +491,97 @@ def cleanup(
         on_plan=None if as_json else show_plan,
         on_outcome=None if as_json else show_outcome,
     )
+    remote_result = None
+    if settings.offsite is not None:
+        from velocity_pg import offsite
+
+        if not as_json:
+            click.echo("\n".join([*pending, core.format_summary(result)]))
+            pending.clear()
+        remote_pending: list[str] = []
+
+        def show_remote(outcome: offsite.RemoteDeletion) -> None:
+            remote_pending.append(offsite.format_remote_outcome(outcome))
+            if not dry_run:
+                click.echo(remote_pending.pop())
+
+        try:
+            remote_result = offsite.cleanup_remote(
+                settings,
+                dry_run=dry_run,
+                on_plan=None
+                if as_json
+                else lambda r: click.echo("\n".join(offsite.format_remote_plan(r))),
+                on_outcome=None if as_json else show_remote,
+            )
+        except OperationFailed as exc:
+            if as_json:
+                emit_json(result.to_json() | {"offsite": {"problem": exc.message}})
+            raise OperationFailed(
+                f"off-site cleanup failed: {exc.message} (the local cleanup was done)"
+            ) from exc
+        if not as_json:
+            click.echo("\n".join([*remote_pending, offsite.format_remote_summary(remote_result)]))
     if as_json:
-        emit_json(result.to_json())
-    else:
+        payload = result.to_json()
+        if remote_result is not None:
+            payload["offsite"] = remote_result.to_json()
+        emit_json(payload)
+    elif remote_result is None:
         click.echo("\n".join([*pending, core.format_summary(result)]))
     if result.partial:
         raise OperationFailed(result.partial_message())
+    if remote_result is not None and remote_result.failed:
+        raise OperationFailed(
+            f"off-site cleanup was partial: {len(remote_result.failed)} deletion(s) failed "
+            "(see the output above); everything else was done as planned"
+        )
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "everything", is_flag=True, help="Push every local backup not yet off-site.")
+@json_option
+@pass_state
+def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) -> None:
+    """Copy local backups off-site (BACKUP_S3_URL), encrypted when recipients are set.
+
+    With no NAME and no --all, the newest backup. Each copy is read back and
+    checked before its manifest is uploaded; until then it does not count.
+    """
+    from velocity_pg import offsite
+
+    if names and everything:
+        raise click.UsageError("give backup names or --all, not both")
+    settings = state.settings()
+    report = offsite.push(
+        settings, list(names), everything=everything, report=None if as_json else click.echo
+    )
+    if as_json:
+        emit_json(report.to_json())
+    elif not report.results and not report.failures:
+        click.echo("Nothing to push: every local backup is off-site already.")
+    if report.failures:
+        click.echo(
+            f"velocity-pg: error: {len(report.failures)} backup(s) were not copied off-site "
+            "(they are safe locally); retry with `velocity-pg push "
+            f"{' '.join(n for n, _ in report.failures)}`",
+            err=True,
+        )
+        sys.exit(ExitStatus.FAILED)
+
+
+@cli.command()
+@click.argument("name", metavar="NAME")
+@pass_state
+def pull(state: State, name: str) -> None:
+    """Download off-site backup NAME into BACKUP_DIR (decrypted with BACKUP_AGE_IDENTITY_FILE),
+    checked against its manifest; from then on it is an ordinary local backup."""
+    from velocity_pg import offsite
+
+    settings = state.settings()
+    path = offsite.pull(settings, name)
+    click.echo(f"Pulled {path.name} into {settings.backup_dir} (checksums match its manifest)")
 
 
 @cli.command()
@@ -386,6 +613,17 @@ def restore(
     from velocity_pg.restore.verb import CheckResult, restore_backup
 
     settings = state.settings()
+    from velocity_pg import offsite
+
+    if offsite.needs_pull(settings, name):
+        where = offsite.offsite_of(settings).url
+        click.echo(
+            f"velocity-pg: {name} is not in {settings.backup_dir}; downloading it from {where} "
+            "first",
+            err=True,
+        )
+        offsite.pull(settings, name)
+        click.echo(f"velocity-pg: {name} downloaded and checked; restoring it", err=True)
     result = restore_backup(settings, name, check=check, yes=yes, jobs=jobs)
     if as_json:
         emit_json(result.to_json())

@@ -33,8 +33,14 @@ def describe_verification(record: object) -> str:
         return "manifest unreadable"
     if not isinstance(record, Manifest):
         return "no manifest"
-    check = record.last_verification
-    if check is None:
+    return describe_check(record.last_verification)
+
+
+def describe_check(check: object) -> str:
+    """A verification (``manifest.Verification`` or None) in a few words."""
+    from velocity_pg.store.manifest import Verification
+
+    if not isinstance(check, Verification):
         return "not yet"
     verdict = "ok" if check.ok else "FAILED"
     return f"{verdict} ({check.method}, {check.at[:16].replace('T', ' ')})"

@@ -8,7 +8,8 @@ processes unless velocity-pg hands it to pg_dump/pg_restore on purpose.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,51 @@ class Connection:
         return f"database {self.dbname or '(libpq default)'!r} on {where}{who}"
 
 
+#: Read for boto3 from every layer (options, environment, .env).
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+_BUCKET_RE = re.compile(r"\A[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]\Z", re.ASCII)
+_RECIPIENT_RE = re.compile(r"\Aage1[0-9a-z]{20,}\Z", re.ASCII)
+
+
+@dataclass(frozen=True)
+class OffSite:
+    """Where off-site copies go (``BACKUP_S3_URL``) and how they are encrypted and pruned.
+
+    Credentials are not here: boto3 reads them the standard way (AWS_* variables,
+    the AWS config and credentials files), so they never pass through velocity-pg.
+    """
+
+    bucket: str
+    #: "" or a prefix ending in "/": every key of velocity-pg starts with it.
+    prefix: str
+    endpoint_url: str | None = None
+    #: age public keys (``age1...``) given in BACKUP_AGE_RECIPIENTS.
+    recipients: tuple[str, ...] = ()
+    recipients_file: Path | None = None
+    identity_file: Path | None = None
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS
+    max_count: int = DEFAULT_MAX_COUNT
+    min_keep: int = DEFAULT_MIN_KEEP
+    #: The standard AWS_* variables as layered here (a .env file never reaches
+    #: os.environ, so boto3 would not see them otherwise); hidden from repr.
+    aws: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.recipients) or self.recipients_file is not None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a verb needs to know, validated."""
@@ -93,6 +139,87 @@ class Settings:
     dump_nice: int = DEFAULT_DUMP_NICE
     #: pg_dump's --compress method and level (BACKUP_COMPRESSION).
     compression: Compression = compressions.DEFAULT
+    #: Off-site copies; None when BACKUP_S3_URL is not set.
+    offsite: OffSite | None = None
+
+
+def parse_s3_url(text: str) -> tuple[str, str]:
+    """``s3://BUCKET[/PREFIX]`` as (bucket, prefix), the prefix "" or ending in "/"."""
+    stripped = text.strip()
+    if not stripped.startswith("s3://"):
+        raise ConfigError(
+            f"BACKUP_S3_URL={text!r} is not an s3:// URL; set it to s3://BUCKET or s3://BUCKET/PREFIX"
+        )
+    bucket, _, prefix = stripped[len("s3://") :].partition("/")
+    if not _BUCKET_RE.match(bucket):
+        raise ConfigError(
+            f"BACKUP_S3_URL={text!r} does not name a valid bucket "
+            "(3-63 lowercase letters, digits, dots and hyphens); fix BACKUP_S3_URL"
+        )
+    parts = [part for part in prefix.split("/") if part]
+    if any(part in (".", "..") for part in parts) or "\x00" in prefix:
+        raise ConfigError(f"BACKUP_S3_URL={text!r} has a prefix with . or ..; fix BACKUP_S3_URL")
+    return bucket, "".join(f"{part}/" for part in parts)
+
+
+def parse_recipients(text: str) -> tuple[str, ...]:
+    """age public keys separated by commas or white space; each must look like ``age1...``."""
+    keys = tuple(key for key in re.split(r"[\s,]+", text.strip()) if key)
+    for key in keys:
+        if not _RECIPIENT_RE.match(key):
+            shown = key if len(key) <= 16 else key[:12] + "..."
+            raise ConfigError(
+                f"BACKUP_AGE_RECIPIENTS holds {shown!r}, which is not an age public key "
+                "(age1...); give the public keys printed by `age-keygen -y`"
+            )
+    return keys
+
+
+def offsite_from_values(
+    lookup: Callable[[str], str | None], local: tuple[int, int, int]
+) -> OffSite | None:
+    """The off-site settings, or None when BACKUP_S3_URL is unset (pure but for file checks)."""
+    url = lookup("BACKUP_S3_URL")
+    if url is None:
+        return None
+    bucket, prefix = parse_s3_url(url)
+    endpoint = lookup("BACKUP_S3_ENDPOINT_URL")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"BACKUP_S3_ENDPOINT_URL={endpoint!r} is not an http(s):// URL; "
+            "set it to your provider's S3 endpoint, e.g. https://s3.example.com"
+        )
+    recipients = parse_recipients(lookup("BACKUP_AGE_RECIPIENTS") or "")
+    recipients_file = _existing_file("BACKUP_AGE_RECIPIENTS_FILE", lookup)
+    identity_text = lookup("BACKUP_AGE_IDENTITY_FILE")
+    max_age, max_count, min_keep = local
+    aws = {name: value for name in AWS_VARIABLES if (value := lookup(name)) is not None}
+    return OffSite(
+        aws=aws,
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint,
+        recipients=recipients,
+        recipients_file=recipients_file,
+        identity_file=None if identity_text is None else Path(identity_text).expanduser(),
+        max_age_days=parse_int(
+            "BACKUP_S3_MAX_AGE_DAYS", lookup("BACKUP_S3_MAX_AGE_DAYS"), max_age, minimum=1
+        ),
+        max_count=parse_int(
+            "BACKUP_S3_MAX_COUNT", lookup("BACKUP_S3_MAX_COUNT"), max_count, minimum=1
+        ),
+        min_keep=parse_int("BACKUP_S3_MIN_KEEP", lookup("BACKUP_S3_MIN_KEEP"), min_keep, minimum=1),
+    )
+
+
+def _existing_file(name: str, lookup: Callable[[str], str | None]) -> Path | None:
+    text = lookup(name)
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name}={text!r} is not a readable file; fix {name}")
+    return path
 
 
 def read_env_file(path: Path | None, *, required: bool) -> dict[str, str]:
@@ -161,24 +288,26 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         raise ConfigError(
             f"BACKUP_DIR {backup_dir} is not a directory; point BACKUP_DIR at a folder"
         )
+    max_age_days = parse_int(
+        "BACKUP_MAX_AGE_DAYS", lookup("BACKUP_MAX_AGE_DAYS"), DEFAULT_MAX_AGE_DAYS, minimum=1
+    )
+    max_count = parse_int(
+        "BACKUP_MAX_COUNT", lookup("BACKUP_MAX_COUNT"), DEFAULT_MAX_COUNT, minimum=1
+    )
+    min_keep = parse_int("BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1)
     return Settings(
         backup_dir=backup_dir,
         connection=connection,
-        max_age_days=parse_int(
-            "BACKUP_MAX_AGE_DAYS", lookup("BACKUP_MAX_AGE_DAYS"), DEFAULT_MAX_AGE_DAYS, minimum=1
-        ),
-        max_count=parse_int(
-            "BACKUP_MAX_COUNT", lookup("BACKUP_MAX_COUNT"), DEFAULT_MAX_COUNT, minimum=1
-        ),
-        min_keep=parse_int(
-            "BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1
-        ),
+        max_age_days=max_age_days,
+        max_count=max_count,
+        min_keep=min_keep,
         dump_nice=parse_int(
             "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
         ),
         compression=compressions.parse(compression_text)
         if (compression_text := lookup("BACKUP_COMPRESSION")) is not None
         else compressions.DEFAULT,
+        offsite=offsite_from_values(lookup, (max_age_days, max_count, min_keep)),
     )
 
 

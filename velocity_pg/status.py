@@ -26,16 +26,16 @@ _DURATION_RE = re.compile(r"\A\s*(\d+)\s*([smhdw])\s*\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, option: str = "--max-age") -> timedelta:
     """``90m``, ``26h``, ``2d`` (also ``s`` and ``w``) as a timedelta; > 0."""
     match = _DURATION_RE.match(text)
     if match is None:
         raise ConfigError(
-            f"--max-age {text!r} is not a duration; use a number and a unit, e.g. 90m, 26h, 2d"
+            f"{option} {text!r} is not a duration; use a number and a unit, e.g. 90m, 26h, 2d"
         )
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
-        raise ConfigError(f"--max-age {text!r} must be more than zero")
+        raise ConfigError(f"{option} {text!r} must be more than zero")
     return timedelta(seconds=seconds)
 
 

@@ -1,0 +1,919 @@
+"""Off-site copies: ``push``, ``pull``, ``list --remote``, ``verify --remote``, off-site cleanup.
+
+Push, in order, so that nothing in the bucket looks like a backup unless it is one:
+
+1. fail closed before anything runs (:func:`prepare`): boto3 installed, S3
+   credentials found, and with recipients set, ``age`` installed and accepting
+   them (a plaintext copy is never uploaded when recipients are set);
+2. stream the local dump (through ``age --encrypt`` when recipients are set)
+   into a multipart upload, hashing the dump on its way in and the object on its
+   way out; a stale unfinished upload of the same key is aborted first;
+3. check: the dump read matches its local manifest (size, SHA-256), and the
+   object in the bucket has the size and SHA-256 of what was sent (read back
+   end to end);
+4. only then upload the off-site manifest ``NAME.json``: the commit marker.
+   Any failure before it removes the object again (best effort; an object
+   without its manifest never counts, and ``cleanup`` removes such leftovers).
+
+Pull streams the object back (through ``age --decrypt -i FILE``) into a
+temporary file in BACKUP_DIR, checks both SHA-256s (object and dump) and only
+then gives it its name, with its manifest: from then on it is an ordinary
+local backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from velocity_pg.errors import (
+    CommandFailed,
+    ConfigError,
+    Interrupted,
+    ManifestUnreadable,
+    OperationFailed,
+    describe_failure,
+)
+from velocity_pg.postgres import pgtools
+from velocity_pg.settings import OffSite, Settings
+from velocity_pg.store import age, catalog, lock, manifest, pipe, remote, retention
+from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
+
+#: Leftovers in the bucket (objects without a manifest, unfinished multipart
+#: uploads) are removed by cleanup only when older than this: a push may be
+#: writing them right now.
+LEFTOVER_MIN_AGE = timedelta(hours=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- streams and progress -------------------------------------------------------------
+
+
+class Hashing:
+    """A reader that hashes (SHA-256) and counts what passes through it."""
+
+    def __init__(self, source: pipe.Reader, progress: Callable[[int], None] | None = None) -> None:
+        self._source = source
+        self._progress = progress
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self._digest.update(data)
+        self.size += len(data)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+    def drain(self, sink: pipe.Writer | None = None) -> None:
+        while chunk := self.read(pipe.CHUNK):
+            if sink is not None:
+                sink.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+class Meter:
+    """A transfer's progress on a terminal (stderr), at most 5 times a second; else silent."""
+
+    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._what = ""
+        self._total = 0
+        self._done = 0
+        self._start = 0.0
+        self._last = 0.0
+        self._open = False
+
+    def say(self, text: str) -> None:
+        self.end()
+        print(f"velocity-pg: {text}", file=self.stream, flush=True)
+
+    def start(self, what: str, total: int) -> Callable[[int], None]:
+        self.end()
+        self._what, self._total, self._done = what, total, 0
+        self._start = self._last = time.monotonic()
+        return self.advance
+
+    def advance(self, amount: int) -> None:
+        self._done += amount
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        rate = self._done / max(now - self._start, 1e-6)
+        share = f" of {catalog.human_size(self._total)}" if self._total else ""
+        self.stream.write(
+            f"\r\033[Kvelocity-pg: {self._what}: {catalog.human_size(self._done)}{share} "
+            f"({catalog.human_size(rate)}/s)"
+        )
+        self.stream.flush()
+        self._open = True
+
+    def end(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+def offsite_of(settings: Settings) -> OffSite:
+    if settings.offsite is None:
+        raise ConfigError(
+            "off-site copies are not configured: set BACKUP_S3_URL=s3://BUCKET[/PREFIX] "
+            "(and BACKUP_S3_ENDPOINT_URL for providers other than AWS)"
+        )
+    return settings.offsite
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every off-site operation needs, checked before anything runs."""
+
+    offsite: OffSite
+    store: RemoteStore
+    age_program: str | None  # set when copies are encrypted
+
+
+def prepare(settings: Settings, *, for_upload: bool = True) -> Context:
+    """Fail closed (exit 2) before anything runs: client library, credentials, age."""
+    from velocity_pg.store import s3
+
+    offsite = offsite_of(settings)
+    s3.require_boto3()
+    program = age.check_can_encrypt(offsite) if offsite.encrypted and for_upload else None
+    return Context(offsite=offsite, store=s3.S3Store(offsite), age_program=program)
+
+
+def retry_hint(name: str) -> str:
+    return f"velocity-pg push {name}"
+
+
+# -- push ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    status: str  # "pushed" or "already off-site"
+    object_key: str
+    size: int
+    encrypted: bool
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "object_key": self.object_key,
+            "size_bytes": self.size,
+            "encrypted": self.encrypted,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def line(self) -> str:
+        if self.status != "pushed":
+            return f"{self.status:<16} {self.name}"
+        how = "encrypted" if self.encrypted else "not encrypted"
+        return (
+            f"{'pushed':<16} {self.name} ({catalog.human_size(self.size)}, {how}) "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushResult:
+    """Upload one local backup and its off-site manifest (last); see the module docstring."""
+    meter = meter or Meter()
+    name = dump.name
+    offsite, store = ctx.offsite, ctx.store
+    try:
+        record = manifest.read(dump)
+    except ManifestUnreadable as exc:
+        raise OperationFailed(f"{exc.message}; it was not pushed") from exc
+    if record is None:
+        raise OperationFailed(
+            f"{name} has no manifest (it was not made by velocity-pg), so its copy could not "
+            "be checked; it was not pushed"
+        )
+    key = remote.object_key(name, offsite.encrypted)
+    existing = store.head(remote.manifest_key(name))
+    if existing is not None:
+        return PushResult(name, "already off-site", key, existing.size, offsite.encrypted)
+    # A killed push of this backup left an unfinished upload: it is ours to abort.
+    for upload in store.incomplete_uploads():
+        if upload.key == key:
+            store.abort_upload(upload)
+    clock = time.monotonic()
+    committed = False
+    try:
+        with dump.open("rb") as raw:
+            plain = Hashing(raw)
+            progress = meter.start(f"uploading {name}", record.size_bytes)
+            if offsite.encrypted:
+                assert ctx.age_program is not None
+                with age.encrypting(plain, offsite, ctx.age_program) as encrypted:
+                    sent = Hashing(encrypted, progress)
+                    store.put(key, sent, size_hint=record.size_bytes)
+                    try:
+                        encrypted.finish()
+                    except CommandFailed as exc:
+                        raise OperationFailed(
+                            f"age failed while encrypting {name}: "
+                            f"{describe_failure(exc.returncode, exc.stderr)}"
+                        ) from exc
+            else:
+                sent = Hashing(plain, progress)
+                store.put(key, sent, size_hint=record.size_bytes)
+            meter.end()
+        if (plain.size, plain.sha256) != (record.size_bytes, record.sha256):
+            raise OperationFailed(
+                f"{name} does not match its manifest (it changed or is damaged on disk); "
+                "run `velocity-pg verify` on it"
+            )
+        check_object(store, key, sent.size, sent.sha256, meter)
+        remote_record = RemoteManifest(
+            name=name,
+            object_key=key,
+            object_size=sent.size,
+            object_sha256=sent.sha256,
+            encryption="age" if offsite.encrypted else None,
+            recipients=tuple(age.public_keys(offsite)) if offsite.encrypted else (),
+            uploaded_at=remote.now_iso(),
+            dump=record,
+        )
+        data = remote.dumps(remote_record)
+        store.put_bytes(remote.manifest_key(name), data)
+        committed = True
+        if store.get_bytes(remote.manifest_key(name)) != data:
+            raise OperationFailed(f"the off-site manifest of {name} does not read back")
+    except BaseException as exc:
+        meter.end()
+        if not committed:
+            with contextlib.suppress(Exception):
+                store.delete(key)
+        if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
+            raise Interrupted(
+                f"interrupted; {name} is safe in the backup folder but not off-site; "
+                f"retry with `{retry_hint(name)}`"
+            ) from None
+        raise
+    return PushResult(name, "pushed", key, sent.size, offsite.encrypted, time.monotonic() - clock)
+
+
+def check_object(store: RemoteStore, key: str, size: int, sha256: str, meter: Meter) -> None:
+    """The object in the bucket has the size and SHA-256 of what was sent (read back)."""
+    found = store.head(key)
+    if found is None:
+        raise OperationFailed(f"the uploaded object {key} is not in the bucket")
+    if found.size != size:
+        raise OperationFailed(f"the uploaded object {key} is {found.size} bytes, {size} were sent")
+    back = Hashing(store.open(key), meter.start(f"checking {key}", size))
+    back.drain()
+    meter.end()
+    if (back.size, back.sha256) != (size, sha256):
+        raise OperationFailed(f"the uploaded object {key} does not read back as it was sent")
+
+
+def select_for_push(
+    ctx: Context, folder: Path, names: list[str], everything: bool, database: str | None
+) -> list[Path]:
+    """The named backups, every one not yet off-site (--all), or the newest of ``database``."""
+    if names:
+        return [catalog.resolve_backup(folder, name) for name in names]
+    backups = catalog.list_backups(folder)
+    if not everything:
+        newest = catalog.newest_of(backups, database)
+        return [newest.path] if newest is not None else []
+    listing = remote.list_backups(ctx.store)
+    present = {b.name for b in listing.backups}
+    return [b.path for b in reversed(backups) if b.name not in present]
+
+
+@dataclass
+class PushReport:
+    results: list[PushResult] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": not self.failures,
+            "backups": [r.to_json() for r in self.results]
+            + [{"name": n, "status": "failed", "problem": p} for n, p in self.failures],
+        }
+
+
+def push(
+    settings: Settings,
+    names: list[str],
+    *,
+    everything: bool = False,
+    meter: Meter | None = None,
+    report: Callable[[str], None] | None = None,
+) -> PushReport:
+    """``velocity-pg push``: upload the selected local backups not yet off-site."""
+    ctx = prepare(settings)
+    folder = settings.backup_dir
+    result = PushReport()
+    with lock.shared(folder, "push"):
+        dumps = select_for_push(ctx, folder, names, everything, settings.connection.dbname)
+        for dump in dumps:
+            try:
+                pushed = push_backup(ctx, dump, meter)
+            except OperationFailed as exc:
+                result.failures.append((dump.name, exc.message))
+                if report is not None:
+                    report(f"{'FAILED':<16} {dump.name}: {exc.message}")
+                continue
+            result.results.append(pushed)
+            if report is not None:
+                report(pushed.line())
+    return result
+
+
+# -- reading copies back ------------------------------------------------------------------
+
+
+def read_record(store: RemoteStore, name: str) -> RemoteManifest:
+    """The off-site manifest of ``name``; OperationFailed when it is not off-site."""
+    if not catalog.is_backup_name(name):
+        raise ConfigError(
+            f"{name!r} is not a backup name; run `velocity-pg list --remote` to see them"
+        )
+    key = remote.manifest_key(name)
+    if store.head(key) is None:
+        raise OperationFailed(
+            f"backup {name} is not off-site in {store.describe()} (no {key}); "
+            "run `velocity-pg list --remote`"
+        )
+    try:
+        return remote.loads(store.get_bytes(key))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OperationFailed(f"the off-site manifest {key} is damaged ({exc})") from exc
+
+
+@dataclass
+class Fetched:
+    """What reading an off-site object end to end found."""
+
+    object_size: int = 0
+    object_sha256: str = ""
+    dump_size: int | None = None
+    dump_sha256: str | None = None
+
+
+def fetch(
+    store: RemoteStore,
+    record: RemoteManifest,
+    sink: pipe.Writer | None,
+    identity: Path | None,
+    meter: Meter,
+    verb: str = "downloading",
+) -> Fetched:
+    """Stream an object (decrypted when ``identity`` is given) into ``sink``; hash both sides."""
+    got = Hashing(
+        store.open(record.object_key), meter.start(f"{verb} {record.name}", record.object_size)
+    )
+    found = Fetched()
+    try:
+        if record.encrypted and identity is not None:
+            with age.decrypting(got, identity) as plain:
+                dump = Hashing(plain)
+                dump.drain(sink)
+                try:
+                    plain.finish()
+                except CommandFailed as exc:
+                    raise OperationFailed(
+                        f"cannot decrypt {record.name} with BACKUP_AGE_IDENTITY_FILE "
+                        f"({describe_failure(exc.returncode, exc.stderr)}): the wrong identity, "
+                        "or a damaged object"
+                    ) from exc
+            found.dump_size, found.dump_sha256 = dump.size, dump.sha256
+        else:
+            got.drain(sink)
+            if not record.encrypted:
+                found.dump_size, found.dump_sha256 = got.size, got.sha256
+    finally:
+        meter.end()
+    found.object_size, found.object_sha256 = got.size, got.sha256
+    return found
+
+
+def fetch_problem(record: RemoteManifest, found: Fetched) -> str | None:
+    """Why what was read does not match the off-site manifest; None if it does."""
+    if found.object_size != record.object_size:
+        return (
+            f"the off-site object is {found.object_size} bytes, its manifest says "
+            f"{record.object_size}: it changed in the bucket"
+        )
+    if found.object_sha256 != record.object_sha256:
+        return "the off-site object's SHA-256 does not match its manifest: it is damaged"
+    if found.dump_sha256 is not None and (found.dump_size, found.dump_sha256) != (
+        record.dump.size_bytes,
+        record.dump.sha256,
+    ):
+        return "the dump inside the off-site object does not match its manifest: it is damaged"
+    return None
+
+
+@contextlib.contextmanager
+def temp_file(folder: Path) -> Iterator[tuple[int, Path]]:
+    """A locked temporary file in BACKUP_DIR (cleanup leaves it alone); removed unless kept."""
+    try:
+        fd, path = catalog.temp_path_for(folder)
+    except OSError as exc:
+        raise OperationFailed(f"cannot create a file in {folder}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield fd, path
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
+    """``velocity-pg pull NAME``: download, decrypt, check, then name it; see the docstring."""
+    meter = meter or Meter()
+    folder = settings.backup_dir
+    catalog.require_dir(folder, writable=True)
+    ctx = prepare(settings, for_upload=False)
+    record = read_record(ctx.store, name)
+    identity = age.identity_for(ctx.offsite, name) if record.encrypted else None
+    if (folder / name).exists():
+        raise OperationFailed(f"{name} is already in {folder}; nothing was downloaded")
+    side: Path | None = None
+    try:
+        with temp_file(folder) as (fd, temp):
+            with os.fdopen(os.dup(fd), "wb") as sink:
+                found = fetch(ctx.store, record, sink, identity, meter)
+                sink.flush()
+                os.fsync(sink.fileno())
+            problem = fetch_problem(record, found)
+            if problem is not None:
+                raise OperationFailed(f"{name}: {problem}; nothing was written")
+            side_fd, side = manifest.write_temp(folder, record.dump)
+            try:
+                fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                final = catalog.publish(temp, folder, iter([name]), side)
+            finally:
+                os.close(side_fd)
+    except OSError as exc:
+        raise OperationFailed(
+            f"cannot write {name} into {folder}: {exc.strerror}; nothing was written"
+        ) from exc
+    except (KeyboardInterrupt, pgtools.Terminated):
+        raise Interrupted("interrupted; nothing was written") from None
+    finally:
+        if side is not None:
+            side.unlink(missing_ok=True)
+    return final
+
+
+def needs_pull(settings: Settings, name: str) -> bool:
+    """True when ``restore NAME`` must download the backup first (off-site only)."""
+    return (
+        settings.offsite is not None
+        and catalog.is_backup_name(name)
+        and "/" not in name
+        and not (settings.backup_dir / name).exists()
+    )
+
+
+# -- list --remote -------------------------------------------------------------------------
+
+
+def list_remote(settings: Settings) -> tuple[str, remote.Listing]:
+    ctx = prepare(settings, for_upload=False)
+    return ctx.store.describe(), remote.list_backups(ctx.store)
+
+
+def remote_backup_json(backup: RemoteBackup, now: datetime) -> dict[str, object]:
+    record = backup.record
+    return {
+        "name": backup.name,
+        "ok": record is not None,
+        "problem": backup.problem,
+        "created_at": backup.created.isoformat(),
+        "age_seconds": int((now - backup.created).total_seconds()),
+        "object_key": record.object_key if record else None,
+        "size_bytes": record.object_size if record else None,
+        "object_sha256": record.object_sha256 if record else None,
+        "dump_sha256": record.dump.sha256 if record else None,
+        "encrypted": record.encrypted if record else None,
+        "recipients": list(record.recipients) if record else [],
+        "uploaded_at": record.uploaded_at if record else None,
+        "last_verification": vars(record.last_verification)
+        if record and record.last_verification
+        else None,
+    }
+
+
+def newest_remote(backups: list[RemoteBackup], database: str | None) -> list[RemoteBackup]:
+    """The backups of ``database`` (of any when None), newest first by their own time."""
+    mine = [b for b in backups if database is None or b.database == database]
+    return sorted(mine, key=lambda b: (b.created, b.name), reverse=True)
+
+
+# -- verify --remote -------------------------------------------------------------------------
+
+
+@dataclass
+class RemoteOutcome:
+    name: str
+    ok: bool = True
+    checks: list[str] = field(default_factory=list)
+    problem: str = ""
+
+    def fail(self, problem: str) -> RemoteOutcome:
+        self.ok, self.problem = False, problem
+        return self
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "checks": self.checks, "problem": self.problem}
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok      {self.name} (off-site: {', '.join(self.checks)})"
+        return f"FAILED  {self.name} (off-site): {self.problem}"
+
+
+RestoreCheck = Callable[[Path, str, "RemoteOutcome"], None]
+
+
+def verify_remote(
+    settings: Settings,
+    names: list[str],
+    *,
+    everything: bool = False,
+    drill: bool = False,
+    meter: Meter | None = None,
+    report: Callable[[RemoteOutcome], None] | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> list[RemoteOutcome]:
+    """Read each selected off-site copy end to end and check it; record the verdict."""
+    meter = meter or Meter()
+    ctx = prepare(settings, for_upload=False)
+    identity = ctx.offsite.identity_file
+    if identity is not None:
+        identity = age.identity_for(ctx.offsite, "an off-site copy")
+    if drill:
+        catalog.require_dir(settings.backup_dir, writable=True)
+    listing = remote.list_backups(ctx.store)
+    if names:
+        for name in names:
+            read_record(ctx.store, name)  # says clearly when one is not off-site
+        chosen = [b for b in listing.backups if b.name in set(names)]
+    elif everything:
+        chosen = listing.backups
+    else:
+        chosen = newest_remote(listing.backups, settings.connection.dbname)[:1]
+    outcomes = []
+    for backup in chosen:
+        outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter, now)
+        if report is not None:
+            report(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def verify_one_remote(
+    settings: Settings,
+    ctx: Context,
+    backup: RemoteBackup,
+    identity: Path | None,
+    drill: bool,
+    meter: Meter,
+    now: Callable[[], datetime],
+) -> RemoteOutcome:
+    outcome = RemoteOutcome(backup.name)
+    record = backup.record
+    if record is None:
+        return outcome.fail(backup.problem)
+    if record.encrypted and identity is None and drill:
+        raise ConfigError(
+            "verify --remote --restore of an encrypted copy needs BACKUP_AGE_IDENTITY_FILE"
+        )
+    try:
+        if drill:
+            with temp_file(settings.backup_dir) as (fd, temp):
+                with os.fdopen(os.dup(fd), "wb") as sink:
+                    found = fetch(ctx.store, record, sink, identity, meter, "verifying")
+                problem = fetch_problem(record, found)
+                if problem is not None:
+                    outcome.fail(problem)
+                else:
+                    outcome.checks += checks_done(record, found)
+                    drill_check(settings, temp, record, outcome)
+        else:
+            found = fetch(ctx.store, record, None, identity, meter, "verifying")
+            problem = fetch_problem(record, found)
+            if problem is not None:
+                outcome.fail(problem)
+            else:
+                outcome.checks += checks_done(record, found)
+    except OperationFailed as exc:
+        outcome.fail(exc.message)
+    check = manifest.Verification(
+        at=manifest.now_iso(now()),
+        method="restore" if drill else "checksum",
+        ok=outcome.ok,
+        detail=outcome.problem or ", ".join(outcome.checks),
+    )
+    with contextlib.suppress(OperationFailed):  # the verdict is reported either way
+        ctx.store.put_bytes(
+            remote.manifest_key(record.name), remote.dumps(record.with_verification(check))
+        )
+    return outcome
+
+
+def checks_done(record: RemoteManifest, found: Fetched) -> list[str]:
+    if not record.encrypted:
+        return ["checksum"]
+    if found.dump_sha256 is None:
+        return ["checksum of the encrypted object (set BACKUP_AGE_IDENTITY_FILE to check the dump)"]
+    return ["checksum of the encrypted object", "decrypted dump checksum"]
+
+
+def drill_check(
+    settings: Settings, dump: Path, record: RemoteManifest, outcome: RemoteOutcome
+) -> None:
+    from velocity_pg.restore import drill
+
+    program = pgtools.find_program("pg_restore")
+    try:
+        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, dump))
+    except CommandFailed as exc:
+        outcome.fail(f"not a readable archive ({exc.message})")
+        return
+    entries = pgtools.count_toc_entries(listing)
+    if entries != record.dump.toc_entries:
+        outcome.fail(f"{entries} archive entries, the manifest says {record.dump.toc_entries}")
+        return
+    outcome.checks.append(f"archive ({entries} entries)")
+    problem, detail = drill.run_drill(settings, dump, listing)
+    if problem is not None:
+        outcome.fail(problem)
+    else:
+        outcome.checks.append(detail)
+
+
+# -- cleanup off-site ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteDeletion:
+    name: str
+    size: int
+    status: str  # "deleted", "would delete", "vanished", "failed"
+    detail: str
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("deleted", "would delete", "vanished")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "size_bytes": self.size,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class RemoteCleanup:
+    where: str
+    plan: retention.Plan
+    dry_run: bool
+    deletions: list[RemoteDeletion] = field(default_factory=list)
+    leftovers: list[RemoteDeletion] = field(default_factory=list)
+    damaged: list[RemoteBackup] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RemoteDeletion]:
+        return [d for d in [*self.deletions, *self.leftovers] if not d.done]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "dry_run": self.dry_run,
+            "policy": self.plan.policy.to_json(),
+            "keep": [d.to_json() for d in self.plan.keep],
+            "delete": [d.to_json() for d in self.deletions],
+            "leftovers": [d.to_json() for d in self.leftovers],
+            "damaged": [b.name for b in self.damaged],
+            "partial": bool(self.failed),
+        }
+
+
+def remote_policy(offsite: OffSite) -> retention.Policy:
+    return retention.Policy(
+        max_age_days=offsite.max_age_days, max_count=offsite.max_count, min_keep=offsite.min_keep
+    )
+
+
+def cleanup_remote(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: Callable[[], datetime] = utcnow,
+    on_plan: Callable[[RemoteCleanup], None] | None = None,
+    on_outcome: Callable[[RemoteDeletion], None] | None = None,
+) -> RemoteCleanup:
+    """Apply the off-site retention plan: the backups' own times, the floor always kept."""
+    ctx = prepare(settings, for_upload=False)
+    store = ctx.store
+    listing = remote.list_backups(store)
+    good = [b for b in listing.backups if b.record is not None]
+    by_name = {b.name: b for b in good}
+    moment = now()
+    plan = retention.plan([b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment)
+    result = RemoteCleanup(
+        where=store.describe(),
+        plan=plan,
+        dry_run=dry_run,
+        damaged=[b for b in listing.backups if b.record is None],
+    )
+    if on_plan is not None:
+        on_plan(result)
+    report = on_outcome or (lambda _d: None)
+    for decision in plan.delete:
+        backup = by_name[decision.backup.name]
+        assert backup.record is not None
+        deletion = (
+            RemoteDeletion(backup.name, backup.record.object_size, "would delete", decision.reason)
+            if dry_run
+            else delete_remote(store, backup.record, decision.reason)
+        )
+        result.deletions.append(deletion)
+        report(deletion)
+    for leftover in leftovers(store, listing, moment):
+        outcome = leftover(dry_run)
+        result.leftovers.append(outcome)
+        report(outcome)
+    return result
+
+
+def delete_remote(store: RemoteStore, record: RemoteManifest, reason: str) -> RemoteDeletion:
+    """Delete the manifest first (the backup stops counting at once), then the object."""
+    key = remote.manifest_key(record.name)
+    try:
+        if store.head(key) is None:
+            return RemoteDeletion(
+                record.name, record.object_size, "vanished", "was already gone when its turn came"
+            )
+        store.delete(key)
+        store.delete(record.object_key)
+    except OperationFailed as exc:
+        return RemoteDeletion(record.name, record.object_size, "failed", exc.message)
+    return RemoteDeletion(record.name, record.object_size, "deleted", reason)
+
+
+def leftovers(
+    store: RemoteStore, listing: remote.Listing, now: datetime
+) -> list[Callable[[bool], RemoteDeletion]]:
+    """Unfinished uploads older than LEFTOVER_MIN_AGE: objects without a manifest, and
+    multipart uploads never completed. Each is a callable (dry_run) -> outcome."""
+    actions: list[Callable[[bool], RemoteDeletion]] = []
+    for obj in listing.orphans:
+        if now - obj.last_modified <= LEFTOVER_MIN_AGE:
+            continue
+
+        def drop_object(dry: bool, obj: remote.RemoteObject = obj) -> RemoteDeletion:
+            why = "object of an unfinished upload (it has no manifest)"
+            if dry:
+                return RemoteDeletion(obj.key, obj.size, "would delete", why)
+            try:
+                store.delete(obj.key)
+            except OperationFailed as exc:
+                return RemoteDeletion(obj.key, obj.size, "failed", exc.message)
+            return RemoteDeletion(obj.key, obj.size, "deleted", why)
+
+        actions.append(drop_object)
+    for upload in store.incomplete_uploads():
+        if now - upload.initiated <= LEFTOVER_MIN_AGE:
+            continue
+
+        def abort(dry: bool, upload: remote.Upload = upload) -> RemoteDeletion:
+            why = "multipart upload never completed (a push that was killed)"
+            if dry:
+                return RemoteDeletion(upload.key, 0, "would delete", why)
+            try:
+                store.abort_upload(upload)
+            except OperationFailed as exc:
+                return RemoteDeletion(upload.key, 0, "failed", exc.message)
+            return RemoteDeletion(upload.key, 0, "deleted", why)
+
+        actions.append(abort)
+    return actions
+
+
+def format_remote_plan(result: RemoteCleanup) -> list[str]:
+    lines = [
+        ("Dry run (nothing is deleted): " if result.dry_run else "")
+        + f"off-site cleanup of {result.where}: {result.plan.policy.describe()} "
+        "(ages from each backup's own time)."
+    ]
+    lines += [
+        f"{'keep':<12} {d.backup.name}  {catalog.human_size(d.backup.size):>9}  {d.reason}"
+        for d in result.plan.keep
+    ]
+    lines += [f"{'left alone':<12} {b.name}  {'':>9}  {b.problem}" for b in result.damaged]
+    return lines
+
+
+def format_remote_outcome(d: RemoteDeletion) -> str:
+    action = {"deleted": "deleted", "would delete": "would delete", "vanished": "gone"}.get(
+        d.status, "NOT DELETED"
+    )
+    return f"{action:<12} {d.name}  {catalog.human_size(d.size):>9}  {d.detail}"
+
+
+def format_remote_summary(result: RemoteCleanup) -> str:
+    plan = result.plan
+    if result.dry_run:
+        return (
+            f"Dry run off-site: would keep {len(plan.keep)} backup(s) and delete "
+            f"{len(plan.delete)}; nothing was deleted."
+        )
+    deleted = sum(1 for d in result.deletions if d.status == "deleted")
+    return f"Off-site: kept {len(plan.keep)} backup(s), deleted {deleted} of {len(plan.delete)}."
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    where: str
+    count: int
+    newest: RemoteBackup | None
+    newest_age: timedelta | None
+    problem: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "count": self.count,
+            "problem": self.problem or None,
+            "newest": None
+            if self.newest is None or self.newest_age is None
+            else {
+                "name": self.newest.name,
+                "created_at": self.newest.created.isoformat(),
+                "age_seconds": int(self.newest_age.total_seconds()),
+                "encrypted": self.newest.record.encrypted if self.newest.record else None,
+            },
+        }
+
+    def lines(self) -> list[str]:
+        if self.problem:
+            return [f"Off-site:      cannot be read ({self.problem})"]
+        if self.newest is None or self.newest_age is None:
+            return [f"Off-site:      none in {self.where}"]
+        enc = (
+            "encrypted" if self.newest.record and self.newest.record.encrypted else "not encrypted"
+        )
+        return [
+            f"Off-site:      {self.count} in {self.where}",
+            f"Newest off-site: {self.newest.name} "
+            f"({catalog.human_age(self.newest_age)} old, {enc})",
+        ]
+
+
+def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
+    offsite = offsite_of(settings)
+    try:
+        ctx = prepare(settings, for_upload=False)
+        listing = remote.list_backups(ctx.store)
+    except OperationFailed as exc:
+        return RemoteStatus(offsite.url, 0, None, None, exc.message)
+    good = [b for b in listing.backups if b.record is not None]
+    ranked = newest_remote(good, settings.connection.dbname)
+    newest = ranked[0] if ranked else None
+    return RemoteStatus(
+        ctx.store.describe(),
+        len(good),
+        newest,
+        None if newest is None else now - newest.created,
+    )

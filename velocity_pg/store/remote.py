@@ -1,0 +1,269 @@
+"""Off-site storage: the small protocol the verbs speak, and the bucket's layout.
+
+The verbs never speak boto3: they use a :class:`RemoteStore` (``put``,
+``head``, ``list``, ``get``, ``delete``, streaming), and S3 is one class
+behind it (:mod:`velocity_pg.store.s3`).
+
+Layout under ``s3://BUCKET/PREFIX/``, for a backup NAME (as ``list`` shows it):
+
+* ``NAME.age`` (encrypted with age) or ``NAME`` (not encrypted): the dump;
+* ``NAME.json``: the off-site manifest, uploaded **last**, after the dump was
+  uploaded and checked. It is the commit marker: a dump object without its
+  manifest is an unfinished upload and never counts as a backup. It records
+  the uploaded object (key, size, SHA-256), the recipients' public keys, and
+  the dump's own manifest (its SHA-256 before encryption).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from velocity_pg.store import catalog, manifest, pipe
+
+FORMAT = "velocity-pg-offsite/1"
+MANIFEST_SUFFIX = ".json"
+ENCRYPTED_SUFFIX = ".age"
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    key: str  # relative to the prefix
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart upload that was started and never completed or aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class RemoteStore(Protocol):
+    """Objects under one prefix of one bucket; keys are relative to the prefix."""
+
+    def describe(self) -> str: ...
+
+    def put(
+        self,
+        key: str,
+        source: pipe.Reader,
+        progress: Progress | None = None,
+        size_hint: int = 0,
+    ) -> None:
+        """Stream ``source`` into ``key`` (multipart, flat memory); atomic for readers."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def head(self, key: str) -> RemoteObject | None: ...
+
+    def list(self) -> Iterator[RemoteObject]:
+        """Every object under the prefix (all pages)."""
+
+    def open(self, key: str) -> pipe.Reader:
+        """A reader of the object's bytes, streamed."""
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def incomplete_uploads(self) -> builtins.list[Upload]: ...
+
+    def abort_upload(self, upload: Upload) -> None: ...
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    """What an off-site copy is: the object uploaded and the dump it holds."""
+
+    name: str
+    object_key: str
+    object_size: int
+    object_sha256: str
+    encryption: str | None  # "age" or None
+    recipients: tuple[str, ...]
+    uploaded_at: str
+    dump: manifest.Manifest
+    format: str = FORMAT
+    last_verification: manifest.Verification | None = field(default=None)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
+
+    @property
+    def created(self) -> datetime:
+        """The backup's own time: its dump's start, else the time in its name."""
+        try:
+            moment = datetime.fromisoformat(self.dump.started_at)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+        named = catalog.parse_name(self.name)
+        assert named is not None  # listing only reads manifests of backup names
+        return named
+
+    def with_verification(self, verification: manifest.Verification) -> RemoteManifest:
+        return replace(self, last_verification=verification)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["recipients"] = list(self.recipients)
+        data["dump"] = self.dump.to_json()
+        return data
+
+
+def object_key(name: str, encrypted: bool) -> str:
+    return name + (ENCRYPTED_SUFFIX if encrypted else "")
+
+
+def manifest_key(name: str) -> str:
+    return name + MANIFEST_SUFFIX
+
+
+def name_of_manifest_key(key: str) -> str | None:
+    """The backup name of a manifest key (``NAME.json``), None for any other key."""
+    if "/" in key or not key.endswith(MANIFEST_SUFFIX):
+        return None
+    name = key[: -len(MANIFEST_SUFFIX)]
+    return name if catalog.is_backup_name(name) else None
+
+
+def name_of_object_key(key: str) -> str | None:
+    """The backup name of a dump object key (``NAME`` or ``NAME.age``), else None."""
+    if "/" in key:
+        return None
+    name = key[: -len(ENCRYPTED_SUFFIX)] if key.endswith(ENCRYPTED_SUFFIX) else key
+    return name if catalog.is_backup_name(name) else None
+
+
+def dumps(record: RemoteManifest) -> bytes:
+    return (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def loads(data: bytes) -> RemoteManifest:
+    raw = json.loads(data)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ValueError("not a velocity-pg off-site manifest")
+    dump = manifest.loads(json.dumps(raw["dump"]).encode())
+    verification = raw.get("last_verification")
+    record = RemoteManifest(
+        name=str(raw["name"]),
+        object_key=str(raw["object_key"]),
+        object_size=int(raw["object_size"]),
+        object_sha256=str(raw["object_sha256"]),
+        encryption=None if raw.get("encryption") is None else str(raw["encryption"]),
+        recipients=tuple(str(r) for r in raw.get("recipients") or ()),
+        uploaded_at=str(raw["uploaded_at"]),
+        dump=dump,
+        last_verification=None if verification is None else manifest.Verification(**verification),
+    )
+    if len(record.object_sha256) != 64 or name_of_object_key(record.object_key) != record.name:
+        raise ValueError("inconsistent off-site manifest")
+    return record
+
+
+@dataclass(frozen=True)
+class RemoteBackup:
+    """One complete off-site backup (its manifest exists), or one whose manifest is damaged."""
+
+    name: str
+    record: RemoteManifest | None
+    manifest_object: RemoteObject
+    problem: str = ""
+
+    @property
+    def created(self) -> datetime:
+        if self.record is not None:
+            return self.record.created
+        named = catalog.parse_name(self.name)
+        assert named is not None
+        return named
+
+    @property
+    def database(self) -> str:
+        """The database in the backup's name (retention and "newest" are per database)."""
+        return catalog.database_of(self.name) or ""
+
+    def as_catalog_backup(self) -> catalog.Backup:
+        """For the retention plan: the backup's own time, never the store's LastModified."""
+        size = self.record.object_size if self.record is not None else 0
+        return catalog.Backup(
+            name=self.name,
+            path=Path(self.record.object_key if self.record else self.name),
+            created=self.created,
+            mtime=self.created,
+            size=size,
+            database=self.database,
+        )
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The backups of a store and what else lies under its prefix."""
+
+    backups: list[RemoteBackup]  # newest first
+    #: Dump objects without a manifest: unfinished uploads (never backups).
+    orphans: list[RemoteObject]
+    objects: dict[str, RemoteObject]
+
+
+def list_backups(store: RemoteStore) -> Listing:
+    """Read the bucket: every manifest (all pages) and the objects without one."""
+    objects = {obj.key: obj for obj in store.list()}
+    backups: list[RemoteBackup] = []
+    committed: set[str] = set()
+    for key, obj in objects.items():
+        name = name_of_manifest_key(key)
+        if name is None:
+            continue
+        try:
+            record = loads(store.get_bytes(key))
+        except (ValueError, TypeError, KeyError) as exc:
+            backups.append(RemoteBackup(name, None, obj, f"manifest is damaged ({exc})"))
+            continue
+        if record.name != name:
+            backups.append(RemoteBackup(name, None, obj, "manifest names another backup"))
+            continue
+        committed.add(record.object_key)
+        backups.append(RemoteBackup(name, record, obj))
+    orphans = [
+        obj
+        for key, obj in objects.items()
+        if name_of_object_key(key) is not None
+        and key not in committed
+        # A damaged manifest's objects are not orphans: never delete them as leftovers.
+        and not any(b.record is None and b.name == name_of_object_key(key) for b in backups)
+    ]
+    backups.sort(key=lambda b: b.name, reverse=True)
+    return Listing(backups=backups, orphans=orphans, objects=objects)
+
+
+def problem_with(backup: RemoteBackup, objects: dict[str, RemoteObject]) -> str | None:
+    """Why a listed off-site backup is not usable (damaged manifest, missing object)."""
+    if backup.record is None:
+        return backup.problem
+    obj = objects.get(backup.record.object_key)
+    if obj is None:
+        return f"its object {backup.record.object_key} is missing from the bucket"
+    if obj.size != backup.record.object_size:
+        return (
+            f"its object is {obj.size} bytes, the manifest says {backup.record.object_size}: "
+            "it changed in the bucket"
+        )
+    return None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
