@@ -322,7 +322,8 @@ def test_interrupted_backup_leaves_nothing(target: Target) -> None:
             locker.rollback()
             locker.close()
         assert proc.returncode == 130, err
-        assert err.strip().splitlines()[-1] == "velocity-pg: interrupted; no backup was written"
+        word = "interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)"
+        assert err.strip().splitlines()[-1] == f"velocity-pg: {word}; no backup was written"
         assert snapshot_dir(target.backup_dir) == before
         assert (
             not Path(f"/proc/{pid}").exists()

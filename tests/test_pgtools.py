@@ -71,3 +71,33 @@ def test_error_summaries() -> None:
     failed = CommandFailed("pg_dump", 1, stderr)
     assert failed.message.startswith("pg_dump failed: pg_dump: error:")
     assert "\n" not in failed.message
+
+
+def test_error_summaries_keep_the_detail_lines() -> None:
+    """PostgreSQL 15+ tools print their details as ``program: detail:`` lines."""
+    terminated = (
+        'pg_dump: error: Dumping the contents of table "big" failed: PQgetCopyData() failed.\n'
+        "pg_dump: detail: Error message from server: server closed the connection unexpectedly\n"
+        "\tThis probably means the server terminated abnormally\n"
+        "\tbefore or while processing the request.\n"
+        "pg_dump: detail: Command was: COPY public.big (g, t) TO stdout;\n"
+    )
+    assert first_error_line(terminated) == (
+        'pg_dump: error: Dumping the contents of table "big" failed: PQgetCopyData() failed. '
+        "detail: Error message from server: server closed the connection unexpectedly "
+        "This probably means the server terminated abnormally before or while processing "
+        "the request. detail: Command was: COPY public.big (g, t) TO stdout;"
+    )
+    lock = (
+        "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n"
+        "pg_dump: detail: Query was: LOCK TABLE public.big IN ACCESS SHARE MODE\n"
+    )
+    assert first_error_line(lock).endswith(
+        "statement timeout detail: Query was: LOCK TABLE public.big IN ACCESS SHARE MODE"
+    )
+    older = "pg_restore: error: could not execute query: ERROR:  x\nHINT:  do y\nCommand was: z\n"
+    assert (
+        first_error_line(older)
+        == "pg_restore: error: could not execute query: ERROR:  x HINT:  do y"
+    )
+    assert len(first_error_line("p: error: e\np: detail: " + "q" * 1000)) < 350

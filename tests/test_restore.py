@@ -610,7 +610,8 @@ def test_interrupted_during_pg_restore(target: Target, sig: signal.Signals) -> N
             proc.kill()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
-        "velocity-pg: interrupted; the unfinished copy was dropped and database "
+        f"velocity-pg: {'interrupted' if sig == signal.SIGINT else 'terminated (SIGTERM)'}; "
+        "the unfinished copy was dropped and database "
         f"{target.dbname!r} was not changed"
     )
     wait_until_gone(pids)

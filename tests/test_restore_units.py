@@ -310,23 +310,45 @@ def test_progress_line_only_on_a_terminal() -> None:
     )
 
 
-def test_drill_table_entries_and_matching() -> None:
-    from velocity_pg.restore.drill import missing_tables, table_entries
+def test_archive_entries_tables_and_matching() -> None:
+    from velocity_pg.restore.archive import missing_tables, parse_entries, use_list
 
     listing = """;
 ; Archive created at 2026-11-25 16:00:00 UTC
 ;
+6; 2615 16403 SCHEMA - DATA postgres
 215; 1259 16386 TABLE public customers postgres
 216; 1259 16390 TABLE shop my orders app owner
+221; 1259 16404 TABLE DATA x postgres
+218; 1259 16388 TABLE public ev_2026 postgres
+219; 1259 16397 TABLE public new line postgres
 217; 1259 16400 SEQUENCE public customers_id_seq postgres
+223; 1259 16411 MATERIALIZED VIEW DATA mv postgres
+3237; 0 0 TABLE ATTACH public ev_2026 postgres
 3300; 0 16386 TABLE DATA public customers postgres
+3392; 0 16411 MATERIALIZED VIEW DATA public mv postgres
 """
-    entries = table_entries(listing)
-    assert entries == ["public customers postgres", "shop my orders app owner"]
-    assert missing_tables(entries, [("public", "customers"), ("shop", "my orders")]) == []
-    assert missing_tables(entries, [("public", "customers")]) == ["shop my orders app owner"]
-    assert missing_tables(entries, [("public", "customer"), ("shop", "my orders")]) == [
-        "public customers postgres"
+    entries = parse_entries(listing)
+    assert [e.dump_id for e in entries if e.is_table] == [215, 216, 221, 218, 219]
+    assert [e.dump_id for e in entries if e.is_matview_data] == [3392]
+    assert [e.shown_name() for e in entries if e.is_matview_data] == ["public mv"]
+    present = [
+        ("public", "customers"),
+        ("shop", "my orders"),
+        ("DATA", "x"),  # a schema named DATA: a table, not table data
+        ("public", "ev_2026"),
+        ("public", "new\nline"),  # printed with a space for the newline
+    ]
+    assert missing_tables(entries, present) == []
+    assert missing_tables(entries, present[1:]) == ["public customers"]
+    assert missing_tables(entries, [("public", "customer"), *present[1:]]) == ["public customers"]
+    # Two archive tables, one catalog name that could match either: by count.
+    twins = parse_entries("1; 1259 1 TABLE s a b o\n2; 1259 2 TABLE s a o\n")
+    assert missing_tables(twins, [("s", "a")]) == ["1 of 2 (by count)"]
+    assert use_list([e for e in entries if not e.is_matview_data]).splitlines()[:3] == [
+        "6",
+        "215",
+        "216",
     ]
 
 

@@ -136,7 +136,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         if side_temp is not None:
             side_temp.unlink(missing_ok=True)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
-            raise Interrupted("interrupted; no backup was written") from None
+            raise Interrupted(f"{pgtools.stop_word(exc)}; no backup was written") from None
         raise
     finally:
         os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -81,17 +82,39 @@ def describe_failure(returncode: int, stderr: str) -> str:
     return reason or f"exit status {returncode}"
 
 
+#: At most this many lines of detail follow the error line, each cut to this length.
+_MAX_DETAIL_LINES = 6
+_MAX_DETAIL_CHARS = 300
+_PROGRAM_RE = re.compile(r"[a-z][a-z0-9_]*: ")  # "pg_dump: "; libpq's are "DETAIL: "
+
+
 def first_error_line(stderr: str) -> str:
     """The most telling line of a PostgreSQL tool's stderr, on one line.
 
-    pg_dump/pg_restore prefix lines with ``program: error:``; libpq's detail
-    lines follow. The error line plus its detail lines are joined.
+    pg_dump/pg_restore prefix lines with ``program: error:``; the lines that explain it
+    follow: libpq's own lines (``DETAIL:``, ``HINT:``, "server closed the connection
+    unexpectedly" and its indented continuations) and the tool's ``program: detail:`` and
+    ``program: hint:`` lines (PostgreSQL 15+: the server's reason, the query that waited
+    for a lock), up to the tool's next message. The error line and those lines are joined.
     """
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if not lines:
+    raw = [line.rstrip() for line in stderr.splitlines() if line.strip()]
+    if not raw:
         return ""
-    for i, line in enumerate(lines):
+    for i, line in enumerate(raw):
         if "error:" in line or "FATAL:" in line:
-            tail = [ln for ln in lines[i + 1 : i + 3] if ln.startswith(("DETAIL:", "HINT:"))]
-            return " ".join([line, *tail])
-    return lines[-1]
+            parts = [line.strip()]
+            for follow in raw[i + 1 : i + 1 + _MAX_DETAIL_LINES]:
+                text = follow.strip()
+                program = _PROGRAM_RE.match(text)
+                if program is not None:
+                    after = text[program.end() :]
+                    if not after.startswith(("detail: ", "hint: ")):
+                        break  # the tool's next message
+                    text = after  # "pg_dump: detail: ..." -> "detail: ..."
+                elif text.startswith("Command was:"):
+                    break  # older tools: the whole statement follows, any length
+                if len(text) > _MAX_DETAIL_CHARS:
+                    text = text[: _MAX_DETAIL_CHARS - 3] + "..."
+                parts.append(text)
+            return " ".join(parts)
+    return raw[-1].strip()

@@ -6,6 +6,7 @@ psycopg is imported here only, so commands that need no server start fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,11 +20,43 @@ if TYPE_CHECKING:
 MAINTENANCE_DBS = ("postgres", "template1")
 INVALID_CATALOG_NAME = "3D000"  # psycopg.errors.InvalidCatalogName.sqlstate
 
+#: Timeouts a role or database may set (``ALTER ROLE ... SET statement_timeout``) that
+#: would cancel velocity-pg's own long work (ANALYZE, a refresh, the lock a restore holds
+#: while pg_restore runs), with the first server version that knows each. velocity-pg's
+#: sessions and its pg_restore runs set them to 0; the swap sets its own lock timeout.
+UNTIMED_SETTINGS: tuple[tuple[str, int], ...] = (
+    ("statement_timeout", 0),
+    ("lock_timeout", 0),
+    ("idle_in_transaction_session_timeout", 0),
+    ("idle_session_timeout", 140000),
+    ("transaction_timeout", 170000),
+)
+
 
 def one_line(exc: BaseException) -> str:
     """psycopg's message on one line (libpq messages span several)."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return text or type(exc).__name__
+
+
+def untimed_options(server_num: int | None = None) -> str:
+    """``-c name=0`` for each timeout of :data:`UNTIMED_SETTINGS` the server knows, after
+    the user's own ``PGOPTIONS`` (the last ``-c`` wins; client options beat role settings).
+
+    Without ``server_num`` (before connecting) only the settings every server knows.
+    """
+    ours = " ".join(
+        f"-c {name}=0"
+        for name, since in UNTIMED_SETTINGS
+        if since == 0 or (server_num is not None and server_num >= since)
+    )
+    theirs = os.environ.get("PGOPTIONS", "").strip()
+    return f"{theirs} {ours}" if theirs else ours
+
+
+def untimed_env(server_num: int) -> dict[str, str]:
+    """``PGOPTIONS`` for a client program (pg_restore) that must not be cut short."""
+    return {"PGOPTIONS": untimed_options(server_num)}
 
 
 def open_connection(
@@ -34,11 +67,30 @@ def open_connection(
 
     kwargs = conn.connect_kwargs(dbname)
     kwargs.setdefault("connect_timeout", 10)
+    kwargs["options"] = untimed_options()
     try:
-        return psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
+        connection = psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         target = conn.describe() if dbname is None else f"database {dbname!r}"
         raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
+    try:
+        untime_newer_settings(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def untime_newer_settings(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The timeouts of newer servers, which a startup option could not name safely."""
+    from psycopg import sql
+
+    version = server_version_num(connection)
+    for name, since in UNTIMED_SETTINGS:
+        if since and version >= since:
+            connection.execute(sql.SQL("SET {} = 0").format(sql.Identifier(name)))
+    if not connection.autocommit:
+        connection.commit()
 
 
 class ConnectFailed(OperationFailed):
@@ -54,8 +106,40 @@ def connect(
     conn: Connection, dbname: str | None = None, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection closed on exit."""
-    with open_connection(conn, dbname, autocommit=autocommit) as connection:
+    connection = open_connection(conn, dbname, autocommit=autocommit)
+    with abandoned_on_error(connection):
         yield connection
+
+
+@contextmanager
+def abandoned_on_error(
+    connection: psycopg.Connection[tuple[object, ...]],
+) -> Iterator[None]:
+    """Close ``connection`` on exit: committed (psycopg's own exit) on success; on an error
+    or a signal, its running query cancelled and the connection closed without the
+    rollback psycopg would try (and log about: "error ignored in rollback") on a session
+    that is still busy. Closing the session rolls back any transaction anyway."""
+    import contextlib
+
+    try:
+        yield
+    except BaseException:
+        if not connection.closed:
+            with contextlib.suppress(Exception):
+                cancel(connection)
+            connection.close()
+        raise
+    with connection:
+        pass
+
+
+def cancel(connection: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Ask the server to cancel the session's running query (psycopg 3.2+: safely)."""
+    cancel_safe = getattr(connection, "cancel_safe", None)
+    if cancel_safe is not None:
+        cancel_safe(timeout=5)
+    else:  # pragma: no cover - psycopg 3.1
+        connection.cancel()
 
 
 @contextmanager
@@ -77,7 +161,7 @@ def connect_maintenance(
             if exc.sqlstate != INVALID_CATALOG_NAME or name == names[-1]:
                 raise
     assert connection is not None
-    with connection:
+    with abandoned_on_error(connection):
         yield connection
 
 

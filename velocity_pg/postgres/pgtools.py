@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from velocity_pg.errors import CommandFailed, ConfigError, OperationFailed
 from velocity_pg.postgres.compression import DEFAULT as DEFAULT_COMPRESSION
@@ -69,8 +70,12 @@ def pg_restore_cmd(
     *,
     jobs: int = 1,
     verbose: bool = False,
+    use_list: Path | None = None,
 ) -> list[str]:
-    """``pg_restore`` of a whole archive into ``dbname``, stopping at the first error."""
+    """``pg_restore`` of an archive into ``dbname``, stopping at the first error.
+
+    ``use_list``: restore only the entries of this ``--use-list`` file, in its order.
+    """
     cmd = [
         str(program),
         "--exit-on-error",
@@ -81,8 +86,15 @@ def pg_restore_cmd(
         cmd.append(f"--jobs={jobs}")
     if verbose:
         cmd.append("--verbose")
+    if use_list is not None:
+        cmd.append(f"--use-list={use_list}")
     cmd.append(str(archive))
     return cmd
+
+
+def pg_restore_data_cmd(program: str | Path, archive: Path) -> list[str]:
+    """``pg_restore --data-only`` as a script on stdout: the table data, uncompressed."""
+    return [str(program), "--data-only", "--file=-", str(archive)]
 
 
 def count_toc_entries(listing: str) -> int:
@@ -190,6 +202,18 @@ class Terminated(Exception):
         self.signum = signum
 
 
+def stop_word(exc: BaseException | None = None, signum: int | None = None) -> str:
+    """How the user stopped us, for a message: "interrupted" (Ctrl+C, SIGINT),
+    "terminated (SIGTERM)", "hung up (SIGHUP)"."""
+    if isinstance(exc, Terminated):
+        signum = exc.signum
+    if signum == signal.SIGTERM:
+        return "terminated (SIGTERM)"
+    if signum == signal.SIGHUP:
+        return "hung up (SIGHUP)"
+    return "interrupted"
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
@@ -265,7 +289,42 @@ def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     return result.stdout
 
 
-def stop(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+def count_output(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a client program and count the bytes it writes to stdout (streamed, not kept).
+
+    Raises :class:`CommandFailed` when it fails; on Ctrl+C the child is stopped first.
+    """
+    import tempfile
+
+    log_command(cmd)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            list(cmd),
+            env=child_env(env or {}),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        total = 0
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(1 << 20):
+                total += len(chunk)
+            returncode = proc.wait()
+        except BaseException:
+            stop(proc)
+            raise
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace")
+    if returncode != 0:
+        raise CommandFailed(Path(cmd[0]).name, returncode, stderr)
+    return total
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     """Terminate a child and wait for it; kill it if it does not go."""
     if proc.poll() is not None:
         return

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import staging, swap
-from velocity_pg.settings import Settings
+from velocity_pg.restore import archive, staging, swap
+from velocity_pg.settings import Connection, Settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,30 +25,21 @@ if TYPE_CHECKING:
     Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def table_entries(listing: str) -> list[str]:
-    """The ``TABLE`` entries of a ``pg_restore --list`` listing, as "schema name owner".
-
-    Names are not quoted in a listing, so they are matched by prefix later
-    (see :func:`missing_tables`) rather than split.
-    """
-    found = []
-    for line in listing.splitlines():
-        if line.startswith(";") or "; " not in line:
-            continue
-        _, _, rest = line.partition("; ")
-        parts = rest.split(" ", 3)  # catalog tableoid, oid, then the description
-        if len(parts) == 4 and parts[2] == "TABLE" and not parts[3].startswith("DATA "):
-            found.append(parts[3])
-    return found
+#: The restored copy's own tables: what the archive's TABLE entries must all be among
+#: (not the catalogs, not tables an extension creates, which pg_dump leaves to it).
+RESTORED_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_depend d
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+  )
+"""
 
 
-def missing_tables(entries: list[str], present: list[tuple[str, str]]) -> list[str]:
-    """Archive tables (``entries``) with no table of that schema and name in ``present``."""
-    prefixes = [f"{schema} {name} " for schema, name in present]
-    return [entry for entry in entries if not any(entry.startswith(p) for p in prefixes)]
-
-
-def drop_abandoned(admin: Conn) -> list[str]:
+def drop_abandoned(admin: Conn, conn: Connection | None = None) -> list[str]:
     """Drop throwaway databases of verifies that were killed (nobody holds their lock)."""
     rows = admin.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (staging.DRILL_PREFIX,)
@@ -58,7 +49,7 @@ def drop_abandoned(admin: Conn) -> list[str]:
         key = staging.drill_lock_key(str(name))
         if swap.try_lock(admin, key):
             try:
-                swap.drop_database(admin, str(name))
+                swap.drop_database(admin, str(name), conn)
                 dropped.append(str(name))
             finally:
                 swap.unlock(admin, key)
@@ -76,7 +67,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
 
     conn = settings.connection
     with db.connect_maintenance(conn) as admin:
-        drop_abandoned(admin)
+        drop_abandoned(admin, conn)
         name = staging.drill_name(secrets.token_hex(8))
         key = staging.drill_lock_key(name)
         if not swap.try_lock(admin, key):  # pragma: no cover - a 64-bit random collision
@@ -88,34 +79,38 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
             swap.create_staging(
                 admin, name, None, "velocity-pg: verify --restore drill; dropped when it ends"
             )
-            cmd = pgtools.pg_restore_cmd(program.path, dump, name, jobs=default_jobs())
+            env = conn.libpq_env() | {"PGDATABASE": name} | db.untimed_env(server_num)
+            entries = archive.parse_entries(listing)
             try:
-                pgtools.run(cmd, conn.libpq_env() | {"PGDATABASE": name})
+                archive.restore_all_but_matviews(
+                    program.path, dump, name, entries, env, jobs=default_jobs()
+                )
+                unrefreshed = archive.refresh_matviews(program.path, dump, name, entries, env)
             except CommandFailed as exc:
                 reason = describe_failure(exc.returncode, exc.stderr)
                 return f"the restore drill failed: {reason}", ""
             with db.connect(conn, name) as drilled:
-                present = [
-                    (str(s), str(t))
-                    for s, t in drilled.execute(
-                        "SELECT n.nspname, c.relname FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.relkind IN ('r', 'p')"
-                    ).fetchall()
-                ]
-            entries = table_entries(listing)
-            missing = missing_tables(entries, present)
+                present = [(str(s), str(t)) for s, t in drilled.execute(RESTORED_TABLES_SQL)]
+            missing = archive.missing_tables(entries, present)
             if missing:
-                shown = ", ".join(m.rsplit(" ", 1)[0] for m in missing[:5])
+                shown = ", ".join(missing[:5])
                 return (
                     f"the restore drill lacks {len(missing)} table(s) of the archive: {shown}",
                     "",
                 )
-            return None, f"restore drill ({len(entries)} tables)"
+            tables = sum(1 for e in entries if e.is_table)
+            detail = f"restore drill ({tables} tables)"
+            if unrefreshed:
+                detail = (
+                    f"restore drill ({tables} tables; warning: "
+                    + "; ".join(v.describe() for v in unrefreshed)
+                    + ")"
+                )
+            return None, detail
         finally:
             with shielded():
                 try:
-                    swap.drop_database(admin, name)
+                    swap.drop_database(admin, name, conn)
                     swap.unlock(admin, key)
                 except psycopg.Error:
                     pass  # the lock dies with our session: the next drill drops it

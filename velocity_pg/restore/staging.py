@@ -62,6 +62,39 @@ def staging_comment(target: str, pid: int, host: str) -> str:
     )
 
 
+#: How a run that could not drop what it left says so, in that database's comment; the
+#: next run then knows it failed (rather than died) and says which.
+FAILED_MARK = "velocity-pg: left by a restore of database "
+KEPT_MARK = "velocity-pg: previous contents of database "
+
+
+def failed_comment(target: str, reason: str) -> str:
+    """The comment on a staging database a failed restore could not drop."""
+    return (
+        f"{FAILED_MARK}{target!r} that failed ({reason[:400]}) and could not drop it; "
+        "the next restore of that database drops it"
+    )
+
+
+def kept_comment(target: str) -> str:
+    """The comment on the previous contents a completed restore could not drop."""
+    return (
+        f"{KEPT_MARK}{target!r}, replaced by a restore that completed but could not drop "
+        "them; the next restore of that database drops them"
+    )
+
+
+def leftover_story(name: str, comment: str | None) -> str:
+    """What happened to the run that left database ``name`` (its comment tells)."""
+    if comment is not None and comment.startswith(FAILED_MARK):
+        return "an earlier restore that failed and could not drop it"
+    if comment is not None and comment.startswith(KEPT_MARK):
+        return "an earlier restore that completed but could not drop it"
+    if name.startswith(ASIDE_PREFIX):
+        return "an earlier restore that was killed after its swap"
+    return "an earlier restore that was killed"
+
+
 def drill_name(token: str) -> str:
     """The throwaway database of one ``verify --restore`` (``token``: random hex)."""
     return DRILL_PREFIX + token

@@ -43,6 +43,7 @@ from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import sql
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -189,25 +190,120 @@ def keep_session_alive(admin: Conn) -> None:
 # -- creating and dropping -----------------------------------------------------------
 
 
+#: A session of another velocity-pg restore or verify that must not be ended: its admin
+#: session, which holds that run's advisory lock (a restore of ``postgres`` meets them).
+_VELOCITY_ADMIN = """
+    a.application_name = 'velocity-pg' AND EXISTS (
+        SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+    )
+"""
+
+
 def terminate_sessions(admin: Conn, names: list[str]) -> int:
-    """pg_terminate_backend for every other session connected to these databases."""
+    """pg_terminate_backend for every other session connected to these databases, except
+    the admin sessions of other velocity-pg runs (see :func:`velocity_admin_sessions`)."""
     row = admin.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+        "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+        f"WHERE a.datname = ANY(%s) AND a.pid <> pg_backend_pid() AND NOT ({_VELOCITY_ADMIN})",
         (names,),
     ).fetchone()
     return int(row[0]) if row else 0
 
 
-def drop_database(admin: Conn, name: str) -> None:
-    """Drop a database of ours (staging or old), ending its sessions first."""
+def velocity_admin_sessions(admin: Conn, name: str) -> list[int]:
+    """Pids of other velocity-pg restores' and verifies' admin sessions in database ``name``
+    (they connect to a maintenance database, usually ``postgres``, and hold their lock)."""
+    rows = admin.execute(
+        "SELECT a.pid FROM pg_stat_activity a "
+        f"WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND {_VELOCITY_ADMIN} ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def subscriptions(admin: Conn, name: str) -> list[tuple[str, str, bool]]:
+    """(name, owner, enabled) of each logical replication subscription in a database."""
+    rows = admin.execute(
+        "SELECT s.subname, pg_get_userbyid(s.subowner), s.subenabled FROM pg_subscription s "
+        "JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = %s ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), bool(r[2])) for r in rows]
+
+
+def logical_slots(admin: Conn, name: str) -> list[str]:
+    """The logical replication slots of a database (DROP DATABASE drops them with it)."""
+    rows = admin.execute(
+        "SELECT slot_name FROM pg_replication_slots "
+        "WHERE database = %s AND slot_type = 'logical' ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def make_droppable(admin: Conn, conn: Connection | None, name: str) -> None:
+    """Clear what stops DROP DATABASE on a database of ours: the template flag ("cannot
+    drop a template database") and subscriptions ("is being used by logical replication
+    subscription"). Each subscription is disabled, detached from its slot (which stays on
+    the publisher: the restored copy's subscription of the same name uses it) and dropped.
+    """
+    from psycopg import sql
+
+    row = admin.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return
+    ident = sql.Identifier(name)
+    if row[0]:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(ident))
+    subs = subscriptions(admin, name)
+    if not subs or conn is None:
+        return
+    if not row[1]:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident))
+    with db.connect(conn, name) as inside:
+        for sub, _owner, enabled in subs:
+            sub_id = sql.Identifier(sub)
+            if enabled:
+                inside.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sub_id))
+            inside.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sub_id))
+            inside.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub_id))
+
+
+def drop_database(admin: Conn, name: str, conn: Connection | None = None) -> None:
+    """Drop a database of ours (staging, old or drill), ending its sessions first.
+
+    With ``conn`` (how to connect to it), a subscription in it does not stop the drop
+    (see :func:`make_droppable`); a template flag never does.
+    """
     import psycopg
     from psycopg import sql
 
+    make_droppable(admin, conn, name)
     force = db.server_version_num(admin) >= 130000
     stmt = sql.SQL("DROP DATABASE IF EXISTS {}{}").format(
         sql.Identifier(name), sql.SQL(" WITH (FORCE)") if force else sql.SQL("")
     )
+    try:
+        _drop(admin, stmt, name)
+    except psycopg.errors.ObjectInUse:
+        raise
+    except psycopg.Error as first:
+        # A full disk: DROP DATABASE needs a checkpoint, which needs to write ("checkpoint
+        # request failed"). Emptying the database's tables frees their files at once.
+        if conn is None or admin.closed or admin.broken:
+            raise
+        try:
+            empty_database(conn, name)
+        except (psycopg.Error, OperationFailed):
+            raise first from None
+        _drop(admin, stmt, name)
+
+
+def _drop(admin: Conn, stmt: sql.Composed, name: str) -> None:
+    import psycopg
+
     for attempt in range(3):
         terminate_sessions(admin, [name])
         try:
@@ -219,11 +315,48 @@ def drop_database(admin: Conn, name: str) -> None:
             time.sleep(0.5)
 
 
+def empty_database(conn: Connection, name: str) -> None:
+    """TRUNCATE every table of a database of ours: their files are freed at commit, with
+    no checkpoint (what lets DROP DATABASE work again on a full disk)."""
+    from psycopg import sql
+
+    with db.connect(conn, name) as inside:
+        tables = inside.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'"
+        ).fetchall()
+        if tables:
+            inside.execute(
+                sql.SQL("TRUNCATE {} CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(str(s), str(t)) for s, t in tables)
+                )
+            )
+
+
 def create_staging(admin: Conn, name: str, like: DatabaseProps | None, comment: str) -> None:
     """Create the empty staging database like the live one (template0)."""
     from psycopg import sql
 
     admin.execute(create_database_sql(name, like))
+    admin.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
+    )
+
+
+def database_comment(admin: Conn, name: str) -> str | None:
+    row = admin.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def set_comment(admin: Conn, name: str, comment: str) -> None:
+    from psycopg import sql
+
     admin.execute(
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
     )
@@ -243,10 +376,24 @@ def rehearse_properties(
 ) -> None:
     """Apply the live database's settings and grants to the empty staging database, and
     roll back: a setting or grant we cannot carry over shows up now, not at the swap."""
+    import psycopg
+
     owner = database_owner(admin, staging)
     with admin.transaction(force_rollback=True):
         for stmt in property_statements(staging, old, owner=owner, as_grantors=as_grantors):
-            admin.execute(stmt)
+            try:
+                admin.execute(stmt)
+            except psycopg.Error as exc:
+                raise PropertyRefused(stmt.as_string(admin), exc) from exc
+
+
+class PropertyRefused(OperationFailed):
+    """One of the statements that carry a database's settings and grants over failed."""
+
+    def __init__(self, statement: str, exc: Exception) -> None:
+        self.statement = statement
+        self.reason = db.one_line(exc)
+        super().__init__(f"cannot carry over `{statement}`: {self.reason}")
 
 
 def analyze(conn: Connection, name: str) -> None:
@@ -312,6 +459,7 @@ def swap_in(
     ``staging`` still there). Returns once committed: ``target`` is the restored
     database with the old one's properties, and the old one is named ``aside``.
     """
+    import psycopg
     from psycopg import sql
 
     with (
@@ -352,8 +500,11 @@ def swap_in(
         except Exception as exc:  # whatever it was, the catalog says whether we committed
             if swap_committed(conn, admin, target=target, staging=staging):
                 return SwapResult(time.monotonic() - started, terminator.terminated)
+            blockers = SwapBlockers()
+            if isinstance(exc, psycopg.errors.ObjectInUse):
+                blockers = find_blockers(admin, [target, staging])
             raise SwapFailed(
-                describe_swap_failure(exc, target, terminator.error, lock_timeout)
+                describe_swap_failure(exc, target, terminator.error, lock_timeout, blockers)
             ) from exc
     return SwapResult(unavailable, terminator.terminated)
 
@@ -379,12 +530,49 @@ def swap_committed(conn: Connection, admin: Conn, *, target: str, staging: str) 
         return False
 
 
+@dataclass(frozen=True)
+class SwapBlockers:
+    """What no session termination ends, found after the swap failed for sessions."""
+
+    prepared: int = 0  # prepared transactions in the target or its copy
+    velocity_admins: tuple[int, ...] = ()  # other velocity-pg runs' admin sessions
+
+
+def find_blockers(admin: Conn, names: list[str]) -> SwapBlockers:
+    import psycopg
+
+    try:
+        prepared = sum(prepared_transactions(admin, name) for name in names)
+        admins = tuple(pid for name in names for pid in velocity_admin_sessions(admin, name))
+    except psycopg.Error:
+        return SwapBlockers()
+    return SwapBlockers(prepared=prepared, velocity_admins=admins)
+
+
 def describe_swap_failure(
-    exc: Exception, target: str, terminator_error: Exception | None, lock_timeout: float
+    exc: Exception,
+    target: str,
+    terminator_error: Exception | None,
+    lock_timeout: float,
+    blockers: SwapBlockers | None = None,
 ) -> str:
     import psycopg
 
     reason = db.one_line(exc)
+    blockers = blockers or SwapBlockers()
+    if blockers.prepared:
+        return (
+            f"database {target!r} got {blockers.prepared} prepared transaction(s) during the "
+            "restore, which block the swap and which ending sessions does not end: COMMIT "
+            "PREPARED or ROLLBACK PREPARED them (see pg_prepared_xacts), then restore again"
+        )
+    if blockers.velocity_admins:
+        pids = ", ".join(str(pid) for pid in blockers.velocity_admins)
+        return (
+            f"another velocity-pg restore or verify (session {pids}) is connected to database "
+            f"{target!r} for its own work, which a restore of {target!r} must not end; "
+            "restore again when it has finished"
+        )
     if isinstance(exc, psycopg.errors.ObjectInUse):
         why = (
             f"cannot terminate them: {db.one_line(terminator_error)}"

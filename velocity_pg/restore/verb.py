@@ -49,7 +49,7 @@ from velocity_pg.errors import (
 )
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import staging, swap
+from velocity_pg.restore import archive, space, staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
 from velocity_pg.settings import Connection, Settings
@@ -153,6 +153,12 @@ class Plan:
     aside: str
     lock_key: int
     leftovers: tuple[str, ...]
+    server_num: int = 0
+    entries: tuple[archive.Entry, ...] = ()
+    slots: tuple[str, ...] = ()  # logical replication slots of the live database
+    subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
+    leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
+    room: space.Space | None = None  # the free-space check, where the disk is visible
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,9 @@ class CheckResult:
             "pg_restore_version": plan.program.version,
             "jobs": plan.jobs,
             "leftovers": list(plan.leftovers),
+            "replication_slots": list(plan.slots),
+            "subscriptions": list(plan.subscriptions),
+            "free_space": None if plan.room is None else plan.room.to_json(),
         }
 
 
@@ -196,6 +205,7 @@ class RestoreResult:
     pg_restore_version: str
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
+    unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -214,6 +224,7 @@ class RestoreResult:
             "pg_restore_version": self.pg_restore_version,
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
+            "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
         }
 
 
@@ -248,11 +259,11 @@ def restore_backup(
                 if not yes:
                     countdown(console, countdown_seconds)
                 result = CheckResult(plan) if check else execute(settings, admin, plan, console)
-    except (KeyboardInterrupt, pgtools.Terminated):
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         if isinstance(result, RestoreResult):  # came after the restore had completed
             return result
-        raise Interrupted("interrupted; nothing was changed") from None
+        raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
 
@@ -310,16 +321,20 @@ def check_compression(program: pgtools.Program, path: Path) -> None:
         )
 
 
-def read_toc(program: pgtools.Program, path: Path) -> Toc:
-    """The archive's table of contents; refuses what pg_restore cannot read."""
+def read_listing(program: pgtools.Program, path: Path) -> str:
+    """The archive's ``pg_restore --list``; refuses what pg_restore cannot read."""
     try:
-        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, path), {})
+        return pgtools.capture(pgtools.pg_restore_list_cmd(program.path, path), {})
     except CommandFailed as exc:
         raise OperationFailed(
             f"{path.name} is not a backup pg_restore {program.version} can read: "
             f"{describe_failure(exc.returncode, exc.stderr)}; nothing was changed"
         ) from exc
-    return parse_toc(listing)
+
+
+def read_toc(program: pgtools.Program, path: Path) -> Toc:
+    """The archive's table of contents; refuses what pg_restore cannot read."""
+    return parse_toc(read_listing(program, path))
 
 
 def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int | None) -> Plan:
@@ -330,7 +345,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
     check_against_manifest(path)
     check_compression(program, path)
-    toc = read_toc(program, path)
+    listing = read_listing(program, path)
+    toc = parse_toc(listing)
     size = path.stat().st_size
 
     role = swap.current_role(admin)
@@ -346,6 +362,19 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
                 f"user {role.name!r} does not own database {target!r} (owner: {live.owner!r}); "
                 "restore as a superuser or as the owner; nothing was changed"
             )
+    if live is not None:
+        rehearse_on_live(admin, role, live)
+    subs = swap.subscriptions(admin, target) if live is not None else []
+    if not role.superuser:
+        foreign = sorted({owner for _, owner, _ in subs if not swap.is_member_of(admin, owner)})
+        if foreign:
+            raise OperationFailed(
+                f"database {target!r} has subscriptions owned by {', '.join(foreign)}, which "
+                "a restore must detach before it drops the current contents; restore as a "
+                "superuser; nothing was changed"
+            )
+    slots = swap.logical_slots(admin, target) if live is not None else []
+    room = check_space(admin, program, path, target, live)
     if live is not None and swap.prepared_transactions(admin, target):
         raise OperationFailed(
             f"database {target!r} has prepared transactions, which would block the swap; "
@@ -360,8 +389,19 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
             "wait for it to finish; nothing was changed"
         )
     swap.keep_session_alive(admin)
+    others = swap.velocity_admin_sessions(admin, target)
+    if others:  # a restore of postgres, where other runs keep their admin sessions
+        raise LockBusy(
+            f"another velocity-pg restore or verify is running on this server, connected to "
+            f"database {target!r} for its own work (session {', '.join(map(str, others))}), "
+            f"which a restore of {target!r} would end; wait for it to finish; "
+            "nothing was changed"
+        )
     staging_db, aside_db = staging.staging_name(target), staging.aside_name(target)
     leftovers = tuple(swap.existing(admin, [staging_db, aside_db]))
+    stories = tuple(
+        staging.leftover_story(name, swap.database_comment(admin, name)) for name in leftovers
+    )
     if aside_db in leftovers and live is None:
         raise OperationFailed(
             f"database {aside_db!r} holds what {target!r} contained before an earlier "
@@ -382,7 +422,56 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         aside=aside_db,
         lock_key=key,
         leftovers=leftovers,
+        server_num=server_num,
+        entries=tuple(archive.parse_entries(listing)),
+        slots=tuple(slots),
+        subscriptions=tuple(name for name, _, _ in subs),
+        leftover_stories=stories,
+        room=room,
     )
+
+
+def check_space(
+    admin: Conn, program: pgtools.Program, path: Path, target: str, live: DatabaseProps | None
+) -> space.Space | None:
+    """Refuse a restore whose copy would not fit on the server's disk (where visible)."""
+    tablespace = live.tablespace if live is not None else "pg_default"
+    try:
+        room = space.measure(
+            admin,
+            program.path,
+            path,
+            live=None if live is None else live.name,
+            tablespace=tablespace,
+        )
+    except CommandFailed as exc:
+        raise OperationFailed(
+            f"{path.name} is not a backup pg_restore {program.version} can read: "
+            f"{describe_failure(exc.returncode, exc.stderr)}; nothing was changed"
+        ) from exc
+    if room is not None and not room.enough:
+        raise OperationFailed(
+            f"not enough free space for the restored copy: {catalog.human_size(room.free)} "
+            f"free in {room.location} (tablespace {room.tablespace}), and the restore needs "
+            f"about {catalog.human_size(room.needed)} while the current database still "
+            "exists; free space there (or restore on a server with more room); "
+            "nothing was changed"
+        )
+    return room
+
+
+def rehearse_on_live(admin: Conn, role: swap.Role, live: DatabaseProps) -> None:
+    """Apply the live database's own settings and grants to itself and roll back: what
+    the restored copy cannot be given (a per-role setting a non-superuser may not make)
+    is refused now, by ``--check`` too, not after the whole pg_restore."""
+    try:
+        swap.rehearse_properties(admin, live.name, live, as_grantors=role.superuser)
+    except swap.PropertyRefused as exc:
+        raise OperationFailed(
+            f"user {role.name!r} cannot give the restored copy database {live.name!r}'s "
+            f"settings and grants: `{exc.statement}` fails ({exc.reason}); restore as a "
+            "superuser (POSTGRES_USER), or remove that setting; nothing was changed"
+        ) from exc
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
@@ -401,11 +490,21 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         f"restore {plan.backup.name} ({catalog.human_size(plan.size)}, "
         f"{plan.toc.entries} objects{dumped}) into database {plan.target!r} on {where}, {what}"
     )
-    if plan.leftovers:
+    if plan.slots:
         console.say(
-            "an earlier restore of this database was killed; the restore will first drop "
-            "what it left: " + ", ".join(plan.leftovers)
+            f"database {plan.target!r} has logical replication slot(s) "
+            f"{', '.join(plan.slots)}: they are dropped with its current contents, so their "
+            "consumers must be set up again (create the slots anew after the restore)"
         )
+    if plan.subscriptions:
+        console.say(
+            f"database {plan.target!r} has subscription(s) {', '.join(plan.subscriptions)}: "
+            "they are disabled, detached from their slots (which stay on the publisher) and "
+            "dropped with its current contents; the backup's subscriptions come back disabled "
+            "(ALTER SUBSCRIPTION ... ENABLE them when ready)"
+        )
+    for name, story in zip(plan.leftovers, plan.leftover_stories, strict=False):
+        console.say(f"the restore will first drop {name}, left by {story}")
 
 
 def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> RestoreResult:
@@ -415,7 +514,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
-    dropped = drop_leftovers(admin, plan, console)
+    dropped = drop_leftovers(settings, admin, plan, console)
 
     progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)
     try:
@@ -429,15 +528,18 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
             f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
             f"{target!r} is left as it is until the copy is complete"
         )
-        run_pg_restore(settings, plan, progress, console)
+        unrefreshed = run_pg_restore(settings, plan, progress, console)
         console.say("analyzing the restored copy")
         swap.analyze(settings.connection, plan.staging)
-    except (KeyboardInterrupt, pgtools.Terminated):
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
-        raise Interrupted(f"interrupted; {discard_staging(settings, admin, plan)}") from None
+        word = pgtools.stop_word(exc)
+        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan, word)}") from None
     except Exception as exc:
         console.end_progress()
-        raise OperationFailed(f"{describe(exc)}; {discard_staging(settings, admin, plan)}") from exc
+        raise OperationFailed(
+            f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
+        ) from exc
     restore_seconds = time.monotonic() - clock
 
     console.say(
@@ -459,21 +561,24 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
             raise OperationFailed(
-                f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
+                f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:
             try:
-                swap.drop_database(admin, plan.aside)
+                swap.drop_database(admin, plan.aside, settings.connection)
             except psycopg.Error as exc:
                 previous_kept_as = plan.aside
+                mark(admin, plan.aside, staging.kept_comment(target))
                 console.say(
                     f"warning: the restore is complete, but the previous contents of {target!r}, "
                     f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
                     "drop it yourself, or the next restore of this database drops it"
                 )
     if held_back:
-        console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")
+        sig = held_back[0]
+        what = "Ctrl+C" if sig == signal.SIGINT else signal.Signals(sig).name
+        console.say(f"{what} arrived during the swap, which never stops halfway; it completed")
     return RestoreResult(
         name=plan.backup.name,
         path=plan.backup,
@@ -491,14 +596,20 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         pg_restore_version=plan.program.version,
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
+        unrefreshed_matviews=tuple(unrefreshed),
     )
 
 
-def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]:
+def drop_leftovers(
+    settings: Settings, admin: Conn, plan: Plan, console: Console
+) -> tuple[str, ...]:
     """Drop what a killed restore of this database left (we hold its lock, so it is dead)."""
     import psycopg
 
-    for name in plan.leftovers:
+    stories = plan.leftover_stories or tuple(
+        staging.leftover_story(name, None) for name in plan.leftovers
+    )
+    for name, story in zip(plan.leftovers, stories, strict=False):
         what = (
             "the unfinished copy"
             if name == plan.staging
@@ -506,38 +617,77 @@ def drop_leftovers(admin: Conn, plan: Plan, console: Console) -> tuple[str, ...]
         )
         with shielded():
             try:
-                swap.drop_database(admin, name)
+                swap.drop_database(admin, name, settings.connection)
             except psycopg.Error as exc:
                 raise OperationFailed(
-                    f"cannot drop {name}, {what}, left by an earlier restore: "
-                    f"{db.one_line(exc)}; drop it yourself (DROP DATABASE {name}); "
-                    f"database {plan.target!r} was not changed"
+                    f"cannot drop {name}, {what}, left by {story}: {db.one_line(exc)}; "
+                    f"{leftover_fix(admin, name)}; database {plan.target!r} was not changed"
                 ) from exc
-        console.say(f"dropped {name}, {what}, left by an earlier restore that was killed")
+        console.say(f"dropped {name}, {what}, left by {story}")
     return plan.leftovers
+
+
+def leftover_fix(admin: Conn, name: str) -> str:
+    """What will let a leftover of ours be dropped."""
+    import psycopg
+
+    try:
+        prepared = swap.prepared_transactions(admin, name)
+    except psycopg.Error:
+        prepared = 0
+    if prepared:
+        return (
+            f"it has {prepared} prepared transaction(s): ROLLBACK PREPARED them "
+            "(see pg_prepared_xacts), then restore again (the restore drops it first)"
+        )
+    return (
+        "fix the cause (a full disk: free space on it), then restore again, which drops it "
+        f"first; or drop it yourself (DROP DATABASE {name})"
+    )
 
 
 def run_pg_restore(
     settings: Settings, plan: Plan, progress: RestoreProgress, console: Console
-) -> None:
-    cmd = pgtools.pg_restore_cmd(
-        plan.program.path, plan.backup, plan.staging, jobs=plan.jobs, verbose=True
+) -> list[archive.Unrefreshed]:
+    """pg_restore into the staging database, then refresh the materialized views one by
+    one; returns the views whose refresh failed (left unpopulated, each reported)."""
+    env = (
+        settings.connection.libpq_env()
+        | {"PGDATABASE": plan.staging}
+        | db.untimed_env(plan.server_num)
     )
-    env = settings.connection.libpq_env() | {"PGDATABASE": plan.staging}
 
     def on_line(line: str) -> None:
         if progress.feed(line):
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
-    pgtools.run(cmd, env, on_stderr_line=on_line)
+    archive.restore_all_but_matviews(
+        plan.program.path,
+        plan.backup,
+        plan.staging,
+        plan.entries,
+        env,
+        jobs=plan.jobs,
+        verbose=True,
+        on_stderr_line=on_line,
+    )
+    unrefreshed = archive.refresh_matviews(
+        plan.program.path, plan.backup, plan.staging, plan.entries, env
+    )
     progress.finish()
     console.progress(f"restoring: {progress.describe()}", force=True)
     console.end_progress()
+    for view in unrefreshed:
+        console.say(f"warning: {view.describe()}")
+    return unrefreshed
 
 
-def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
-    """Drop the staging database after a failure; says what state things are in."""
+def discard_staging(settings: Settings, admin: Conn, plan: Plan, reason: str = "") -> str:
+    """Drop the staging database after a failure; says what state things are in.
+
+    A copy that cannot be dropped gets ``reason`` in its comment, for the next run.
+    """
     import psycopg
 
     target = plan.target
@@ -546,7 +696,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
             if admin.closed or admin.broken:
                 raise psycopg.InterfaceError("the admin session is gone")
             try:
-                swap.drop_database(admin, plan.staging)
+                swap.drop_database(admin, plan.staging, settings.connection)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 if not (admin.closed or admin.broken):
                     raise
@@ -560,10 +710,11 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan) -> str:
                             f"database {target!r} was not changed; the unfinished copy "
                             f"{plan.staging!r} is left to the restore that is running now"
                         )
-                    swap.drop_database(fresh, plan.staging)
+                    swap.drop_database(fresh, plan.staging, settings.connection)
             except (psycopg.Error, VelocityError) as exc:
                 return not_dropped(plan, exc)
         except psycopg.Error as exc:
+            mark(admin, plan.staging, staging.failed_comment(target, reason or describe(exc)))
             return not_dropped(plan, exc)
     return f"the unfinished copy was dropped and database {target!r} was not changed"
 
@@ -579,10 +730,22 @@ def describe(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {db.one_line(exc)}"
 
 
+def mark(admin: Conn, name: str, comment: str) -> None:
+    """Best effort: say in a leftover's comment what left it (the next run reads it)."""
+    import psycopg
+
+    try:
+        if not (admin.closed or admin.broken):
+            swap.set_comment(admin, name, comment)
+    except psycopg.Error:
+        pass  # then the next run calls it killed: all it can know
+
+
 def not_dropped(plan: Plan, exc: BaseException) -> str:
     reason = describe(exc)
     return (
         f"database {plan.target!r} was not changed, but the unfinished copy "
-        f"{plan.staging!r} could not be dropped ({reason}); the next restore of "
-        f"{plan.target!r} drops it"
+        f"{plan.staging!r} could not be dropped ({reason}); fix that (a full disk: free "
+        f"space on it), then run `velocity-pg restore {plan.backup.name}` again, which "
+        "drops the copy first"
     )

@@ -103,7 +103,7 @@ class Filter:
 
     def abort(self) -> None:
         """Stop the program and the feeder (after a failure elsewhere)."""
-        stop(self._proc, grace=2.0)  # type: ignore[arg-type]
+        stop(self._proc, grace=2.0)
         with contextlib.suppress(OSError):
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
