@@ -10,6 +10,9 @@ set positional-arguments
 # again. Override for one run: just app_services="web worker" db-restore NAME
 app_services := "web celery-worker celery-beat"
 
+# Seconds db-restore counts down before it stops anything (--yes skips it).
+restore_countdown := "5"
+
 # List the recipes
 default:
     @{{ quote(just_executable()) }} --justfile {{ quote(justfile()) }} --list --unsorted
@@ -37,12 +40,26 @@ db-restore file *args:
     trap 'interrupted=1' INT TERM HUP
     say() { printf 'db-restore: %s\n' "$*" >&2; }
 
-    # 1. Check the file and the server, and count down (Ctrl+C cancels).
-    #    Nothing has been stopped yet: a bad file or Ctrl+C ends here.
+    # 1. Check the file and the server. Nothing has been stopped yet: a bad
+    #    file or Ctrl+C ends here.
     docker compose exec -u postgres db velocity-pg restore --check "$file" "$@"
     status=$?
     if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+
+    # 1b. Count down before anything is stopped (Ctrl+C cancels; --yes skips it).
+    yes=
+    for arg in "$@"; do case "$arg" in --yes|-y) yes=1 ;; esac; done
+    remaining={{ restore_countdown }}
+    if [ -z "$yes" ] && [ "$remaining" -gt 0 ]; then
+        say "stopping the app and restoring $file in $remaining s; press Ctrl+C to cancel"
+        while [ "$remaining" -gt 0 ]; do
+            sleep 1
+            if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+            remaining=$((remaining - 1))
+            if [ "$remaining" -gt 0 ]; then say "$remaining..."; fi
+        done
+    fi
 
     # 2. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)

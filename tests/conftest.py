@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,19 @@ import psycopg
 import pytest
 from psycopg import sql
 from pytest_postgresql import factories
+
+# The tests run psycopg as users do: the pure-Python driver over the system libpq (Debian
+# libpq5), as the image installs it. The test extra has no psycopg[binary]; should it be
+# installed anyway, every velocity-pg the tests start still uses the users' flavour.
+os.environ["PSYCOPG_IMPL"] = "python"
+
+# A test run started with SIGINT ignored (nohup, `pytest &` from a script) would pass that
+# on to every process it starts, and a process cannot catch a signal it inherited as
+# ignored (Python then never raises KeyboardInterrupt, bash cannot trap it): the Ctrl+C
+# tests would hang or see exit 0. A terminal's foreground job gets SIGINT at its default;
+# so do the tests' processes: a signal with a handler is reset to the default on exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _pg_ctl() -> str:

@@ -307,6 +307,27 @@ class TestResolveBackup:
         with pytest.raises(OperationFailed, match="does not exist"):
             catalog.resolve_backup(folder, "velocity_2030-01-01_000000.dump")
 
+    @pytest.mark.parametrize("relative_folder", [True, False])
+    def test_relative_path_from_the_current_folder(
+        self, folder: Path, monkeypatch: pytest.MonkeyPatch, relative_folder: bool
+    ) -> None:
+        """`restore backups/velocity_...dump --backup-dir backups`, from the folder above."""
+        monkeypatch.chdir(folder.parent)
+        where = Path("backups") if relative_folder else folder
+        found = catalog.resolve_backup(where, f"backups/{self.NAME}")
+        assert found == (folder / self.NAME).resolve()
+        assert catalog.resolve_backup(where, f"./backups/{self.NAME}") == found
+
+    def test_relative_path_leading_elsewhere_is_refused(
+        self, folder: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(folder.parent)
+        # ./NAME is the file beside the folder, not the one in it.
+        with pytest.raises(ConfigError, match="not a file in the backup folder"):
+            catalog.resolve_backup(folder, f"./{self.NAME}")
+        monkeypatch.chdir(folder)
+        assert catalog.resolve_backup(folder, f"./{self.NAME}") == (folder / self.NAME).resolve()
+
 
 @pytest.mark.parametrize(
     ("size", "text"),

@@ -300,9 +300,9 @@ INVALID = [
     ({"BACKUP_MAX_COUNT": "ten"}, (), "BACKUP_MAX_COUNT='ten' is not a whole number"),
     ({"BACKUP_MIN_KEEP": "0"}, (), "BACKUP_MIN_KEEP='0' is out of range"),
     ({"BACKUP_MIN_KEEP": "-1"}, (), "BACKUP_MIN_KEEP='-1' is out of range"),
-    ({}, ("--max-count", "0"), "BACKUP_MAX_COUNT='0' is out of range"),
-    ({}, ("--max-age-days=-1",), "BACKUP_MAX_AGE_DAYS='-1' is out of range"),
-    ({}, ("--min-keep", "none"), "BACKUP_MIN_KEEP='none' is not a whole number"),
+    ({}, ("--max-count", "0"), "--max-count '0' is out of range"),
+    ({}, ("--max-age-days=-1",), "--max-age-days '-1' is out of range"),
+    ({}, ("--min-keep", "none"), "--min-keep 'none' is not a whole number"),
     # A bad value is refused even when a valid one elsewhere would not be used.
     ({"BACKUP_MAX_COUNT": "x"}, ("--max-age-days", "5"), "BACKUP_MAX_COUNT='x'"),
 ]
@@ -332,7 +332,7 @@ def test_invalid_setting_in_env_file_deletes_nothing(folder: Folder) -> None:
     (folder.workdir / ".env").write_text("BACKUP_MAX_COUNT=0\n")
     result = folder.run("cleanup")
     assert result.returncode == 2
-    assert "BACKUP_MAX_COUNT='0' is out of range" in result.stderr
+    assert "BACKUP_MAX_COUNT='0' (in .env) is out of range" in result.stderr
     assert tree(folder.backup_dir) == before
 
 

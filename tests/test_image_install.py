@@ -140,3 +140,36 @@ def test_backup_from_the_fresh_venv(image_venv: Path, target: Target) -> None:
     name = json.loads(result.stdout)["name"]
     assert (target.backup_dir / name).stat().st_size > 0
     assert sorted(os.listdir(target.backup_dir)) == [name, name + ".json"]
+
+
+def test_install_prints_no_deprecation_warning(image_venv: Path, tmp_path: Path) -> None:
+    """The build setuptools runs for every install: no dated warning (the license is an
+    SPDX expression with its file), and the wheel carries the license."""
+    import zipfile
+
+    src = image_venv.parent / "velocity-pg-src"
+    result = subprocess.run(
+        [
+            str(image_venv / "bin" / "pip"),
+            "wheel",
+            "--no-deps",
+            "-v",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Running command" in output  # pip -v shows what the build backend printed
+    assert "Deprecat" not in output, output
+    (wheel,) = tmp_path.glob("velocity_pg-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        assert "License-Expression: MIT" in archive.read(metadata).decode()
+        assert any(n.endswith("licenses/LICENSE") for n in names)

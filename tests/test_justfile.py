@@ -73,6 +73,8 @@ class Harness:
     log_file: Path
     running_file: Path
     forced: list[dict[str, object]]
+    #: db-restore's countdown; none unless a test is about it.
+    countdown: int = 0
 
     def set_running(self, *services: str) -> None:
         self.running_file.write_text("".join(f"{s}\n" for s in services))
@@ -97,6 +99,9 @@ class Harness:
             str(JUSTFILE),
             "--working-directory",
             str(self.target.workdir),
+            "--set",
+            "restore_countdown",
+            str(self.countdown),
             *args,
         ]
 
@@ -354,6 +359,56 @@ def test_ctrl_c_during_restore_still_starts_the_services(harness: Harness, tmp_p
         ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
     ]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_countdown_after_the_check_before_anything_stops(harness: Harness) -> None:
+    """velocity-pg's check does not count down (it starts nothing); the recipe does,
+    after the check and before it stops anything."""
+    harness.countdown = 2
+    harness.force(*CHECK, status=0)
+    harness.force(*YES, status=0)
+    started = time.monotonic()
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("db-restore: ")]
+    assert lines[:2] == [
+        "db-restore: stopping the app and restoring velocity_2026-01-02_030405.dump in 2 s; "
+        "press Ctrl+C to cancel",
+        "db-restore: 1...",
+    ]
+    result = harness.just("db-restore", "velocity_2026-01-02_030405.dump", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "press Ctrl+C" not in result.stderr
+
+
+def test_ctrl_c_during_countdown_stops_nothing(harness: Harness, tmp_path: Path) -> None:
+    harness.countdown = 30
+    harness.force(*CHECK, status=0)
+    proc = subprocess.Popen(
+        harness.just_cmd("db-restore", "velocity_2026-01-02_030405.dump"),
+        env=harness.just_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "press Ctrl+C to cancel" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted; nothing was changed" in err
+    assert harness.shorts() == [["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"]]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
 
 

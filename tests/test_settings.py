@@ -109,18 +109,72 @@ def test_backup_dir_that_is_a_file(tmp_path: Path) -> None:
 def test_password_hidden_from_repr() -> None:
     s = settings_from_values({"PGPASSWORD": "hunter2-secret"})
     assert "hunter2-secret" not in repr(s)
-    assert s.connection.libpq_env()["PGPASSWORD"] == "hunter2-secret"
+    assert s.connection.password == "hunter2-secret"
 
 
-def test_libpq_env_and_connect_kwargs() -> None:
-    c = Connection(host="db", port=5433, user="u", dbname="d", password="p")
-    assert c.libpq_env() == {
-        "PGAPPNAME": "velocity-pg",
-        "PGHOST": "db",
-        "PGPORT": "5433",
-        "PGUSER": "u",
-        "PGDATABASE": "d",
-        "PGPASSWORD": "p",
-    }
-    assert c.connect_kwargs("other")["dbname"] == "other"
-    assert "host" not in Connection().connect_kwargs()
+# -- a higher layer wins over every name of the setting in a lower one (issue 10, item 13) --
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "environ", "field", "expected"),
+    [
+        ("PGDATABASE=from-dotenv", {"POSTGRES_DB": "from-env"}, "dbname", "from-env"),
+        ("POSTGRES_DB=from-dotenv", {"PGDATABASE": "from-env"}, "dbname", "from-env"),
+        ("PGUSER=from-dotenv", {"POSTGRES_USER": "from-env"}, "user", "from-env"),
+        ("PGPASSWORD=from-dotenv", {"POSTGRES_PASSWORD": "from-env"}, "password", "from-env"),
+        # The image's default database (named after POSTGRES_USER) is the lowest of all.
+        (
+            "POSTGRES_USER=u\nPGDATABASE=from-dotenv",
+            {"POSTGRES_USER": "env"},
+            "dbname",
+            "from-dotenv",
+        ),
+    ],
+)
+def test_environment_beats_every_name_in_dotenv(
+    tmp_path: Path, dotenv: str, environ: dict[str, str], field: str, expected: str
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(dotenv + "\n")
+    s = load_settings(environ=environ, env_file=env_file)
+    assert getattr(s.connection, field) == expected
+
+
+def test_command_line_beats_every_name_in_the_environment(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PGDATABASE=from-dotenv\n")
+    s = load_settings(
+        environ={"POSTGRES_DB": "env-db", "PGDATABASE": "env-db2", "POSTGRES_USER": "env-user"},
+        env_file=env_file,
+        overrides={"PGDATABASE": "cli-db", "PGUSER": "cli-user"},
+    )
+    assert (s.connection.dbname, s.connection.user) == ("cli-db", "cli-user")
+    assert s.connection.command_line == {"dbname", "user"}
+
+
+def test_within_one_layer_the_libpq_name_wins() -> None:
+    s = settings_from_values({"POSTGRES_DB": "img", "PGDATABASE": "pg"})
+    assert s.connection.dbname == "pg"
+    assert s.connection.command_line == frozenset()
+
+
+def test_errors_name_the_option_the_user_typed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"BACKUP_MAX_COUNT": "5"}, overrides={"BACKUP_MAX_COUNT": "0"})
+    assert info.value.message == "--max-count '0' is out of range; it must be at least 1"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, overrides={"PGPORT": "x"})
+    assert info.value.message.startswith("--port 'x' is not a whole number")
+
+
+def test_errors_name_the_variable_and_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("BACKUP_MIN_KEEP=0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, env_file=env_file)
+    assert info.value.message == (
+        f"BACKUP_MIN_KEEP='0' (in {env_file}) is out of range; it must be at least 1"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"BACKUP_MAX_COUNT": "0"}, env_file=env_file)
+    assert info.value.message == "BACKUP_MAX_COUNT='0' is out of range; it must be at least 1"

@@ -27,7 +27,7 @@ from pathlib import Path
 from velocity_pg import __version__
 from velocity_pg.errors import CommandFailed, ConfigError, Interrupted, OperationFailed
 from velocity_pg.postgres import compression as compressions
-from velocity_pg.postgres import db, pgtools
+from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, manifest
 
@@ -71,9 +71,11 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
     """Take one backup of the configured database; see the module docstring."""
     folder = settings.backup_dir
     catalog.require_dir(folder, writable=True)
-    with db.connect(settings.connection) as connection:
+    # The database libpq reaches with the user's settings (service file, URI, ...).
+    where = endpoint.resolve(settings.connection)
+    dbname = where.dbname
+    with db.connect(where) as connection:
         server_num = db.server_version_num(connection)
-        dbname = connection.info.dbname
         server_version = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
@@ -93,8 +95,8 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
     side_temp: Path | None = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # pg_dump reads the database from PG* variables, password included.
-        env = settings.connection.libpq_env() | {"PGDATABASE": dbname}
+        # pg_dump gets the same parameters through PG* variables, password included.
+        env = where.libpq_env()
         try:
             cmd = pgtools.pg_dump_cmd(
                 program.path, temp, compression=compression, pg_dump_major=program.major

@@ -23,10 +23,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
-    """Options given before the verb, kept until a verb builds its settings."""
+    """The global options (before or after the verb), kept until a verb builds its settings."""
 
     def __init__(self) -> None:
-        self.env_file: Path | None = None
+        self.env_file: Path | None = Path(".env")
         self.env_file_required = False
         self.overrides: dict[str, str | int | None] = {}
         self._settings: Settings | None = None
@@ -44,6 +44,73 @@ class State:
 pass_state = click.make_pass_decorator(State, ensure=True)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a global option in the State, wherever it was given (a later one wins)."""
+    if value is None or value is False:
+        return
+    state = ctx.ensure_object(State)
+    if param.name == "env_file":
+        state.env_file, state.env_file_required = value, True
+    elif param.name == "debug":
+        os.environ["VELOCITY_PG_DEBUG"] = "1"
+    else:
+        assert param.name is not None
+        state.overrides[GLOBAL_SETTINGS[param.name]] = value
+
+
+#: Global option -> the setting it overrides.
+GLOBAL_SETTINGS = {
+    "backup_dir": "BACKUP_DIR",
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "dbname": "PGDATABASE",
+}
+
+
+def global_options(func: F) -> F:
+    """The options every verb accepts before it (``velocity-pg --backup-dir x backup``) and
+    after it (``velocity-pg backup --backup-dir x``); their values go to the State."""
+    kept: dict[str, Any] = {"expose_value": False, "callback": _remember}
+    options = [
+        click.option(
+            "--env-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read settings from this .env file (default: ./.env if present).",
+            **kept,
+        ),
+        click.option(
+            "--backup-dir",
+            metavar="DIR",
+            help="Backup folder [env BACKUP_DIR; default /backups].",
+            **kept,
+        ),
+        click.option(
+            "--host", metavar="HOST", help="Server host or socket folder [env PGHOST].", **kept
+        ),
+        click.option("--port", metavar="PORT", help="Server port [env PGPORT].", **kept),
+        click.option(
+            "--user",
+            "-U",
+            metavar="USER",
+            help="Database user [env PGUSER, POSTGRES_USER].",
+            **kept,
+        ),
+        click.option(
+            "--dbname",
+            "-d",
+            metavar="NAME",
+            help="Database, or a conninfo string or postgresql:// URI "
+            "[env PGDATABASE, POSTGRES_DB].",
+            **kept,
+        ),
+        click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.", **kept),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts)."
@@ -58,52 +125,19 @@ def emit_json(payload: object) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="velocity-pg")
-@click.option(
-    "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read settings from this .env file (default: ./.env if present).",
-)
-@click.option(
-    "--backup-dir", metavar="DIR", help="Backup folder [env BACKUP_DIR; default /backups]."
-)
-@click.option("--host", metavar="HOST", help="Server host or socket folder [env PGHOST].")
-@click.option("--port", metavar="PORT", help="Server port [env PGPORT].")
-@click.option("--user", "-U", metavar="USER", help="Database user [env PGUSER, POSTGRES_USER].")
-@click.option("--dbname", "-d", metavar="NAME", help="Database [env PGDATABASE, POSTGRES_DB].")
-@click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.")
-@pass_state
-def cli(
-    state: State,
-    env_file: Path | None,
-    backup_dir: str | None,
-    host: str | None,
-    port: str | None,
-    user: str | None,
-    dbname: str | None,
-    debug: bool,
-) -> None:
-    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup, schedule.
+@global_options
+def cli() -> None:
+    """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
+    restore, schedule, and off-site copies with push and pull.
 
-    Settings come from these options, then the environment, then a .env file,
-    then defaults. The password is read from PGPASSWORD or POSTGRES_PASSWORD
-    only (never from the command line).
+    Settings come from these options (given before or after the verb), then the
+    environment, then a .env file, then defaults. The password is read from
+    PGPASSWORD or POSTGRES_PASSWORD, a service file or a connection string only
+    (never from an option).
     """
-    if debug:
-        os.environ["VELOCITY_PG_DEBUG"] = "1"
-    if env_file is not None:
-        state.env_file, state.env_file_required = env_file, True
-    else:
-        state.env_file = Path(".env")
-    state.overrides = {
-        "BACKUP_DIR": backup_dir,
-        "PGHOST": host,
-        "PGPORT": port,
-        "PGUSER": user,
-        "PGDATABASE": dbname,
-    }
 
 
-@cli.command()
+@cli.command(short_help="Dump the database into a new backup (no downtime).")
 @click.option(
     "--compression",
     metavar="METHOD[:LEVEL]",
@@ -111,6 +145,7 @@ def cli(
     "pg_dump 16+) or none [env BACKUP_COMPRESSION; default gzip:9].",
 )
 @json_option
+@global_options
 @pass_state
 def backup(state: State, compression: str | None, as_json: bool) -> None:
     """Dump the database (pg_dump -Fc) into BACKUP_DIR/<database>_YYYY-MM-DD_HHMMSS.dump.
@@ -157,9 +192,10 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
         emit_json(payload)
 
 
-@cli.command("list")
+@cli.command("list", short_help="List the backups of every database (or off-site), newest first.")
 @click.option("--remote", is_flag=True, help="List the off-site backups (BACKUP_S3_URL) instead.")
 @json_option
+@global_options
 @pass_state
 def list_(state: State, remote: bool, as_json: bool) -> None:
     """List the backups in BACKUP_DIR (of every database; off-site with --remote), newest first."""
@@ -271,7 +307,9 @@ def list_remote(settings: Settings, as_json: bool) -> None:
         )
 
 
-@cli.command()
+@cli.command(
+    short_help="Count, size, free space, newest backup's age; --max-age makes it a monitor."
+)
 @click.option(
     "--max-age",
     metavar="DURATION",
@@ -284,6 +322,7 @@ def list_remote(settings: Settings, as_json: bool) -> None:
     help="Exit 1 if the newest off-site copy is older than this, or there is none.",
 )
 @json_option
+@global_options
 @pass_state
 def status(state: State, max_age: str | None, remote_max_age: str | None, as_json: bool) -> None:
     """Backup count, size, free space, and the newest backup's age and verification;
@@ -314,7 +353,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     )
     if remote_limit is not None and settings.offsite is None:
         raise click.UsageError("--remote-max-age needs off-site copies: set BACKUP_S3_URL")
-    database = settings.connection.dbname
+    database = settings.database
     report = gather(settings.backup_dir, now, limit, database)
     remote_report = None
     if settings.offsite is not None:
@@ -356,7 +395,9 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
         sys.exit(ExitStatus.FAILED)
 
 
-@cli.command()
+@cli.command(
+    short_help="Check backups: checksum, archive, and with --restore a real restore drill."
+)
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--all", "everything", is_flag=True, help="Verify every backup in BACKUP_DIR.")
 @click.option(
@@ -371,6 +412,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     help="Verify the off-site copies: read each object end to end and check its checksum.",
 )
 @json_option
+@global_options
 @pass_state
 def verify(
     state: State,
@@ -425,7 +467,7 @@ def verify(
         emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
     if not outcomes:
         # A nightly verify that finds nothing to check must not look like success.
-        database = settings.connection.dbname
+        database = settings.database
         of = (
             ""
             if everything or database is None
@@ -438,7 +480,7 @@ def verify(
         sys.exit(ExitStatus.FAILED)
 
 
-@cli.command()
+@cli.command(short_help="Delete old backups by age and count, oldest first; never the newest.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with its reasons; delete nothing.")
 @click.option(
     "--max-age-days",
@@ -458,6 +500,7 @@ def verify(
     "[env BACKUP_MIN_KEEP; default 1; at least 1].",
 )
 @json_option
+@global_options
 @pass_state
 def cleanup(
     state: State,
@@ -548,10 +591,11 @@ def cleanup(
         )
 
 
-@cli.command()
+@cli.command(short_help="Copy local backups off-site (BACKUP_S3_URL), checked, maybe encrypted.")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--all", "everything", is_flag=True, help="Push every local backup not yet off-site.")
 @json_option
+@global_options
 @pass_state
 def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) -> None:
     """Copy local backups off-site (BACKUP_S3_URL), encrypted when recipients are set.
@@ -581,8 +625,11 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
         sys.exit(ExitStatus.FAILED)
 
 
-@cli.command()
+@cli.command(
+    short_help="Download an off-site backup into BACKUP_DIR, checked against its manifest."
+)
 @click.argument("name", metavar="NAME")
+@global_options
 @pass_state
 def pull(state: State, name: str) -> None:
     """Download off-site backup NAME into BACKUP_DIR (decrypted with BACKUP_AGE_IDENTITY_FILE),
@@ -594,10 +641,11 @@ def pull(state: State, name: str) -> None:
     click.echo(f"Pulled {path.name} into {settings.backup_dir} (checksums match its manifest)")
 
 
-@cli.command()
+@cli.command(short_help="Back up by itself on BACKUP_SCHEDULE: back up, prune, verify, ping.")
 @click.option(
     "--once", is_flag=True, help="One run now, then exit: 0 only if every step passed (for cron)."
 )
+@global_options
 @pass_state
 def schedule(state: State, once: bool) -> None:
     """Back up by itself: at each due time of BACKUP_SCHEDULE, back up, prune and verify.
@@ -615,12 +663,12 @@ def schedule(state: State, once: bool) -> None:
     sys.exit(scheduling.once(settings, checked) if once else scheduling.serve(settings, checked))
 
 
-@cli.command()
+@cli.command(short_help="Replace the database with a backup; a failed restore changes nothing.")
 @click.argument("name", metavar="NAME")
 @click.option(
     "--check",
     is_flag=True,
-    help="Only check the backup, the server and the permissions, then count down; change nothing.",
+    help="Only check the backup, the server and the permissions; change nothing.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Skip the 5-second countdown (for scripts).")
 @click.option(
@@ -631,6 +679,7 @@ def schedule(state: State, once: bool) -> None:
     help="Parallel pg_restore jobs [default: the number of CPUs].",
 )
 @json_option
+@global_options
 @pass_state
 def restore(
     state: State, name: str, check: bool, yes: bool, jobs: int | None, as_json: bool
@@ -662,16 +711,28 @@ def restore(
     if isinstance(result, CheckResult):
         plan = result.plan
         action = "replace" if plan.live is not None else "create"
+        of = f", a backup of database {plan.source!r}" if plan.source else ""
         click.echo(
-            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects) can restore "
+            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects{of}) can restore "
             f"database {plan.target!r} (it would {action} it). Nothing was changed."
         )
+        warning = plan.source_warning()
+        if warning is not None:
+            click.echo(warning)
         return
     verb = "Created" if result.created else "Restored"
+    sessions = result.terminated_sessions
+    ended = f"{sessions} session{'' if sessions == 1 else 's'} of it ended by the swap"
+    source = result.source_database
+    if source is not None and source != result.database:
+        click.echo(
+            f"WARNING: database {result.database!r} now holds the contents of database "
+            f"{source!r}, of which {result.name} is a backup"
+        )
     click.echo(
         f"{verb} database {result.database!r} from {result.name} in {result.duration:.1f} s "
         f"({result.objects_total} objects); it was unavailable for "
-        f"{result.unavailable_seconds:.2f} s."
+        f"{result.unavailable_seconds:.2f} s, {ended}."
     )
 
 

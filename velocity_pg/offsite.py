@@ -336,7 +336,7 @@ def push(
     folder = settings.backup_dir
     result = PushReport()
     with lock.shared(folder, "push"):
-        dumps = select_for_push(ctx, folder, names, everything, settings.connection.dbname)
+        dumps = select_for_push(ctx, folder, names, everything, settings.database)
         for dump in dumps:
             try:
                 pushed = push_backup(ctx, dump, meter)
@@ -586,7 +586,7 @@ def verify_remote(
     elif everything:
         chosen = listing.backups
     else:
-        chosen = newest_remote(listing.backups, settings.connection.dbname)[:1]
+        chosen = newest_remote(listing.backups, settings.database)[:1]
     outcomes = []
     for backup in chosen:
         outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter, now)
@@ -670,7 +670,9 @@ def drill_check(
         outcome.fail(f"{entries} archive entries, the manifest says {record.dump.toc_entries}")
         return
     outcome.checks.append(f"archive ({entries} entries)")
-    problem, detail = drill.run_drill(settings, dump, listing)
+    from velocity_pg.postgres import endpoint
+
+    problem, detail = drill.run_drill(endpoint.resolve(settings.connection), dump, listing)
     if problem is not None:
         outcome.fail(problem)
     else:
@@ -909,7 +911,7 @@ def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
     except OperationFailed as exc:
         return RemoteStatus(offsite.url, 0, None, None, exc.message)
     good = [b for b in listing.backups if b.record is not None]
-    ranked = newest_remote(good, settings.connection.dbname)
+    ranked = newest_remote(good, settings.database)
     newest = ranked[0] if ranked else None
     return RemoteStatus(
         ctx.store.describe(),

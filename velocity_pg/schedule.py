@@ -70,7 +70,7 @@ class Scheduler:
         self.out = out
         self.zone = config.timetable.zone
         #: The database backed up: its backups decide the start and are counted.
-        self.database = settings.connection.dbname
+        self.database = settings.database
         self.totals = metrics.Totals()
         if config.metrics_file is not None:
             self.totals, problem = metrics.read_previous(config.metrics_file)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from velocity_pg.errors import ConfigError
@@ -25,62 +26,100 @@ DEFAULT_DUMP_NICE = 10
 DEFAULT_SCHEDULE = "@daily"
 DEFAULT_VERIFY = "checksum"
 
-#: The connection variables, each with its libpq name first and the official
-#: postgres image's name as a fallback.
-_CONNECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "host": ("PGHOST",),
-    "port": ("PGPORT",),
-    "user": ("PGUSER", "POSTGRES_USER"),
-    "password": ("PGPASSWORD", "POSTGRES_PASSWORD"),
-    "dbname": ("PGDATABASE", "POSTGRES_DB", "POSTGRES_USER"),
+#: Each setting and its names, the preferred name first (the official postgres
+#: image's names are the fallbacks). A higher layer wins over every name of a
+#: setting in a lower layer: POSTGRES_DB in the environment beats PGDATABASE in .env.
+SETTING_NAMES: dict[str, tuple[str, ...]] = {
+    "BACKUP_DIR": ("BACKUP_DIR",),
+    "BACKUP_MAX_AGE_DAYS": ("BACKUP_MAX_AGE_DAYS",),
+    "BACKUP_MAX_COUNT": ("BACKUP_MAX_COUNT",),
+    "BACKUP_MIN_KEEP": ("BACKUP_MIN_KEEP",),
+    "BACKUP_NICE": ("BACKUP_NICE",),
+    "PGHOST": ("PGHOST",),
+    "PGPORT": ("PGPORT",),
+    "PGUSER": ("PGUSER", "POSTGRES_USER"),
+    "PGPASSWORD": ("PGPASSWORD", "POSTGRES_PASSWORD"),
+    "PGDATABASE": ("PGDATABASE", "POSTGRES_DB"),
+    "PGSERVICE": ("PGSERVICE",),
 }
+
+#: The command-line option that sets a setting: messages name what the user typed.
+OPTION_NAMES: dict[str, str] = {
+    "BACKUP_DIR": "--backup-dir",
+    "BACKUP_MAX_AGE_DAYS": "--max-age-days",
+    "BACKUP_MAX_COUNT": "--max-count",
+    "BACKUP_MIN_KEEP": "--min-keep",
+    "PGHOST": "--host",
+    "PGPORT": "--port",
+    "PGUSER": "--user",
+    "PGDATABASE": "--dbname",
+}
+
+
+ENVIRONMENT = "the environment"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings: the command line, the environment, a .env file."""
+
+    values: Mapping[str, str]
+    #: ``None`` for the command line (values are named by their option), else where
+    #: the variables come from: :data:`ENVIRONMENT` or the .env file's path.
+    origin: str | None
+
+
+@dataclass(frozen=True)
+class Value:
+    """A setting's value and where it came from, so messages name what the user wrote."""
+
+    text: str
+    #: The option (``--max-count``) or the variable (``POSTGRES_DB``) that gave it.
+    source: str
+    origin: str | None
+
+    @property
+    def command_line(self) -> bool:
+        return self.origin is None
+
+    def named(self) -> str:
+        """``--max-count '0'``, ``BACKUP_MAX_COUNT='0'`` or ``PGPORT='x' (in ./.env)``."""
+        if self.origin is None:
+            return f"{self.source} {self.text!r}"
+        where = "" if self.origin == ENVIRONMENT else f" (in {self.origin})"
+        return f"{self.source}={self.text!r}{where}"
+
+
+def pick(layers: Sequence[Layer], setting: str, names: Sequence[str] | None = None) -> Value | None:
+    """The setting from the highest layer that has any of its names (empty values skipped)."""
+    for layer in layers:
+        for name in names or SETTING_NAMES.get(setting, (setting,)):
+            text = layer.values.get(name)
+            if text is not None and text != "":
+                source = name if layer.origin is not None else OPTION_NAMES.get(setting, name)
+                return Value(text, source, layer.origin)
+    return None
 
 
 @dataclass(frozen=True)
 class Connection:
-    """Where the database is. Unset fields fall back to libpq's own defaults."""
+    """Where the user asked to connect; unset fields fall back to libpq's own defaults.
+
+    :func:`velocity_pg.postgres.endpoint.resolve` turns it into the parameters
+    libpq actually connects with (service file, conninfo string or URI in
+    ``dbname``, defaults), which every verb then uses.
+    """
 
     host: str | None = None
     port: int | None = None
     user: str | None = None
     dbname: str | None = None
     password: str | None = field(default=None, repr=False)
-
-    def libpq_env(self) -> dict[str, str]:
-        """The PG* variables for a client program; the password travels here, never in argv."""
-        env: dict[str, str] = {"PGAPPNAME": "velocity-pg"}
-        for key, value in (
-            ("PGHOST", self.host),
-            ("PGPORT", None if self.port is None else str(self.port)),
-            ("PGUSER", self.user),
-            ("PGDATABASE", self.dbname),
-            ("PGPASSWORD", self.password),
-        ):
-            if value is not None:
-                env[key] = value
-        return env
-
-    def connect_kwargs(self, dbname: str | None = None) -> dict[str, str | int]:
-        """Keyword arguments for ``psycopg.connect`` (unset ones left to libpq)."""
-        kwargs: dict[str, str | int] = {"application_name": "velocity-pg"}
-        for key, value in (
-            ("host", self.host),
-            ("port", self.port),
-            ("user", self.user),
-            ("password", self.password),
-            ("dbname", dbname if dbname is not None else self.dbname),
-        ):
-            if value is not None:
-                kwargs[key] = value
-        return kwargs
-
-    def describe(self) -> str:
-        """Human description without the password, for messages."""
-        where = self.host or "the local socket"
-        if self.port is not None:
-            where += f":{self.port}"
-        who = f" as {self.user}" if self.user else ""
-        return f"database {self.dbname or '(libpq default)'!r} on {where}{who}"
+    service: str | None = None
+    #: The fields given as command-line options (``--host``, ``-d`` ...): like
+    #: psql's options they win over a service file; the others are read as
+    #: libpq reads its environment variables, below a service file.
+    command_line: frozenset[str] = frozenset()
 
 
 #: Read for boto3 from every layer (options, environment, .env).
@@ -153,6 +192,19 @@ class Settings:
     #: Off-site copies; None when BACKUP_S3_URL is not set.
     offsite: OffSite | None = None
 
+    @cached_property
+    def database(self) -> str | None:
+        """The database these settings name, as libpq resolves it (service file, conninfo
+        string or URI), found without reaching the server; None when nothing names one.
+
+        What ``status`` and ``verify`` judge "the newest backup" of; ``backup`` and
+        ``restore`` work on the same database (through a connection, see
+        :mod:`velocity_pg.postgres.endpoint`).
+        """
+        from velocity_pg.postgres import endpoint
+
+        return endpoint.database_name(self.connection)
+
 
 def parse_s3_url(text: str) -> tuple[str, str]:
     """``s3://BUCKET[/PREFIX]`` as (bucket, prefix), the prefix "" or ending in "/"."""
@@ -187,9 +239,15 @@ def parse_recipients(text: str) -> tuple[str, ...]:
 
 
 def offsite_from_values(
-    lookup: Callable[[str], str | None], local: tuple[int, int, int]
+    lookup: Callable[[str], str | None],
+    number: Callable[..., int],
+    local: tuple[int, int, int],
 ) -> OffSite | None:
-    """The off-site settings, or None when BACKUP_S3_URL is unset (pure but for file checks)."""
+    """The off-site settings, or None when BACKUP_S3_URL is unset (pure but for file checks).
+
+    ``lookup`` gives a setting's text, ``number`` a validated whole number (see
+    :func:`settings_from_layers`).
+    """
     url = lookup("BACKUP_S3_URL")
     if url is None:
         return None
@@ -213,13 +271,9 @@ def offsite_from_values(
         recipients=recipients,
         recipients_file=recipients_file,
         identity_file=None if identity_text is None else Path(identity_text).expanduser(),
-        max_age_days=parse_int(
-            "BACKUP_S3_MAX_AGE_DAYS", lookup("BACKUP_S3_MAX_AGE_DAYS"), max_age, minimum=1
-        ),
-        max_count=parse_int(
-            "BACKUP_S3_MAX_COUNT", lookup("BACKUP_S3_MAX_COUNT"), max_count, minimum=1
-        ),
-        min_keep=parse_int("BACKUP_S3_MIN_KEEP", lookup("BACKUP_S3_MIN_KEEP"), min_keep, minimum=1),
+        max_age_days=number("BACKUP_S3_MAX_AGE_DAYS", max_age, minimum=1),
+        max_count=number("BACKUP_S3_MAX_COUNT", max_count, minimum=1),
+        min_keep=number("BACKUP_S3_MIN_KEEP", min_keep, minimum=1),
     )
 
 
@@ -261,94 +315,108 @@ def load_settings(
 ) -> Settings:
     """Build the settings from the layers, highest first: overrides, environ, env file.
 
-    ``overrides`` uses the variable names (``BACKUP_DIR``, ``PGHOST``, ...);
-    ``None`` values are ignored so unset CLI options fall through.
+    ``overrides`` are the command-line options, by the setting they set
+    (``BACKUP_DIR``, ``PGHOST``, ...); ``None`` values are ignored so unset
+    options fall through.
     """
     environ = os.environ if environ is None else environ
-    layered: dict[str, str] = dict(read_env_file(env_file, required=env_file_required))
-    layered.update({key: value for key, value in environ.items() if value != ""})
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            layered[key] = str(value)
-    return settings_from_values(layered)
+    layers = [
+        Layer({k: str(v) for k, v in (overrides or {}).items() if v is not None}, None),
+        Layer(environ, ENVIRONMENT),
+    ]
+    if env_file is not None:
+        file_values = read_env_file(env_file, required=env_file_required)
+        if file_values:
+            layers.append(Layer(file_values, str(env_file)))
+    return settings_from_layers(layers)
 
 
 def settings_from_values(values: Mapping[str, str]) -> Settings:
-    """Validate already layered values into :class:`Settings` (pure)."""
+    """Validate the values of one layer (the environment) into :class:`Settings` (pure)."""
+    return settings_from_layers([Layer(values, ENVIRONMENT)])
 
-    def lookup(*names: str) -> str | None:
-        for name in names:
-            value = values.get(name)
-            if value is not None and value != "":
-                return value
-        return None
 
-    port_text = lookup(*_CONNECTION_KEYS["port"])
-    connection = Connection(
-        host=lookup(*_CONNECTION_KEYS["host"]),
-        port=None
-        if port_text is None
-        else parse_int("PGPORT", port_text, minimum=1, maximum=65535),
-        user=lookup(*_CONNECTION_KEYS["user"]),
-        dbname=lookup(*_CONNECTION_KEYS["dbname"]),
-        password=lookup(*_CONNECTION_KEYS["password"]),
-    )
-    backup_dir_text = lookup("BACKUP_DIR") or DEFAULT_BACKUP_DIR
-    backup_dir = Path(backup_dir_text).expanduser()
-    if backup_dir.exists() and not backup_dir.is_dir():
-        raise ConfigError(
-            f"BACKUP_DIR {backup_dir} is not a directory; point BACKUP_DIR at a folder"
+def settings_from_layers(layers: Sequence[Layer]) -> Settings:
+    """Validate layered values (highest first) into :class:`Settings` (pure)."""
+
+    def number(setting: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        value = pick(layers, setting)
+        if value is None:
+            return default
+        return parse_int(
+            value.named(), value.text, minimum=minimum, maximum=maximum, example=default
         )
-    max_age_days = parse_int(
-        "BACKUP_MAX_AGE_DAYS", lookup("BACKUP_MAX_AGE_DAYS"), DEFAULT_MAX_AGE_DAYS, minimum=1
+
+    def text(setting: str) -> str | None:
+        value = pick(layers, setting)
+        return None if value is None else value.text
+
+    port = pick(layers, "PGPORT")
+    # Without a database name, the official image's default: the one named after POSTGRES_USER.
+    dbname = pick(layers, "PGDATABASE") or pick(layers, "PGDATABASE", ["POSTGRES_USER"])
+    fields = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE"}
+    connection = Connection(
+        host=text("PGHOST"),
+        port=None
+        if port is None
+        else parse_int(port.named(), port.text, minimum=1, maximum=65535, example=5432),
+        user=text("PGUSER"),
+        dbname=None if dbname is None else dbname.text,
+        password=text("PGPASSWORD"),
+        service=text("PGSERVICE"),
+        command_line=frozenset(
+            key
+            for key, setting in fields.items()
+            if (value := pick(layers, setting)) is not None and value.command_line
+        ),
     )
-    max_count = parse_int(
-        "BACKUP_MAX_COUNT", lookup("BACKUP_MAX_COUNT"), DEFAULT_MAX_COUNT, minimum=1
-    )
-    min_keep = parse_int("BACKUP_MIN_KEEP", lookup("BACKUP_MIN_KEEP"), DEFAULT_MIN_KEEP, minimum=1)
+    backup_dir_value = pick(layers, "BACKUP_DIR")
+    backup_dir = Path(
+        DEFAULT_BACKUP_DIR if backup_dir_value is None else backup_dir_value.text
+    ).expanduser()
+    if backup_dir.exists() and not backup_dir.is_dir():
+        source = "BACKUP_DIR" if backup_dir_value is None else backup_dir_value.source
+        raise ConfigError(f"{source} {backup_dir} is not a directory; point {source} at a folder")
+    max_age_days = number("BACKUP_MAX_AGE_DAYS", DEFAULT_MAX_AGE_DAYS, minimum=1)
+    max_count = number("BACKUP_MAX_COUNT", DEFAULT_MAX_COUNT, minimum=1)
+    min_keep = number("BACKUP_MIN_KEEP", DEFAULT_MIN_KEEP, minimum=1)
     return Settings(
         backup_dir=backup_dir,
         connection=connection,
         max_age_days=max_age_days,
         max_count=max_count,
         min_keep=min_keep,
-        dump_nice=parse_int(
-            "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
-        ),
+        dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
         compression=compressions.parse(compression_text)
-        if (compression_text := lookup("BACKUP_COMPRESSION")) is not None
+        if (compression_text := text("BACKUP_COMPRESSION")) is not None
         else compressions.DEFAULT,
-        schedule=lookup("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
-        timezone=lookup("TZ"),
-        verify_mode=lookup("BACKUP_VERIFY") or DEFAULT_VERIFY,
-        ping_url=lookup("BACKUP_PING_URL"),
-        metrics_file=lookup("BACKUP_METRICS_FILE"),
-        health_max_age=lookup("BACKUP_HEALTH_MAX_AGE"),
-        offsite=offsite_from_values(lookup, (max_age_days, max_count, min_keep)),
+        schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
+        timezone=text("TZ"),
+        verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,
+        ping_url=text("BACKUP_PING_URL"),
+        metrics_file=text("BACKUP_METRICS_FILE"),
+        health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
+        offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep)),
     )
 
 
 def parse_int(
-    name: str,
-    text: str | None,
-    default: int | None = None,
+    named: str,
+    text: str,
     *,
     minimum: int = 0,
     maximum: int | None = None,
+    example: int = 1,
 ) -> int:
-    """Parse a whole-number setting, refusing anything ambiguous with a clear message."""
-    if text is None:
-        if default is None:
-            raise ConfigError(f"{name} is not set")
-        return default
-    stripped = text.strip()
+    """Parse a whole-number setting, refusing anything ambiguous with a clear message.
+
+    ``named`` is how the message names the value (see :meth:`Value.named`).
+    """
     try:
-        value = int(stripped, 10)
+        value = int(text.strip(), 10)
     except ValueError:
-        raise ConfigError(
-            f"{name}={text!r} is not a whole number; set it to e.g. {default or 1}"
-        ) from None
+        raise ConfigError(f"{named} is not a whole number; set it to e.g. {example}") from None
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ConfigError(f"{name}={text!r} is out of range; it must be {bound}")
+        raise ConfigError(f"{named} is out of range; it must be {bound}")
     return value

@@ -160,7 +160,7 @@ def verify(
     """Verify the selected backups, reporting each as it is done."""
     folder = settings.backup_dir
     with lock.shared(folder, "verify"):
-        dumps = select(folder, names, everything, settings.connection.dbname)
+        dumps = select(folder, names, everything, settings.database)
         reader: pgtools.Program | None = None
         if pg_restore is None:
             reader = pgtools.find_program("pg_restore")
@@ -176,10 +176,15 @@ def verify(
 
 def restore_drill(settings: Settings) -> RestoreCheck:
     """The ``--restore`` check: restore into a throwaway database and look at it."""
+    from velocity_pg.postgres import endpoint
     from velocity_pg.restore import drill
 
+    resolved: list[endpoint.Endpoint] = []
+
     def check(dump: Path, listing: str, outcome: Outcome) -> None:
-        problem, detail = drill.run_drill(settings, dump, listing)
+        if not resolved:  # once, when the first backup gets this far
+            resolved.append(endpoint.resolve(settings.connection))
+        problem, detail = drill.run_drill(resolved[0], dump, listing)
         if problem is not None:
             outcome.fail(problem)
         else:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import OperationFailed
-from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
 
+    from velocity_pg.postgres.endpoint import Endpoint
+
+    Conn = psycopg.Connection[tuple[Any, ...]]
+
 MAINTENANCE_DBS = ("postgres", "template1")
-INVALID_CATALOG_NAME = "3D000"  # psycopg.errors.InvalidCatalogName.sqlstate
 
 #: Timeouts a role or database may set (``ALTER ROLE ... SET statement_timeout``) that
 #: would cancel velocity-pg's own long work (ANALYZE, a refresh, the lock a restore holds
@@ -39,39 +41,47 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def untimed_options(server_num: int | None = None) -> str:
+def untimed_options(server_num: int | None = None, theirs: str | None = None) -> str:
     """``-c name=0`` for each timeout of :data:`UNTIMED_SETTINGS` the server knows, after
     the user's own ``PGOPTIONS`` (the last ``-c`` wins; client options beat role settings).
 
     Without ``server_num`` (before connecting) only the settings every server knows.
+    ``theirs`` is the user's options (the endpoint's), by default ``PGOPTIONS``.
     """
     ours = " ".join(
         f"-c {name}=0"
         for name, since in UNTIMED_SETTINGS
         if since == 0 or (server_num is not None and server_num >= since)
     )
-    theirs = os.environ.get("PGOPTIONS", "").strip()
+    theirs = (os.environ.get("PGOPTIONS", "") if theirs is None else theirs).strip()
     return f"{theirs} {ours}" if theirs else ours
 
 
-def untimed_env(server_num: int) -> dict[str, str]:
-    """``PGOPTIONS`` for a client program (pg_restore) that must not be cut short."""
-    return {"PGOPTIONS": untimed_options(server_num)}
+def untimed_env(server_num: int, endpoint: Endpoint | None = None) -> dict[str, str]:
+    """``PGOPTIONS`` for a client program (pg_restore) that must not be cut short, after
+    the endpoint's own options."""
+    theirs = None if endpoint is None else endpoint.options.get("options", "")
+    return {"PGOPTIONS": untimed_options(server_num, theirs)}
 
 
 def open_connection(
-    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+    endpoint: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect (autocommit by default), turning connection failures into one clear line."""
-    import psycopg
+    """Connect (autocommit by default), turning connection failures into one clear line.
 
-    kwargs = conn.connect_kwargs(dbname)
-    kwargs.setdefault("connect_timeout", 10)
-    kwargs["options"] = untimed_options()
+    ``dbname`` defaults to the endpoint's database; every other parameter is
+    the endpoint's, so every connection goes to the same server as the same user.
+    """
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    params = endpoint.connect_params(dbname)
+    params.setdefault("connect_timeout", "10")
+    params["options"] = untimed_options(theirs=endpoint.options.get("options", ""))
     try:
-        connection = psycopg.connect(autocommit=autocommit, **kwargs)  # type: ignore[arg-type]
+        connection = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        target = conn.describe() if dbname is None else f"database {dbname!r}"
+        target = endpoint.describe(dbname)
         raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
     try:
         untime_newer_settings(connection)
@@ -103,7 +113,7 @@ class ConnectFailed(OperationFailed):
 
 @contextmanager
 def connect(
-    conn: Connection, dbname: str | None = None, *, autocommit: bool = True
+    conn: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection closed on exit."""
     connection = open_connection(conn, dbname, autocommit=autocommit)
@@ -144,7 +154,7 @@ def cancel(connection: psycopg.Connection[tuple[object, ...]]) -> None:
 
 @contextmanager
 def connect_maintenance(
-    conn: Connection, *, avoid: str | None = None
+    conn: Endpoint, *, avoid: str | None = None
 ) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """Connect to a maintenance database (postgres, else template1), autocommit.
 
@@ -153,14 +163,17 @@ def connect_maintenance(
     """
     names = [name for name in MAINTENANCE_DBS if name != avoid]
     connection = None
+    failure: ConnectFailed | None = None
     for name in names:
         try:
             connection = open_connection(conn, name)
             break
         except ConnectFailed as exc:
-            if exc.sqlstate != INVALID_CATALOG_NAME or name == names[-1]:
-                raise
-    assert connection is not None
+            # libpq reports no SQLSTATE for a refused connection: try the next one.
+            failure = failure or exc
+    if connection is None:
+        assert failure is not None
+        raise failure
     with abandoned_on_error(connection):
         yield connection
 

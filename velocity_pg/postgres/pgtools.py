@@ -186,10 +186,17 @@ def check_can_dump(program: Program, server_num: int) -> None:
 # -- running them -------------------------------------------------------------------
 
 
-def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a client program: ours plus the connection variables."""
+def child_env(extra: Mapping[str, str | None]) -> dict[str, str]:
+    """The environment for a client program: ours with the connection variables.
+
+    A ``None`` value removes the variable (see ``Endpoint.libpq_env``).
+    """
     env = dict(os.environ)
-    env.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     env.setdefault("LC_MESSAGES", "C")
     return env
 
@@ -226,7 +233,7 @@ def install_termination_handlers() -> None:
 
 def run(
     cmd: Sequence[str],
-    env: Mapping[str, str],
+    env: Mapping[str, str | None],
     *,
     nice: int = 0,
     on_stderr_line: Callable[[str], None] | None = None,
@@ -268,7 +275,7 @@ def run(
     return stderr
 
 
-def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+def capture(cmd: Sequence[str], env: Mapping[str, str | None] | None = None) -> str:
     """Run a short client program that prints a report (``pg_restore --list``); its stdout.
 
     Raises :class:`CommandFailed` with the program's own reason when it fails.
@@ -289,7 +296,7 @@ def capture(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     return result.stdout
 
 
-def count_output(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def count_output(cmd: Sequence[str], env: Mapping[str, str | None] | None = None) -> int:
     """Run a client program and count the bytes it writes to stdout (streamed, not kept).
 
     Raises :class:`CommandFailed` when it fails; on Ctrl+C the child is stopped first.

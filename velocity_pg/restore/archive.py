@@ -145,7 +145,7 @@ def restore_all_but_matviews(
     archive: Path,
     dbname: str,
     entries: Sequence[Entry],
-    env: Mapping[str, str],
+    env: Mapping[str, str | None],
     *,
     jobs: int = 1,
     verbose: bool = False,
@@ -165,7 +165,7 @@ def refresh_matviews(
     archive: Path,
     dbname: str,
     entries: Sequence[Entry],
-    env: Mapping[str, str],
+    env: Mapping[str, str | None],
 ) -> list[Unrefreshed]:
     """Refresh each materialized view that has data in the archive, one pg_restore each,
     in the archive's order (a view over another comes after it); the failures."""

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
 from velocity_pg.restore import archive, staging, swap
-from velocity_pg.settings import Connection, Settings
 
 if TYPE_CHECKING:
     import psycopg
+
+    from velocity_pg.postgres.endpoint import Endpoint
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -39,7 +40,7 @@ WHERE c.relkind IN ('r', 'p')
 """
 
 
-def drop_abandoned(admin: Conn, conn: Connection | None = None) -> list[str]:
+def drop_abandoned(admin: Conn, conn: Endpoint | None = None) -> list[str]:
     """Drop throwaway databases of verifies that were killed (nobody holds their lock)."""
     rows = admin.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (staging.DRILL_PREFIX,)
@@ -56,7 +57,7 @@ def drop_abandoned(admin: Conn, conn: Connection | None = None) -> list[str]:
     return dropped
 
 
-def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None, str]:
+def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, str]:
     """Restore ``dump`` into a throwaway database and check its tables.
 
     Returns (problem, detail): ``problem`` is None when the drill passed.
@@ -65,7 +66,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
 
     from velocity_pg.restore.verb import default_jobs, shielded
 
-    conn = settings.connection
+    conn = where
     with db.connect_maintenance(conn) as admin:
         drop_abandoned(admin, conn)
         name = staging.drill_name(secrets.token_hex(8))
@@ -79,7 +80,7 @@ def run_drill(settings: Settings, dump: Path, listing: str) -> tuple[str | None,
             swap.create_staging(
                 admin, name, None, "velocity-pg: verify --restore drill; dropped when it ends"
             )
-            env = conn.libpq_env() | {"PGDATABASE": name} | db.untimed_env(server_num)
+            env = conn.libpq_env(name) | db.untimed_env(server_num, conn)
             entries = archive.parse_entries(listing)
             try:
                 archive.restore_all_but_matviews(

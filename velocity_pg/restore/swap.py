@@ -39,11 +39,12 @@ from velocity_pg.restore.properties import (
     create_database_sql,
     property_statements,
 )
-from velocity_pg.settings import Connection
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
+
+    from velocity_pg.postgres.endpoint import Endpoint
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -58,7 +59,7 @@ class SwapFailed(OperationFailed):
 
 
 @contextmanager
-def connect_admin(conn: Connection, target: str) -> Iterator[Conn]:
+def connect_admin(conn: Endpoint, target: str) -> Iterator[Conn]:
     """Autocommit connection to a maintenance database other than ``target``."""
     with db.connect_maintenance(conn, avoid=target) as connection:
         yield connection
@@ -199,15 +200,22 @@ _VELOCITY_ADMIN = """
 """
 
 
-def terminate_sessions(admin: Conn, names: list[str]) -> int:
+def terminate_sessions(admin: Conn, names: list[str]) -> set[int]:
     """pg_terminate_backend for every other session connected to these databases, except
-    the admin sessions of other velocity-pg runs (see :func:`velocity_admin_sessions`)."""
-    row = admin.execute(
-        "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+    the admin sessions of other velocity-pg runs (see :func:`velocity_admin_sessions`);
+    the pids it ended.
+
+    A session stays listed until it has exited, so it may be terminated (and
+    returned) more than once: count the distinct pids.
+    """
+    # pg_terminate_backend in the select list: a WHERE clause does not fix the order in
+    # which its conditions run, and must never terminate a session it then filters out.
+    rows = admin.execute(
+        "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a "
         f"WHERE a.datname = ANY(%s) AND a.pid <> pg_backend_pid() AND NOT ({_VELOCITY_ADMIN})",
         (names,),
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return {int(pid) for pid, ended in rows if ended}
 
 
 def velocity_admin_sessions(admin: Conn, name: str) -> list[int]:
@@ -241,7 +249,7 @@ def logical_slots(admin: Conn, name: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def make_droppable(admin: Conn, conn: Connection | None, name: str) -> None:
+def make_droppable(admin: Conn, conn: Endpoint | None, name: str) -> None:
     """Clear what stops DROP DATABASE on a database of ours: the template flag ("cannot
     drop a template database") and subscriptions ("is being used by logical replication
     subscription"). Each subscription is disabled, detached from its slot (which stays on
@@ -271,7 +279,7 @@ def make_droppable(admin: Conn, conn: Connection | None, name: str) -> None:
             inside.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sub_id))
 
 
-def drop_database(admin: Conn, name: str, conn: Connection | None = None) -> None:
+def drop_database(admin: Conn, name: str, conn: Endpoint | None = None) -> None:
     """Drop a database of ours (staging, old or drill), ending its sessions first.
 
     With ``conn`` (how to connect to it), a subscription in it does not stop the drop
@@ -315,7 +323,7 @@ def _drop(admin: Conn, stmt: sql.Composed, name: str) -> None:
             time.sleep(0.5)
 
 
-def empty_database(conn: Connection, name: str) -> None:
+def empty_database(conn: Endpoint, name: str) -> None:
     """TRUNCATE every table of a database of ours: their files are freed at commit, with
     no checkpoint (what lets DROP DATABASE work again on a full disk)."""
     from psycopg import sql
@@ -396,7 +404,7 @@ class PropertyRefused(OperationFailed):
         super().__init__(f"cannot carry over `{statement}`: {self.reason}")
 
 
-def analyze(conn: Connection, name: str) -> None:
+def analyze(conn: Endpoint, name: str) -> None:
     """ANALYZE the restored copy before the swap, so the first queries get good plans."""
     with db.connect(conn, name) as connection:
         connection.execute("ANALYZE")
@@ -411,7 +419,7 @@ class Terminator:
     def __init__(self, connection: Conn, names: list[str]) -> None:
         self.connection = connection
         self.names = names
-        self.terminated = 0
+        self.pids: set[int] = set()
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="velocity-pg-terminator")
@@ -419,11 +427,16 @@ class Terminator:
     def _run(self) -> None:
         try:
             while True:
-                self.terminated += terminate_sessions(self.connection, self.names)
+                self.pids |= terminate_sessions(self.connection, self.names)
                 if self._stop.wait(TERMINATE_INTERVAL):
                     return
         except Exception as exc:  # reported by the swap, which then fails cleanly
             self.error = exc
+
+    @property
+    def terminated(self) -> int:
+        """Sessions terminated (each counted once)."""
+        return len(self.pids)
 
     def __enter__(self) -> Terminator:
         self._thread.start()
@@ -442,7 +455,7 @@ class SwapResult:
 
 def swap_in(
     admin: Conn,
-    conn: Connection,
+    conn: Endpoint,
     *,
     target: str,
     staging: str,
@@ -509,7 +522,7 @@ def swap_in(
     return SwapResult(unavailable, terminator.terminated)
 
 
-def swap_committed(conn: Connection, admin: Conn, *, target: str, staging: str) -> bool:
+def swap_committed(conn: Endpoint, admin: Conn, *, target: str, staging: str) -> bool:
     """After an error at the swap: did the transaction commit anyway (e.g. the
     connection broke during COMMIT)? The catalog tells: staging's name is gone."""
     import psycopg

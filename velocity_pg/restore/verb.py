@@ -24,7 +24,6 @@ Order of work, so that a failed restore leaves the database exactly as it was:
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import socket
 import sys
@@ -48,11 +47,11 @@ from velocity_pg.errors import (
     describe_failure,
 )
 from velocity_pg.postgres import compression as compressions
-from velocity_pg.postgres import db, pgtools
+from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.restore import archive, space, staging, swap
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
-from velocity_pg.settings import Connection, Settings
+from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock, manifest
 
 if TYPE_CHECKING:
@@ -143,6 +142,10 @@ class Plan:
     backup: Path
     size: int
     toc: Toc
+    #: The database the backup was made of (manifest, else archive), when known.
+    source: str | None
+    #: The server and database (``endpoint.dbname`` is ``target``).
+    where: endpoint.Endpoint
     target: str
     live: DatabaseProps | None
     role: swap.Role
@@ -160,6 +163,21 @@ class Plan:
     leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
     room: space.Space | None = None  # the free-space check, where the disk is visible
 
+    @property
+    def other_source(self) -> bool:
+        """The backup was made of another database than the one it would replace."""
+        return self.source is not None and self.source != self.target
+
+    def source_warning(self) -> str | None:
+        """The loud line for a backup of database A restored into database B."""
+        if not self.other_source:
+            return None
+        return (
+            f"WARNING: {self.backup.name} is a backup of database {self.source!r}, "
+            f"not of {self.target!r}: the restore replaces {self.target!r} with "
+            f"the contents of {self.source!r}"
+        )
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -173,6 +191,8 @@ class CheckResult:
             "path": str(plan.backup),
             "size_bytes": plan.size,
             "database": plan.target,
+            "source_database": plan.source,
+            "other_source": plan.other_source,
             "database_exists": plan.live is not None,
             "objects": plan.toc.entries,
             "archive_created_at": plan.toc.created_at,
@@ -206,12 +226,15 @@ class RestoreResult:
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
     unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
+    #: The database the backup was made of, when known.
+    source_database: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "path": str(self.path),
             "database": self.database,
+            "source_database": self.source_database,
             "created_database": self.created,
             "started_at": self.started.isoformat(),
             "duration_seconds": round(self.duration, 3),
@@ -245,18 +268,22 @@ def restore_backup(
     console = Console() if console is None else console
     folder = settings.backup_dir
     catalog.require_dir(folder)
-    target = target_database(settings.connection)
-    refuse_target(target)
     result: CheckResult | RestoreResult | None = None
     try:
         # Shared: a cleanup cannot delete the backup while we read it.
         with lock.shared(folder, "restore"):
             path = catalog.resolve_backup(folder, name)
+            # The database libpq reaches with these settings (service file, URI, ...),
+            # the one `backup` dumps: never a name guessed from the settings.
+            where = endpoint.resolve(settings.connection)
+            target = where.dbname
+            refuse_target(target)
             # The session holds the per-database restore lock until it closes.
-            with swap.connect_admin(settings.connection, target) as admin:
-                plan = prepare(settings, admin, path, target, jobs)
+            with swap.connect_admin(where, target) as admin:
+                plan = prepare(where, admin, path, target, jobs)
                 announce(console, settings, plan)
-                if not yes:
+                # A check starts nothing, so there is nothing to count down to.
+                if not (yes or check):
                     countdown(console, countdown_seconds)
                 result = CheckResult(plan) if check else execute(settings, admin, plan, console)
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
@@ -266,15 +293,6 @@ def restore_backup(
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
-
-
-def target_database(conn: Connection) -> str:
-    """The database to restore: PGDATABASE (and fallbacks), else libpq's default, the user."""
-    if conn.dbname:
-        return conn.dbname
-    if conn.user:
-        return conn.user
-    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def refuse_target(target: str) -> None:
@@ -294,20 +312,21 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_against_manifest(path: Path) -> None:
+def check_against_manifest(path: Path) -> manifest.Manifest | None:
     """Refuse a dump that does not match its manifest (a dump without one is not checked)."""
     try:
         record = manifest.read(path)
     except ManifestUnreadable as exc:
         raise OperationFailed(f"{exc.message}; nothing was changed") from exc
     if record is None:
-        return
+        return None
     problem = manifest.checksum_problem(path, record)
     if problem is not None:
         raise OperationFailed(
             f"{path.name} does not match its manifest ({problem}); "
             "restore another backup (`velocity-pg list`); nothing was changed"
         )
+    return record
 
 
 def check_compression(program: pgtools.Program, path: Path) -> None:
@@ -337,16 +356,20 @@ def read_toc(program: pgtools.Program, path: Path) -> Toc:
     return parse_toc(read_listing(program, path))
 
 
-def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int | None) -> Plan:
+def prepare(
+    where: endpoint.Endpoint, admin: Conn, path: Path, target: str, jobs: int | None
+) -> Plan:
     """Every check that can refuse, in order; takes the per-database restore lock."""
     server_num = db.server_version_num(admin)
     row = admin.execute("SHOW server_version").fetchone()
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
-    check_against_manifest(path)
+    record = check_against_manifest(path)
     check_compression(program, path)
     listing = read_listing(program, path)
     toc = parse_toc(listing)
+    # The database the backup was made of: as recorded by `backup`, else the archive's.
+    source = record.database if record is not None and record.database else toc.dbname
     size = path.stat().st_size
 
     role = swap.current_role(admin)
@@ -412,6 +435,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
         backup=path,
         size=size,
         toc=toc,
+        source=source,
+        where=where,
         target=target,
         live=live,
         role=role,
@@ -475,10 +500,7 @@ def rehearse_on_live(admin: Conn, role: swap.Role, live: DatabaseProps) -> None:
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
-    conn = settings.connection
-    where = conn.host or "the local socket"
-    if conn.port is not None:
-        where += f":{conn.port}"
+    where = plan.where.where()
     version = (plan.toc.dumped_from or "").split(" ")[0]
     dumped = f", dumped from PostgreSQL {version}" if version else ""
     what = (
@@ -486,10 +508,14 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         if plan.live is not None
         else "creating it (it does not exist yet)"
     )
+    of = f"of database {plan.source!r}, " if plan.source else ""
     console.say(
-        f"restore {plan.backup.name} ({catalog.human_size(plan.size)}, "
+        f"restore {plan.backup.name} ({of}{catalog.human_size(plan.size)}, "
         f"{plan.toc.entries} objects{dumped}) into database {plan.target!r} on {where}, {what}"
     )
+    warning = plan.source_warning()
+    if warning is not None:
+        console.say(warning)
     if plan.slots:
         console.say(
             f"database {plan.target!r} has logical replication slot(s) "
@@ -530,7 +556,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         )
         unrefreshed = run_pg_restore(settings, plan, progress, console)
         console.say("analyzing the restored copy")
-        swap.analyze(settings.connection, plan.staging)
+        swap.analyze(plan.where, plan.staging)
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         word = pgtools.stop_word(exc)
@@ -552,7 +578,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         try:
             swapped = swap.swap_in(
                 admin,
-                settings.connection,
+                plan.where,
                 target=target,
                 staging=plan.staging,
                 aside=plan.aside,
@@ -566,7 +592,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:
             try:
-                swap.drop_database(admin, plan.aside, settings.connection)
+                swap.drop_database(admin, plan.aside, plan.where)
             except psycopg.Error as exc:
                 previous_kept_as = plan.aside
                 mark(admin, plan.aside, staging.kept_comment(target))
@@ -597,6 +623,7 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
         unrefreshed_matviews=tuple(unrefreshed),
+        source_database=plan.source,
     )
 
 
@@ -617,7 +644,7 @@ def drop_leftovers(
         )
         with shielded():
             try:
-                swap.drop_database(admin, name, settings.connection)
+                swap.drop_database(admin, name, plan.where)
             except psycopg.Error as exc:
                 raise OperationFailed(
                     f"cannot drop {name}, {what}, left by {story}: {db.one_line(exc)}; "
@@ -651,11 +678,7 @@ def run_pg_restore(
 ) -> list[archive.Unrefreshed]:
     """pg_restore into the staging database, then refresh the materialized views one by
     one; returns the views whose refresh failed (left unpopulated, each reported)."""
-    env = (
-        settings.connection.libpq_env()
-        | {"PGDATABASE": plan.staging}
-        | db.untimed_env(plan.server_num)
-    )
+    env = plan.where.libpq_env(plan.staging) | db.untimed_env(plan.server_num, plan.where)
 
     def on_line(line: str) -> None:
         if progress.feed(line):
@@ -696,7 +719,7 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan, reason: str = "
             if admin.closed or admin.broken:
                 raise psycopg.InterfaceError("the admin session is gone")
             try:
-                swap.drop_database(admin, plan.staging, settings.connection)
+                swap.drop_database(admin, plan.staging, plan.where)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 if not (admin.closed or admin.broken):
                     raise
@@ -704,13 +727,13 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan, reason: str = "
         except psycopg.InterfaceError:
             # Our session (and with it the lock) is gone: drop only under a new lock.
             try:
-                with swap.connect_admin(settings.connection, target) as fresh:
+                with swap.connect_admin(plan.where, target) as fresh:
                     if not swap.try_lock(fresh, plan.lock_key):
                         return (
                             f"database {target!r} was not changed; the unfinished copy "
                             f"{plan.staging!r} is left to the restore that is running now"
                         )
-                    swap.drop_database(fresh, plan.staging, settings.connection)
+                    swap.drop_database(fresh, plan.staging, plan.where)
             except (psycopg.Error, VelocityError) as exc:
                 return not_dropped(plan, exc)
         except psycopg.Error as exc:

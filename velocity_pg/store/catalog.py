@@ -282,7 +282,7 @@ def newest_of(backups: list[Backup], database: str | None) -> Backup | None:
 
 
 def resolve_backup(folder: Path, name: str) -> Path:
-    """The path of an existing backup given its name (or a path inside ``folder``).
+    """The path of an existing backup given its name (or a path to a file in ``folder``).
 
     Refuses anything that resolves outside ``folder`` (``..``, absolute paths
     elsewhere, symlinks leading out) and anything not named like a backup.
@@ -292,7 +292,9 @@ def resolve_backup(folder: Path, name: str) -> Path:
         raise ConfigError("no backup name given; run `velocity-pg list` to see the backups")
     root = folder.resolve()
     given = Path(name)
-    candidate = given if given.is_absolute() else (folder / given)
+    # A bare name is a file in the folder; a path (`backups/velocity_...dump`, as a
+    # shell completes it) means what it means to the shell: from the current folder.
+    candidate = given if "/" in name else (folder / given)
     # A bare name must not climb; a path must lead inside the folder.
     resolved = candidate.resolve()
     if resolved.parent != root:
