@@ -3,6 +3,8 @@
 
     python bench/run.py --scale 50          # about 1 GB, under 10 minutes on 2 cores
     python bench/run.py --scale 1 --quick   # smoke run, about a minute
+    python bench/run.py --compression zstd:3,zstd:9 --compression-only
+                                            # BACKUP_COMPRESSION against gzip:9 (pg_dump 16+)
 
 Starts its own PostgreSQL (like the tests; as root it runs the server as the
 ``postgres`` user), builds a database of pgbench tables plus a table of text
@@ -407,6 +409,88 @@ def fill_backups(folder: Path, count: int) -> None:
         os.utime(path, (ts, ts))
 
 
+def backup_json(env: dict[str, str]) -> tuple[float, dict[str, object]]:
+    """Wall time and the --json report of one `velocity-pg backup`."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [*VELOCITY, "backup", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"velocity-pg backup failed ({result.returncode}): {result.stderr}")
+    report = json.loads(result.stdout)
+    assert isinstance(report, dict)
+    return elapsed, report
+
+
+def compare_compression(
+    env: dict[str, str], specs: list[str], pairs: int
+) -> list[tuple[str, str, str, str]]:
+    """Each BACKUP_COMPRESSION in ``specs`` against the seed's gzip:9, in the same run:
+    backup time, dump size, and the time `velocity-pg restore` takes for that dump.
+
+    Interleaved A/B/A/B like the rest; sizes are exact (the same database each time).
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for spec in specs:
+        rows.extend(compare_one(env, spec, "gzip:9", pairs))
+    return rows
+
+
+def compare_one(
+    env: dict[str, str], spec: str, baseline: str, pairs: int
+) -> list[tuple[str, str, str, str]]:
+    sizes: dict[str, int] = {}
+    names: dict[str, str] = {}
+
+    def backup_with(which: str) -> float:
+        elapsed, report = backup_json(env | {"BACKUP_COMPRESSION": which})
+        size, name = report["size_bytes"], report["name"]
+        assert isinstance(size, int) and isinstance(name, str)
+        sizes[which], names[which] = size, name
+        return elapsed
+
+    def restore_of(which: str) -> float:
+        t, _ = timed([*VELOCITY, "restore", "--yes", names[which]], env)
+        return t
+
+    rows: list[tuple[str, str, str, str]] = []
+    ratio, ta, tb = interleave(lambda: backup_with(spec), lambda: backup_with(baseline), pairs)
+    rows.append(
+        (
+            f"backup time {spec} / {baseline}",
+            f"{ratio:.2f} ({statistics.median(ta):.1f} s vs {statistics.median(tb):.1f} s)",
+            "< 0.5",
+            "yes" if ratio < 0.5 else "no",
+        )
+    )
+    size_ratio = sizes[spec] / sizes[baseline]
+    rows.append(
+        (
+            f"dump size {spec} / {baseline}",
+            f"{size_ratio:.2f} ({sizes[spec] / 2**20:.0f} MiB vs "
+            f"{sizes[baseline] / 2**20:.0f} MiB)",
+            "<= 1.05",
+            "yes" if size_ratio <= 1.05 else "no",
+        )
+    )
+    ratio, ta, tb = interleave(lambda: restore_of(spec), lambda: restore_of(baseline), pairs)
+    rows.append(
+        (
+            f"restore time {spec} / {baseline}",
+            f"{ratio:.2f} ({statistics.median(ta):.1f} s vs {statistics.median(tb):.1f} s)",
+            "<= 1.0",
+            "yes" if ratio <= 1.0 else "no",
+        )
+    )
+    return rows
+
+
 def wall(cmd: list[str], env: dict[str, str] | None = None, repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
@@ -440,7 +524,22 @@ def main() -> int:
         help="only the app-downtime row: one backup, the seed's sequence and `just "
         "db-restore` --pairs times each",
     )
+    parser.add_argument(
+        "--compression",
+        metavar="SPEC[,SPEC]",
+        default="",
+        help="also compare these BACKUP_COMPRESSION values (e.g. zstd:3,zstd:9) with gzip:9: "
+        "backup time, dump size, restore time",
+    )
+    parser.add_argument(
+        "--compression-only",
+        action="store_true",
+        help="run only the --compression comparison (after building the database)",
+    )
     args = parser.parse_args()
+    specs = [spec.strip() for spec in args.compression.split(",") if spec.strip()]
+    if args.compression_only and not specs:
+        parser.error("--compression-only needs --compression SPEC[,SPEC]")
     if args.quick:
         args.pairs, args.pgbench_seconds = 1, 3
     rows: list[tuple[str, str, str, str]] = []
@@ -460,12 +559,16 @@ def main() -> int:
             print(f"bench: database is {size / 2**20:.0f} MiB", file=sys.stderr)
             env = server.env(dbname, BACKUP_DIR=str(backups))
             raw_file = root / "raw.dump"
+            if specs:
+                rows.extend(compare_compression(env, specs, args.pairs))
+            if args.compression_only:
+                return report(args, size, rows, started)
             if args.only_downtime:
                 timed([*VELOCITY, "backup"], env)
                 dump = sorted(backups.glob("*.dump"))[-1]
                 seed = [seed_restore(server, dbname, dump) for _ in range(args.pairs)]
                 rows.append(downtime_row(root, env, dump.name, seed, args.pairs))
-                return print_table(args, size, rows, started)
+                return report(args, size, rows, started)
 
             # 1. backup vs raw pg_dump
             def ours() -> float:
@@ -623,11 +726,10 @@ def main() -> int:
             "yes" if t_help <= 0.25 else "no",
         )
     )
+    return report(args, size, rows, started)
 
-    return print_table(args, size, rows, started)
 
-
-def print_table(
+def report(
     args: argparse.Namespace, size: int, rows: list[tuple[str, str, str, str]], started: float
 ) -> int:
     print()

@@ -37,3 +37,34 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
         "cleanup --dry-run, 10,000 backups",
         "velocity-pg --help start-up",
     ]
+
+
+def test_bench_compression_comparison_prints_its_rows(tmp_path: Path) -> None:
+    """--compression compares BACKUP_COMPRESSION values with gzip:9 (gzip:1 works on any
+    pg_dump; the README's zstd rows come from PostgreSQL 17)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--scale",
+            "1",
+            "--quick",
+            "--compression",
+            "gzip:1",
+            "--compression-only",
+        ],
+        env=clean_env(TMPDIR=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0].lstrip("| ") for row in table[1:]] == [
+        "backup time gzip:1 / gzip:9",
+        "dump size gzip:1 / gzip:9",
+        "restore time gzip:1 / gzip:9",
+    ]

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from velocity_pg import settings
+from velocity_pg.postgres import compression
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,6 +68,7 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
         ("BACKUP_MAX_COUNT", settings.DEFAULT_MAX_COUNT),
         ("BACKUP_MIN_KEEP", settings.DEFAULT_MIN_KEEP),
         ("BACKUP_NICE", settings.DEFAULT_DUMP_NICE),
+        ("BACKUP_COMPRESSION", compression.DEFAULT.spec),
     ):
         assert env[name] == f"${{{name}:-{default}}}"
     assert env["BACKUP_KEEP_PREVIOUS"] == "${BACKUP_KEEP_PREVIOUS:-true}"

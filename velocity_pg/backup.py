@@ -1,7 +1,9 @@
-"""``velocity-pg backup``: pg_dump -Fc -Z9 into a new, complete, private backup file.
+"""``velocity-pg backup``: pg_dump -Fc into a new, complete, private backup file.
 
 Order of work, so that nothing is ever lost:
-1. check the folder, reach the server, check that our pg_dump can dump it;
+1. check the folder, reach the server, check that our pg_dump can dump it and
+   write the configured compression (BACKUP_COMPRESSION; zstd and lz4 need
+   pg_dump 16+: refused here, exit 2);
 2. pg_dump writes into a fresh temporary file (``.velocity-tmp-*.partial``),
    which we hold locked so ``cleanup`` can tell it belongs to a live backup;
 3. only after pg_dump succeeded: fsync, mode 0600, checksum, read the table of
@@ -23,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from velocity_pg import __version__
-from velocity_pg.errors import CommandFailed, Interrupted, OperationFailed
+from velocity_pg.errors import CommandFailed, ConfigError, Interrupted, OperationFailed
+from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, manifest
@@ -41,6 +44,7 @@ class BackupResult:
     pg_dump_version: str
     sha256: str
     toc_entries: int
+    compression: str = compressions.DEFAULT.spec
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -54,6 +58,7 @@ class BackupResult:
             "pg_dump_version": self.pg_dump_version,
             "sha256": self.sha256,
             "toc_entries": self.toc_entries,
+            "compression": self.compression,
             "manifest": str(manifest.path_for(self.path)),
         }
 
@@ -74,6 +79,10 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         server_version = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
+    compression = settings.compression
+    problem = compressions.dump_problem(compression, program.major, program.version)
+    if problem is not None:
+        raise ConfigError(problem)
 
     started = now()
     catalog.format_name(started, dbname)  # a database no file can be named after: refuse now
@@ -89,7 +98,10 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         # pg_dump gets the same parameters through PG* variables, password included.
         env = where.libpq_env()
         try:
-            pgtools.run(pgtools.pg_dump_cmd(program.path, temp), env, nice=settings.dump_nice)
+            cmd = pgtools.pg_dump_cmd(
+                program.path, temp, compression=compression, pg_dump_major=program.major
+            )
+            pgtools.run(cmd, env, nice=settings.dump_nice)
         except CommandFailed as exc:
             raise OperationFailed(f"{exc.message}; no backup was written") from exc
         try:
@@ -109,6 +121,8 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
                 pg_dump_version=program.version,
                 velocity_pg_version=__version__,
                 toc_entries=toc_entries,
+                compression_method=compression.method,
+                compression_level=compression.level,
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,6 +155,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         pg_dump_version=program.version,
         sha256=sha256,
         toc_entries=toc_entries,
+        compression=compression.spec,
     )
 
 

@@ -138,10 +138,16 @@ def cli() -> None:
 
 
 @cli.command(short_help="Dump the database into a new backup (no downtime).")
+@click.option(
+    "--compression",
+    metavar="METHOD[:LEVEL]",
+    help="pg_dump's compression: gzip:0-9, zstd:1-22, lz4:1-12 (zstd and lz4 need "
+    "pg_dump 16+) or none [env BACKUP_COMPRESSION; default gzip:9].",
+)
 @json_option
 @global_options
 @pass_state
-def backup(state: State, as_json: bool) -> None:
+def backup(state: State, compression: str | None, as_json: bool) -> None:
     """Dump the database (pg_dump -Fc) into BACKUP_DIR/<database>_YYYY-MM-DD_HHMMSS.dump.
 
     Runs alongside the application without blocking it. A failed backup
@@ -151,7 +157,7 @@ def backup(state: State, as_json: bool) -> None:
     from velocity_pg.errors import OperationFailed
     from velocity_pg.store.catalog import human_size
 
-    settings = state.settings()
+    settings = state.settings(BACKUP_COMPRESSION=compression)
     # Off-site configured: everything it needs is checked before the dump starts.
     ctx = None
     if settings.offsite is not None:
@@ -161,7 +167,7 @@ def backup(state: State, as_json: bool) -> None:
     result = create_backup(settings)
     if not as_json:
         click.echo(
-            f"Backup created: {result.name} ({human_size(result.size)}) "
+            f"Backup created: {result.name} ({human_size(result.size)}, {result.compression}) "
             f"of database {result.database!r} in {result.duration:.1f} s"
         )
     payload = result.to_json()
@@ -226,6 +232,7 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
                         else None,
                         "problem": problem[1] if problem else None,
                         "sha256": rec.sha256 if rec is not None else None,
+                        "compression": rec.compression if rec is not None else None,
                         "last_verification": vars(rec.last_verification)
                         if rec is not None and rec.last_verification
                         else None,

@@ -15,6 +15,8 @@ from functools import cached_property
 from pathlib import Path
 
 from velocity_pg.errors import ConfigError
+from velocity_pg.postgres import compression as compressions
+from velocity_pg.postgres.compression import Compression
 
 DEFAULT_BACKUP_DIR = "/backups"
 DEFAULT_MAX_AGE_DAYS = 30
@@ -178,6 +180,8 @@ class Settings:
     dump_nice: int = DEFAULT_DUMP_NICE
     #: A restore keeps the database's previous contents as a rollback point.
     keep_previous: bool = True
+    #: pg_dump's --compress method and level (BACKUP_COMPRESSION).
+    compression: Compression = compressions.DEFAULT
     #: ``velocity-pg schedule``'s settings, as given: parsed and checked by
     #: :mod:`velocity_pg.scheduling.config` (only the verbs that use them refuse
     #: a bad value, so a typo there never stops a manual backup).
@@ -386,6 +390,9 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         min_keep=min_keep,
         dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
         keep_previous=parse_bool("BACKUP_KEEP_PREVIOUS", text("BACKUP_KEEP_PREVIOUS"), True),
+        compression=compressions.parse(compression_text)
+        if (compression_text := text("BACKUP_COMPRESSION")) is not None
+        else compressions.DEFAULT,
         schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
         timezone=text("TZ"),
         verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,

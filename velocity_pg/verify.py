@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from velocity_pg.errors import CommandFailed, ManifestUnreadable, VelocityError
+from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock, manifest
@@ -118,11 +119,25 @@ def check_archive(
 RestoreCheck = Callable[[Path, str, Outcome], None]
 
 
+def check_compression(
+    record: manifest.Manifest | None, reader: pgtools.Program | None, outcome: Outcome
+) -> bool:
+    """Whether the local pg_restore can read the dump's compression (from its manifest)."""
+    if record is None or reader is None:
+        return True
+    problem = compressions.restore_problem(record.compression_method, reader.major, reader.version)
+    if problem is not None:
+        outcome.fail(problem)
+        return False
+    return True
+
+
 def verify_one(
     dump: Path,
     pg_restore: Path,
     restore_check: RestoreCheck | None,
     now: Callable[[], datetime],
+    reader: pgtools.Program | None = None,
 ) -> Outcome:
     outcome = Outcome(name=dump.name)
     try:
@@ -131,7 +146,7 @@ def verify_one(
     except (ManifestUnreadable, catalog.UnreadableFile) as exc:
         return outcome.fail(exc.message)
     try:
-        if check_checksum(dump, record, outcome):
+        if check_checksum(dump, record, outcome) and check_compression(record, reader, outcome):
             listing = check_archive(dump, record, pg_restore, outcome)
             if listing is not None and restore_check is not None:
                 restore_check(dump, listing, outcome)
@@ -171,11 +186,13 @@ def verify(
     folder = settings.backup_dir
     with lock.shared(folder, "verify"):
         dumps = select(folder, names, everything, settings.database)
+        reader: pgtools.Program | None = None
         if pg_restore is None:
-            pg_restore = pgtools.find_program("pg_restore").path
+            reader = pgtools.find_program("pg_restore")
+            pg_restore = reader.path
         outcomes = []
         for dump in dumps:
-            outcome = verify_one(dump, pg_restore, restore_check, now)
+            outcome = verify_one(dump, pg_restore, restore_check, now, reader)
             if report is not None:
                 report(outcome)
             outcomes.append(outcome)

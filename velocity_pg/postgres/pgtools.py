@@ -22,6 +22,9 @@ from types import FrameType
 from typing import Any
 
 from velocity_pg.errors import CommandFailed, ConfigError, OperationFailed
+from velocity_pg.postgres.compression import DEFAULT as DEFAULT_COMPRESSION
+from velocity_pg.postgres.compression import Compression
+from velocity_pg.postgres.compression import pg_dump_option as compression_option
 
 DEBIAN_BINDIR = "/usr/lib/postgresql/{major}/bin"
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -34,11 +37,21 @@ def pg_dump_cmd(
     program: str | Path,
     output: Path,
     *,
-    compress: int = 9,
+    compression: Compression = DEFAULT_COMPRESSION,
+    pg_dump_major: int = 15,
     lock_wait_timeout: str | None = "60s",
 ) -> list[str]:
-    """``pg_dump -Fc -Z9`` into ``output``; the database comes from PG* variables."""
-    cmd = [str(program), "--format=custom", f"--compress={compress}", "--no-password"]
+    """``pg_dump -Fc`` into ``output``; the database comes from PG* variables.
+
+    The compression option is written for ``pg_dump_major`` (pg_dump 15:
+    ``--compress=9``; 16 and newer: ``--compress=gzip:9``, ``--compress=zstd:3``).
+    """
+    cmd = [
+        str(program),
+        "--format=custom",
+        compression_option(compression, pg_dump_major),
+        "--no-password",
+    ]
     if lock_wait_timeout:
         cmd.append(f"--lock-wait-timeout={lock_wait_timeout}")
     cmd.append(f"--file={output}")

@@ -47,6 +47,7 @@ from velocity_pg.errors import (
     VelocityError,
     describe_failure,
 )
+from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.restore import archive, copies, space, stage, staging, swap
 from velocity_pg.restore.copies import Copy
@@ -371,6 +372,17 @@ def check_against_manifest(path: Path) -> manifest.Manifest | None:
     return record
 
 
+def check_compression(program: pgtools.Program, path: Path) -> None:
+    """Refuse, with the reason, a zstd/lz4 dump (per its manifest) this pg_restore cannot read."""
+    record = manifest.read(path)  # already read and checked by check_against_manifest
+    method = record.compression_method if record is not None else None
+    problem = compressions.restore_problem(method, program.major, program.version)
+    if problem is not None:
+        raise OperationFailed(
+            f"{path.name} cannot be restored here: {problem}; nothing was changed"
+        )
+
+
 def read_listing(program: pgtools.Program, path: Path) -> str:
     """The archive's ``pg_restore --list``; refuses what pg_restore cannot read."""
     try:
@@ -396,6 +408,7 @@ def prepare(
     server_version = str(row[0]) if row else str(server_num)
     program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
     record = check_against_manifest(path)
+    check_compression(program, path)
     listing = read_listing(program, path)
     toc = parse_toc(listing)
     # The database the backup was made of: as recorded by `backup`, else the archive's.

@@ -16,13 +16,16 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.store import catalog
+
+T = TypeVar("T")
 
 FORMAT = "velocity-pg-manifest/1"
 SUFFIX = ".json"
@@ -50,10 +53,23 @@ class Manifest:
     velocity_pg_version: str
     toc_entries: int
     format: str = FORMAT
+    #: pg_dump's --compress method (gzip, zstd, lz4, none) and level; None in manifests
+    #: written before velocity-pg recorded it (those dumps are gzip:9).
+    compression_method: str | None = None
+    compression_level: int | None = None
     last_verification: Verification | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def compression(self) -> str | None:
+        """``zstd:3``, ``gzip:9``, ``none``; None when the manifest does not say."""
+        if self.compression_method is None:
+            return None
+        if self.compression_method == "none" or self.compression_level is None:
+            return self.compression_method
+        return f"{self.compression_method}:{self.compression_level}"
 
     def with_verification(self, verification: Verification) -> Manifest:
         return replace(self, last_verification=verification)
@@ -147,6 +163,8 @@ def loads(data: bytes) -> Manifest:
         pg_dump_version=_text(raw, "pg_dump_version"),
         velocity_pg_version=_text(raw, "velocity_pg_version"),
         toc_entries=_count(raw, "toc_entries"),
+        compression_method=_optional(raw, "compression_method", _text),
+        compression_level=_optional(raw, "compression_level", _count),
     )
     if verification is None:
         return manifest
@@ -219,6 +237,13 @@ def _seconds(raw: dict[str, Any], key: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"field {key} is not a duration")
     return float(value)
+
+
+def _optional(raw: dict[str, Any], key: str, parse: Callable[[dict[str, Any], str], T]) -> T | None:
+    """A field that manifests written before it existed lack (absent or null: None)."""
+    if raw.get(key) is None:
+        return None
+    return parse(raw, key)
 
 
 def read(dump: Path) -> Manifest | None:
