@@ -361,7 +361,6 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
                 "superuser; nothing was changed"
             )
     slots = swap.logical_slots(admin, target) if live is not None else []
-    room = check_space(admin, program, path, target, live)
     if live is not None and swap.prepared_transactions(admin, target):
         raise OperationFailed(
             f"database {target!r} has prepared transactions, which would block the swap; "
@@ -395,6 +394,8 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
             f"restore, and {target!r} does not exist; rename it back (ALTER DATABASE "
             f"{aside_db} RENAME TO ...) or drop it, then restore again; nothing was changed"
         )
+    # What a killed or failed run left is dropped first: its space counts as free.
+    room = check_space(admin, program, path, target, live, reclaimed=leftovers)
     return Plan(
         backup=path,
         size=size,
@@ -419,9 +420,16 @@ def prepare(settings: Settings, admin: Conn, path: Path, target: str, jobs: int 
 
 
 def check_space(
-    admin: Conn, program: pgtools.Program, path: Path, target: str, live: DatabaseProps | None
+    admin: Conn,
+    program: pgtools.Program,
+    path: Path,
+    target: str,
+    live: DatabaseProps | None,
+    *,
+    reclaimed: tuple[str, ...] = (),
 ) -> space.Space | None:
-    """Refuse a restore whose copy would not fit on the server's disk (where visible)."""
+    """Refuse a restore whose copy would not fit on the server's disk (where visible);
+    the ``reclaimed`` databases (leftovers, dropped first) count as free space."""
     tablespace = live.tablespace if live is not None else "pg_default"
     try:
         room = space.measure(
@@ -430,6 +438,7 @@ def check_space(
             path,
             live=None if live is None else live.name,
             tablespace=tablespace,
+            reclaimed=reclaimed,
         )
     except CommandFailed as exc:
         raise OperationFailed(
