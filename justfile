@@ -89,6 +89,11 @@ db-backup-status *args:
 db-backup-cleanup *args:
     @docker compose exec -u postgres db velocity-pg cleanup "$@"
 
+# The db-backup service's log: one line per step of each scheduled run (e.g. -f, --tail 50)
+[no-exit-message]
+db-backup-logs *args:
+    @docker compose logs "$@" db-backup
+
 # Run the test suite (the README's test command; arguments go to pytest)
 test *args:
     python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest "$@"

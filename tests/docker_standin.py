@@ -7,7 +7,8 @@ It understands the few `docker compose` calls the justfile makes:
   for real, in the caller's environment (the test points PG* and BACKUP_DIR at the
   test server), and exits with its status;
 - ``compose ps --services --filter status=running`` prints the file STANDIN_RUNNING;
-- ``compose stop|start SERVICE...`` removes the services from / adds them to that file.
+- ``compose stop|start SERVICE...`` removes the services from / adds them to that file;
+- ``compose logs [OPTIONS] SERVICE`` prints one line naming the service.
 
 Every call is appended to STANDIN_LOG as one JSON line ``{"argv", "user", "status"}``.
 STANDIN_STATUS (JSON: a list of ``{"when": [token, ...], "status": N}``) makes a call
@@ -108,6 +109,14 @@ def compose_stop_start(argv: list[str], verb: str, services: list[str]) -> int:
     return status
 
 
+def compose_logs(argv: list[str], args: list[str]) -> int:
+    if not args or args[-1].startswith("-"):
+        return unsupported(argv, "`logs` needs a service name last")
+    print(f"stand-in log of {args[-1]}")
+    log(argv, 0)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "compose":
         return unsupported(argv, "only `docker compose ...` is supported")
@@ -116,6 +125,8 @@ def main(argv: list[str]) -> int:
         return compose_exec(argv, list(args))
     if verb == "ps":
         return compose_ps(argv, args)
+    if verb == "logs":
+        return compose_logs(argv, args)
     if verb in ("stop", "start") and args and not any(a.startswith("-") for a in args):
         return compose_stop_start(argv, verb, args)
     return unsupported(argv, f"compose {verb}")

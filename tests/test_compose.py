@@ -88,3 +88,50 @@ def test_env_example_has_every_setting_compose_reads() -> None:
     for name, default in defaults.items():
         assert values[name] == default, f"{name}: .env.example says {values[name]!r}"
     assert values["POSTGRES_PASSWORD"] == ""  # no default password
+
+
+# -- the db-backup service (velocity-pg schedule) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def db_backup(compose: dict[str, Any]) -> dict[str, Any]:
+    service = compose["services"]["db-backup"]
+    assert isinstance(service, dict)
+    return service
+
+
+def test_db_backup_is_the_db_image_running_the_scheduler(
+    db: dict[str, Any], db_backup: dict[str, Any]
+) -> None:
+    assert db_backup["build"] == db["build"]  # the same image: pg_dump matches the server
+    assert db_backup["command"] == ["velocity-pg", "schedule"]
+    assert db_backup["user"] == "postgres"  # backups owned like `just db-backup`'s
+    assert db_backup["init"] is True
+    assert db_backup["restart"] == "unless-stopped"
+    assert db_backup["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert db_backup["volumes"] == ["backup-data:/backups"]
+
+
+def test_db_backup_connects_to_db_with_the_db_settings(
+    db: dict[str, Any], db_backup: dict[str, Any]
+) -> None:
+    env, db_env = db_backup["environment"], db["environment"]
+    assert env["PGHOST"] == "db"
+    assert env["PGUSER"] == db_env["POSTGRES_USER"]
+    assert env["PGPASSWORD"] == db_env["POSTGRES_PASSWORD"]
+    assert env["PGDATABASE"] == db_env["POSTGRES_DB"]
+    shared = [name for name in db_env if name.startswith(("BACKUP_", "AWS_"))]
+    assert {"BACKUP_S3_URL", "AWS_SECRET_ACCESS_KEY", "BACKUP_SCHEDULE"} <= set(shared)
+    for name in shared:  # retention, off-site copies, the schedule: the same as db's
+        assert env[name] == db_env[name], name
+    assert env["BACKUP_SCHEDULE"] == f"${{BACKUP_SCHEDULE:-{settings.DEFAULT_SCHEDULE}}}"
+    assert env["BACKUP_VERIFY"] == f"${{BACKUP_VERIFY:-{settings.DEFAULT_VERIFY}}}"
+    assert env["TZ"] == "${TZ:-UTC}"
+    for name in ("BACKUP_PING_URL", "BACKUP_METRICS_FILE"):
+        assert env[name] == f"${{{name}:-}}"
+
+
+def test_db_backup_health_is_freshness(db_backup: dict[str, Any]) -> None:
+    check = db_backup["healthcheck"]
+    assert check["test"] == ["CMD", "velocity-pg", "status", "--max-age", "auto"]
+    assert {"interval", "timeout", "retries", "start_period"} <= set(check)

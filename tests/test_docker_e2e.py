@@ -27,8 +27,10 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,29 @@ class Project:
         state = json.loads(self.run("docker", "inspect", "-f", "{{json .State}}", ids[0]).stdout)
         return bool(state["Running"]), str(state["StartedAt"])
 
+    def state(self, service: str) -> dict[str, object]:
+        ids = self.run(
+            "docker", "ps", "-a", "-q",
+            "--filter", f"label=com.docker.compose.project={PROJECT}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).stdout.split()  # fmt: skip
+        assert len(ids) == 1, f"{service}: containers {ids}"
+        return dict(
+            json.loads(self.run("docker", "inspect", "-f", "{{json .State}}", ids[0]).stdout)
+        )
+
+    def logs(self, service: str) -> str:
+        return self.compose("logs", "--no-color", service).stdout
+
+    def wait_for_log(self, service: str, needle: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.logs(service)
+            if needle in text:
+                return text
+            assert time.monotonic() < deadline, f"{needle!r} not in {service}'s log:\n{text}"
+            time.sleep(1)
+
     def apps(self) -> dict[str, tuple[bool, str]]:
         return {service: self.container(service) for service in APP}
 
@@ -152,7 +177,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     found = subprocess.run(inspect, capture_output=True, text=True, check=False)
     if found.returncode == 0 and found.stdout.strip() not in ("", "null"):
         app["tmpfs"] = sorted(json.loads(found.stdout))
-    override.write_text(yaml.safe_dump({"services": {service: app for service in APP}}))
+    services: dict[str, object] = {service: app for service in APP}
+    # The real db-backup service, only probed more often, so `up --wait` sees it
+    # healthy within seconds of its first backup instead of after a minute.
+    services["db-backup"] = {
+        "healthcheck": {
+            "test": ["CMD", "velocity-pg", "status", "--max-age", "auto"],
+            "interval": "3s",
+            "timeout": "30s",
+            "retries": 2,
+            "start_period": "5m",
+        }
+    }
+    override.write_text(yaml.safe_dump({"services": services}))
     env = {
         key: value
         for key, value in os.environ.items()
@@ -171,8 +208,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     p = Project(env=env, base_image=base_image)
     p.compose("down", "-v", "--remove-orphans", "--rmi", "local")  # leftovers of a killed run
     try:
-        p.compose("up", "-d", "--build", "--wait")
+        # Building on a busy 2-core machine with the vfs driver can take minutes.
+        p.run("docker", "compose", "up", "-d", "--build", "--wait", timeout=1800)
         p.compose("stop", "celery-beat")  # an app service that is not running
+        # db-backup's first run starts at once (no backup yet): let it finish, so
+        # its cleanup never races the recipes tested below.
+        p.wait_for_log("db-backup", "next run at")
         yield p
     finally:
         p.compose("down", "-v", "--remove-orphans", "--rmi", "local", check=False)
@@ -189,6 +230,46 @@ def test_image_has_velocity_pg_for_root_and_postgres(project: Project) -> None:
         assert out.splitlines()[1].startswith("velocity-pg, version ")
     assert project.db_sh("ls -A /tmp") == ""  # the build context is gone
     assert project.db_sh("test ! -e /scripts && echo none").strip() == "none"
+
+
+def test_db_backup_service_backs_up_at_once_and_turns_healthy(project: Project) -> None:
+    """`docker compose up -d` is all it takes: a backup within the first minute, healthy."""
+    state = project.state("db-backup")
+    assert state["Running"] is True
+    started = datetime.fromisoformat(str(state["StartedAt"])[:26].rstrip("Z") + "+00:00")
+    log = project.wait_for_log("db-backup", "run succeeded")
+    assert "no backup yet in /backups: running now" in log
+    for step in (f"backup: ok {DB}_", "cleanup: ok ", f"verify: ok {DB}_"):
+        assert step in log, log
+    assert PASSWORD not in log
+    # The first scheduled backup, by the time in its name, within a minute of the start.
+    line = next(ln for ln in log.splitlines() if f"backup: ok {DB}_" in ln)
+    name = line.split("backup: ok ")[1].split()[0]
+    made = datetime.strptime(name[-22:], "%Y-%m-%d_%H%M%S.dump").replace(tzinfo=UTC)
+    assert (made - started).total_seconds() < 60, (made, started)
+    assert name in project.backups()
+    owner = project.db_sh(f"stat -c '%U %a' /backups/{name}").split()
+    assert owner == ["postgres", "600"]  # like `just db-backup`'s
+    deadline = time.monotonic() + 90
+    while project.health("db-backup") != "healthy":
+        assert time.monotonic() < deadline, project.state("db-backup")
+        time.sleep(2)
+    logs = project.just("db-backup-logs")
+    assert logs.returncode == 0 and "run succeeded" in logs.stdout
+
+
+def test_db_backup_health_is_freshness_by_the_schedule(project: Project) -> None:
+    time.sleep(2)  # the newest backup is now surely more than 1 s old (names: whole seconds)
+    check = project.compose(
+        "exec", "-T", "db-backup", "velocity-pg", "status", "--max-age", "auto", check=False
+    )
+    assert check.returncode == 0, check.stderr
+    tight = project.compose(
+        "exec", "-T", "-e", "BACKUP_HEALTH_MAX_AGE=1s", "db-backup",
+        "velocity-pg", "status", "--max-age", "auto", check=False,
+    )  # fmt: skip
+    assert tight.returncode == 1, tight.stdout + tight.stderr
+    assert "STALE: the newest backup is older than 1s (BACKUP_HEALTH_MAX_AGE)" in tight.stderr
 
 
 def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
@@ -322,6 +403,19 @@ def test_cleanup_prunes_by_age_and_count(project: Project) -> None:
     assert not set(old) & set(left)
     assert len(left) == MAX_COUNT
     assert newest in left
+
+
+def test_stopping_db_backup_is_clean(project: Project) -> None:
+    started = time.monotonic()
+    project.compose("stop", "db-backup")
+    took = time.monotonic() - started
+    state = project.state("db-backup")
+    assert state["Running"] is False
+    assert state["ExitCode"] == 0, state  # not killed after the 10 s grace (137)
+    assert took < 10, took
+    assert "stopping (SIGTERM)" in project.logs("db-backup")
+    assert project.db_sh("ls -A /backups | grep -c '^.velocity-tmp-' || true").strip() == "0"
+    project.compose("start", "db-backup")
 
 
 def test_backups_survive_down_without_v(project: Project) -> None:

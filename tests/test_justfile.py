@@ -167,6 +167,7 @@ def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
         "db-backup-verify",
         "db-backup-status",
         "db-backup-cleanup",
+        "db-backup-logs",
         "test",
     ):
         assert re.search(rf"^\s+{re.escape(recipe)}\b", result.stdout, re.M), result.stdout
@@ -538,3 +539,14 @@ def test_db_backup_verify_and_status_pass_through(harness: Harness) -> None:
     stale = harness.just("db-backup-status", "--max-age", "1s")
     assert stale.returncode == 1
     assert "STALE" in stale.stderr
+
+
+def test_db_backup_logs_shows_the_db_backup_service_log(harness: Harness) -> None:
+    result = harness.just("db-backup-logs", "--tail", "50")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "stand-in log of db-backup\n"
+    (call,) = harness.calls()
+    assert call.argv == ["compose", "logs", "--tail", "50", "db-backup"]
+    plain = harness.just("db-backup-logs")
+    assert plain.returncode == 0, plain.stderr
+    assert harness.calls()[-1].argv == ["compose", "logs", "db-backup"]

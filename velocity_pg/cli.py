@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,7 +82,7 @@ def cli(
     dbname: str | None,
     debug: bool,
 ) -> None:
-    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup.
+    """Safe PostgreSQL backups for Django Velocity: backup, list, restore, cleanup, schedule.
 
     Settings come from these options, then the environment, then a .env file,
     then defaults. The password is read from PGPASSWORD or POSTGRES_PASSWORD
@@ -266,7 +266,8 @@ def list_remote(settings: Settings, as_json: bool) -> None:
 @click.option(
     "--max-age",
     metavar="DURATION",
-    help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none.",
+    help="Exit 1 if the newest backup is older than this (90m, 26h, 2d) or there is none; "
+    "auto: BACKUP_HEALTH_MAX_AGE, else the longest gap of BACKUP_SCHEDULE plus a tenth.",
 )
 @click.option(
     "--remote-max-age",
@@ -287,14 +288,23 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     from velocity_pg.report import to_json
     from velocity_pg.status import gather, parse_duration, render
 
-    limit = parse_duration(max_age) if max_age is not None else None
+    settings = state.settings()
+    now = datetime.now(UTC)
+    shown = max_age
+    limit: timedelta | None
+    if max_age is not None and max_age.strip().lower() == "auto":
+        from velocity_pg.scheduling.config import health_allowance
+        from velocity_pg.scheduling.timetable import human_duration
+
+        limit, source = health_allowance(settings, now)
+        shown = f"{human_duration(limit)} ({source})"
+    else:
+        limit = parse_duration(max_age) if max_age is not None else None
     remote_limit = (
         parse_duration(remote_max_age, "--remote-max-age") if remote_max_age is not None else None
     )
-    settings = state.settings()
     if remote_limit is not None and settings.offsite is None:
         raise click.UsageError("--remote-max-age needs off-site copies: set BACKUP_S3_URL")
-    now = datetime.now(UTC)
     database = settings.connection.dbname
     report = gather(settings.backup_dir, now, limit, database)
     remote_report = None
@@ -323,7 +333,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
         problems.append(
             f"there is no backup{of}"
             if report.newest is None
-            else f"the newest backup{of} is older than {max_age}"
+            else f"the newest backup{of} is older than {shown}"
         )
     if remote_limit is not None and remote_report is not None:
         if remote_report.problem:
@@ -573,6 +583,27 @@ def pull(state: State, name: str) -> None:
     settings = state.settings()
     path = offsite.pull(settings, name)
     click.echo(f"Pulled {path.name} into {settings.backup_dir} (checksums match its manifest)")
+
+
+@cli.command()
+@click.option(
+    "--once", is_flag=True, help="One run now, then exit: 0 only if every step passed (for cron)."
+)
+@pass_state
+def schedule(state: State, once: bool) -> None:
+    """Back up by itself: at each due time of BACKUP_SCHEDULE, back up, prune and verify.
+
+    A long-running process for a container (the db-backup service): one line
+    per step on stdout, pings to BACKUP_PING_URL, metrics in BACKUP_METRICS_FILE.
+    SIGTERM or SIGINT stops it cleanly (exit 0). With --once: one run, for cron,
+    systemd timers or Kubernetes CronJobs.
+    """
+    from velocity_pg import schedule as scheduling
+    from velocity_pg.scheduling import config
+
+    settings = state.settings()
+    checked = config.load(settings, datetime.now(UTC))
+    sys.exit(scheduling.once(settings, checked) if once else scheduling.serve(settings, checked))
 
 
 @cli.command()

@@ -20,6 +20,8 @@ DEFAULT_MAX_AGE_DAYS = 30
 DEFAULT_MAX_COUNT = 50
 DEFAULT_MIN_KEEP = 1
 DEFAULT_DUMP_NICE = 10
+DEFAULT_SCHEDULE = "@daily"
+DEFAULT_VERIFY = "checksum"
 
 #: The connection variables, each with its libpq name first and the official
 #: postgres image's name as a fallback.
@@ -135,6 +137,15 @@ class Settings:
     min_keep: int = DEFAULT_MIN_KEEP
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
+    #: ``velocity-pg schedule``'s settings, as given: parsed and checked by
+    #: :mod:`velocity_pg.scheduling.config` (only the verbs that use them refuse
+    #: a bad value, so a typo there never stops a manual backup).
+    schedule: str = DEFAULT_SCHEDULE
+    timezone: str | None = None
+    verify_mode: str = DEFAULT_VERIFY
+    ping_url: str | None = field(default=None, repr=False)  # may hold a secret token
+    metrics_file: str | None = None
+    health_max_age: str | None = None
     #: Off-site copies; None when BACKUP_S3_URL is not set.
     offsite: OffSite | None = None
 
@@ -300,6 +311,12 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
         dump_nice=parse_int(
             "BACKUP_NICE", lookup("BACKUP_NICE"), DEFAULT_DUMP_NICE, minimum=0, maximum=19
         ),
+        schedule=lookup("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
+        timezone=lookup("TZ"),
+        verify_mode=lookup("BACKUP_VERIFY") or DEFAULT_VERIFY,
+        ping_url=lookup("BACKUP_PING_URL"),
+        metrics_file=lookup("BACKUP_METRICS_FILE"),
+        health_max_age=lookup("BACKUP_HEALTH_MAX_AGE"),
         offsite=offsite_from_values(lookup, (max_age_days, max_count, min_keep)),
     )
 

@@ -101,3 +101,33 @@ def temp_file_is_abandoned(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+#: Held by a ``velocity-pg schedule`` run from start to end, so two schedulers
+#: (a service and a ``schedule --once`` from cron, two replicas) never run at once.
+RUN_LOCK_NAME = ".velocity-schedule.lock"
+
+
+@contextmanager
+def scheduled_run(folder: Path) -> Iterator[bool]:
+    """Hold the scheduled-run lock without waiting; yields False if another run holds it.
+
+    A folder where the lock file cannot be made (missing, read-only) yields
+    True: the run then fails at its backup step with the real reason.
+    """
+    try:
+        fd = os.open(
+            folder / RUN_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

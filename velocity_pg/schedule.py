@@ -1,0 +1,287 @@
+"""``velocity-pg schedule``: backups that happen by themselves, in a long-running process.
+
+At the due times of ``BACKUP_SCHEDULE`` it runs the steps of
+:mod:`velocity_pg.scheduling.job` (backup, off-site push, cleanup, verify),
+one line per step on stdout. What it promises:
+
+* **never two runs at once**: runs happen one after the other in this process,
+  and a run holds ``BACKUP_DIR/.velocity-schedule.lock`` so another scheduler on
+  the same folder cannot start one too. A due time that comes while a run is
+  going on is skipped, logged and counted (``runs_total{result="skipped"}``);
+  the next due time is computed from the clock, never piled up;
+* **a failing step never stops the scheduler**: it is logged, pinged
+  (``/fail``), counted, and the next run happens on time;
+* **on start**, a run at once when the newest backup is older than one period
+  of the schedule (or there is none);
+* **SIGTERM / SIGINT** stop a running pg_dump or pg_restore with the clean-up of
+  Ctrl+C (the verbs remove their temporary file, drop their throwaway
+  database) and the process exits 0, within Docker's stop grace;
+* ``--once``: one run, exit 0 only if every step passed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+
+from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
+from velocity_pg.postgres.pgtools import Terminated
+from velocity_pg.scheduling import job, metrics
+from velocity_pg.scheduling.config import ScheduleConfig, mask_url
+from velocity_pg.scheduling.pings import Kind, Pinger
+from velocity_pg.scheduling.timetable import human_duration
+from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, lock
+
+#: How long a stopping scheduler waits for its last pings (Docker kills at 10 s).
+STOP_PING_WAIT = 2.0
+#: How long ``--once`` waits for its pings before exiting.
+ONCE_PING_WAIT = 20.0
+#: The longest single sleep between due times, so a changed wall clock is noticed.
+MAX_SLEEP = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+class Scheduler:
+    """The runs, their reports (log lines, pings, metrics) and the loop between them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ScheduleConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        out: Callable[[str], None] = print_line,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.clock = clock
+        self.out = out
+        self.zone = config.timetable.zone
+        #: The database backed up: its backups decide the start and are counted.
+        self.database = settings.connection.dbname
+        self.totals = metrics.Totals()
+        if config.metrics_file is not None:
+            self.totals, problem = metrics.read_previous(config.metrics_file)
+            if problem:
+                self.log(f"metrics: {problem}")
+        self.pinger = Pinger(config.ping_url, self.log) if config.ping_url else None
+
+    def log(self, message: str) -> None:
+        self.out(f"{job.stamp(self.clock(), self.zone)} {message}")
+
+    # -- one run ------------------------------------------------------------------
+
+    def run(self, scheduled: datetime) -> job.RunResult | None:
+        """One run now (due at ``scheduled``); None when another scheduler's run holds the lock."""
+        folder = self.settings.backup_dir
+        with lock.scheduled_run(folder) as held:
+            if not held:
+                self.log(
+                    f"skipped the run due at {job.stamp(scheduled, self.zone)}: another "
+                    f"velocity-pg schedule run is going on in {folder}"
+                )
+                self.totals.runs["skipped"] += 1
+                self.write_metrics()
+                return None
+            self.log(f"run started (due at {job.stamp(scheduled, self.zone)})")
+            if self.pinger is not None:
+                self.pinger.send(Kind.START, f"velocity-pg run started on {folder}\n")
+            ctx = job.RunContext(settings=self.settings, config=self.config)
+            steps = job.plan_steps(self.settings, self.config)
+            result = job.run_steps(
+                ctx,
+                steps,
+                clock=self.clock,
+                on_step=lambda outcome: self.out(outcome.line(self.zone)),
+            )
+        verdict = "succeeded" if result.ok else "FAILED"
+        failed = [s.name for s in result.steps if s.status is job.StepStatus.FAILED]
+        summary = f"run {verdict} in {result.duration:.1f} s" + (
+            f" ({', '.join(failed)} failed)" if failed else ""
+        )
+        self.log(summary)
+        if self.pinger is not None:
+            body = "\n".join([*(s.line(self.zone) for s in result.steps), summary]) + "\n"
+            self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
+        self.record(result)
+        return result
+
+    def record(self, result: job.RunResult) -> None:
+        t = self.totals
+        t.runs["success" if result.ok else "failure"] += 1
+        t.last_run = result.finished.timestamp()
+        t.last_duration = round(result.duration, 3)
+        if result.ok:
+            t.last_success = t.last_run
+        if result.backup_size is not None:
+            t.last_backup_size = float(result.backup_size)
+
+    def write_metrics(self) -> None:
+        path = self.config.metrics_file
+        if path is None:
+            return
+        try:
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
+            self.totals.backups["local"] = (len(backups), sum(b.size for b in backups))
+        except VelocityError as exc:
+            self.log(f"metrics: cannot count the local backups: {exc.message}")
+        if self.settings.offsite is not None:
+            try:
+                self.totals.backups["remote"] = count_remote(self.settings, self.database)
+            except VelocityError as exc:
+                self.log(f"metrics: cannot count the off-site backups: {exc.message}")
+        try:
+            metrics.write(path, self.totals)
+        except OSError as exc:
+            self.log(f"metrics: cannot write {path}: {exc.strerror or exc}")
+
+    # -- the loop -----------------------------------------------------------------
+
+    def first_due(self, now: datetime, anchor: datetime) -> datetime:
+        """Now, when the newest backup is older than one period (or there is none); else the
+        next due time."""
+        timetable = self.config.timetable
+        period = timetable.period(now, anchor)
+        try:
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
+        except VelocityError as exc:
+            self.log(f"cannot look at the backups ({exc.message}): running now")
+            return now
+        if not backups:
+            self.log(f"no backup yet in {self.settings.backup_dir}: running now")
+            return now
+        newest = backups[0]
+        age = now - newest.created
+        if age > period:
+            self.log(
+                f"the newest backup, {newest.name}, is {human_duration(age)} old, more than "
+                f"one period of the schedule ({human_duration(period)}): running now"
+            )
+            return now
+        due = timetable.next_after(now, anchor)
+        self.log(
+            f"the newest backup, {newest.name}, is {human_duration(age)} old; "
+            f"next run at {job.stamp(due, self.zone)}"
+        )
+        return due
+
+    def sleep_until(self, due: datetime) -> None:
+        while True:
+            left = (due - self.clock()).total_seconds()
+            if left <= 0:
+                return
+            time.sleep(min(left, MAX_SLEEP))
+
+    def serve(self) -> None:
+        """Run at the due times until SIGTERM or SIGINT (which propagate as exceptions)."""
+        timetable = self.config.timetable
+        anchor = self.clock()
+        self.log(
+            f"velocity-pg schedule: {timetable.describe()}; backups in "
+            f"{self.settings.backup_dir}; verify: {self.config.verify}; pings: "
+            f"{mask_url(self.config.ping_url) if self.config.ping_url else 'off'}; metrics: "
+            f"{self.config.metrics_file or 'off'}; off-site: "
+            f"{self.settings.offsite.url if self.settings.offsite else 'off'}"
+        )
+        self.write_metrics()  # the counts from the first minute, before any run
+        due = self.first_due(anchor, anchor)
+        while True:
+            self.sleep_until(due)
+            self.run(due)
+            now = self.clock()
+            missed = timetable.due_between(due, now, anchor)
+            if missed:
+                shown = ", ".join(job.stamp(m, self.zone) for m in missed[:3])
+                more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""
+                self.log(
+                    f"skipped {len(missed)} due time(s) that came while the run was going "
+                    f"on: {shown}{more}"
+                )
+                self.totals.runs["skipped"] += len(missed)
+            self.write_metrics()
+            due = timetable.next_after(now, anchor)
+            self.log(f"next run at {job.stamp(due, self.zone)}")
+
+    def close(self, wait: float) -> None:
+        if self.pinger is not None:
+            self.pinger.close(wait)
+
+
+def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
+    """The off-site backups of ``database`` (all when None): how many, and their bytes."""
+    from velocity_pg import offsite
+    from velocity_pg.store import remote
+
+    ctx = offsite.prepare(settings, for_upload=False)
+    listing = remote.list_backups(ctx.store)
+    good = [
+        b
+        for b in listing.backups
+        if b.record is not None and (database is None or b.database == database)
+    ]
+    return len(good), sum(b.record.object_size for b in good if b.record is not None)
+
+
+def serve(settings: Settings, config: ScheduleConfig) -> int:
+    """``velocity-pg schedule``: run until stopped; 0 when stopped by SIGTERM/SIGINT."""
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Unwind like Ctrl+C, so the running verb cleans up; remember which signal.
+        received.append(signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    scheduler = Scheduler(settings, config)
+    try:
+        scheduler.serve()
+    except (Interrupted, KeyboardInterrupt, Terminated):
+        why = received[0] if received else "interrupted"
+        scheduler.log(f"stopping ({why}); nothing is left half-done")
+        scheduler.close(STOP_PING_WAIT)
+        return ExitStatus.OK
+    return ExitStatus.OK  # pragma: no cover - serve() only ends by an exception
+
+
+def once(settings: Settings, config: ScheduleConfig) -> int:
+    """``velocity-pg schedule --once``: one run; 0 only if every step passed."""
+    scheduler = Scheduler(settings, config)
+    try:
+        result = scheduler.run(scheduler.clock())
+        scheduler.write_metrics()
+    except (KeyboardInterrupt, Terminated):
+        scheduler.close(STOP_PING_WAIT)
+        raise Interrupted("interrupted; the run was stopped and cleaned up") from None
+    except Interrupted:
+        scheduler.close(STOP_PING_WAIT)
+        raise
+    scheduler.close(ONCE_PING_WAIT)
+    if result is None:
+        print(
+            "velocity-pg: error: another velocity-pg schedule run is going on in "
+            f"{settings.backup_dir}; this one was skipped",
+            file=sys.stderr,
+        )
+        return ExitStatus.FAILED
+    if not result.ok:
+        failed = "; ".join(
+            f"{s.name}: {s.detail}" for s in result.steps if s.status is job.StepStatus.FAILED
+        )
+        print(f"velocity-pg: error: the run failed: {failed}", file=sys.stderr)
+        return ExitStatus.FAILED
+    return ExitStatus.OK

@@ -1,0 +1,1 @@
+"""velocity-pg schedule: the timetable, the run, pings and metrics."""
