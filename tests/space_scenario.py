@@ -54,14 +54,29 @@ def fill(folder: Path) -> Path:
 
 def main() -> None:
     work, mount, scenario = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    data = work / "data"
+    # "drill": the whole data directory on the tmpfs (small WAL segments), else only the
+    # tablespace (a full data directory can take the server down: checkpoints PANIC).
+    data = mount / "data" if scenario == "drill" else work / "data"
     port = 20000 + os.getpid() % 20000
     subprocess.run(
-        [str(BINDIR / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        [
+            str(BINDIR / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--wal-segsize=1",
+        ],
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={work}"
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={work} "
+        "-c max_wal_size=8MB -c min_wal_size=2MB"
+    )
     subprocess.run(
         [
             str(BINDIR / "pg_ctl"),
@@ -97,12 +112,26 @@ def main() -> None:
             host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
         )
         (mount / "ts").mkdir()
-        admin.execute(f"CREATE TABLESPACE small LOCATION '{mount / 'ts'}'")
-        admin.execute("CREATE DATABASE app TABLESPACE small")
+        if scenario == "drill":
+            admin.execute("CREATE DATABASE app")
+        else:
+            admin.execute(f"CREATE TABLESPACE small LOCATION '{mount / 'ts'}'")
+            admin.execute("CREATE DATABASE app TABLESPACE small")
         app = psycopg.connect(
             host="127.0.0.1", port=port, user="postgres", dbname="app", autocommit=True
         )
-        if scenario == "refuse":
+        if scenario == "drill":
+            app.execute(
+                "CREATE TABLE big AS SELECT g, repeat('x', 100) AS t "
+                "FROM generate_series(1, 60000) g"
+            )
+            app.execute("CHECKPOINT")
+            out["backup"] = velocity(env, "backup")
+            name = next(p.name for p in backups.glob("*.dump"))
+            out["verify"] = velocity(env, "verify", "--restore", name)
+            out["check"] = velocity(env, "restore", name, "--check")
+            out["databases"] = databases(admin)
+        elif scenario == "refuse":
             app.execute(
                 "CREATE TABLE big AS SELECT g, repeat('x', 100) AS t "
                 "FROM generate_series(1, 200000) g"

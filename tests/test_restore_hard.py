@@ -382,6 +382,10 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
             assert internal_databases(target) == []
             # The backup's subscription, disabled, with its slot name.
             assert subscriptions_of(target) == [("vt_sub", False, "vt_sub")]
+        # The drill's throwaway database gets the subscription too, and is dropped all the same.
+        drill = target.run("verify", "--restore", name)
+        assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert internal_databases(target) == []
     finally:
         drop_subscriptions(target)
 

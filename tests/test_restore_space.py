@@ -117,6 +117,23 @@ def test_disk_that_fills_during_the_restore_then_the_next_restore_recovers(
     assert out["rows"] == 100000
 
 
+@needs_namespaces
+def test_restore_drill_that_cannot_fit_does_not_run(tmp_path: Path) -> None:
+    """verify --restore builds a whole copy too: on a nearly full data directory (a 64 MiB
+    tmpfs) it does not start, and the backup is reported unverified, not good."""
+    out = run_scenario(tmp_path, "drill", "64m")
+    assert out["backup"]["rc"] == 0, out  # type: ignore[index]
+    verify = out["verify"]
+    assert verify["rc"] == 1, verify  # type: ignore[index]
+    assert "FAILED" in verify["stdout"], verify  # type: ignore[index]
+    assert "the restore drill did not run: it needs about" in verify["stdout"]  # type: ignore[index]
+    check = out["check"]
+    assert check["rc"] == 1, check  # type: ignore[index]
+    (line,) = error_lines(check)
+    assert "not enough free space" in line and "tablespace pg_default" in line, line
+    assert out["databases"] == ["app", "postgres", "template0", "template1"]
+
+
 def test_space_rule() -> None:
     mib = 1024 * 1024
     # The live database dominates: 1.25 x 100 MiB + 16 MiB.

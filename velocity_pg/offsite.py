@@ -275,7 +275,7 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
                 store.delete(key)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
             raise Interrupted(
-                f"interrupted; {name} is safe in the backup folder but not off-site; "
+                f"{pgtools.stop_word(exc)}; {name} is safe in the backup folder but not off-site; "
                 f"retry with `{retry_hint(name)}`"
             ) from None
         raise
@@ -482,8 +482,8 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
         raise OperationFailed(
             f"cannot write {name} into {folder}: {exc.strerror}; nothing was written"
         ) from exc
-    except (KeyboardInterrupt, pgtools.Terminated):
-        raise Interrupted("interrupted; nothing was written") from None
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
+        raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was written") from None
     finally:
         if side is not None:
             side.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import archive, staging, swap
+from velocity_pg.restore import archive, space, staging, swap
+from velocity_pg.store.catalog import human_size
 
 if TYPE_CHECKING:
     import psycopg
@@ -76,6 +77,17 @@ def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, st
         swap.keep_session_alive(admin)
         server_num = db.server_version_num(admin)
         program = pgtools.find_program("pg_restore", pgtools.server_major(server_num))
+        try:
+            room = space.measure(admin, program.path, dump, live=None, tablespace="pg_default")
+        except CommandFailed as exc:
+            return f"the restore drill failed: {describe_failure(exc.returncode, exc.stderr)}", ""
+        if room is not None and not room.enough:
+            return (
+                "the restore drill did not run: it needs about "
+                f"{human_size(room.needed)} free in {room.location}, and only "
+                f"{human_size(room.free)} is free (see `restore`'s free-space rule)",
+                "",
+            )
         try:
             swap.create_staging(
                 admin, name, None, "velocity-pg: verify --restore drill; dropped when it ends"

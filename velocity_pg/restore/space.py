@@ -19,6 +19,7 @@ counter), unless the free space is so large that no archive of that size could n
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,13 @@ def measure(
     *,
     live: str | None,
     tablespace: str,
+    reclaimed: tuple[str, ...] = (),
 ) -> Space | None:
-    """The check's numbers, or None where the server's disk is not visible from here."""
+    """The check's numbers, or None where the server's disk is not visible from here.
+
+    ``reclaimed``: databases dropped before the copy is made (a failed run's leftovers,
+    maybe what filled the disk): their size counts as free.
+    """
     import psycopg
 
     location = local_location(admin, tablespace)
@@ -135,6 +141,10 @@ def measure(
     except psycopg.Error:
         return None
     free = free_bytes(location)
+    for name in reclaimed:
+        # An invalid leftover may not be measurable: then it is not counted.
+        with contextlib.suppress(psycopg.Error):
+            free += database_size(admin, name)
     archive_size = archive.stat().st_size
     if free >= needed_bytes(live_size, MAX_COMPRESSION * archive_size):
         return Space(location, tablespace, free, needed_bytes(live_size, archive_size))

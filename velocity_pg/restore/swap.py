@@ -407,9 +407,17 @@ def rehearse_properties(
     """Apply the live database's settings and grants to the empty staging database, and
     roll back: a setting or grant we cannot carry over shows up now, not at the swap."""
     import psycopg
+    from psycopg import sql
 
     owner = database_owner(admin, staging)
     with admin.transaction(force_rollback=True):
+        # On the live database (at the check) a session holding its catalog row must not
+        # make us wait forever: our sessions have no lock timeout of their own.
+        admin.execute(
+            sql.SQL("SET LOCAL lock_timeout = {}").format(
+                sql.Literal(f"{int(SWAP_LOCK_TIMEOUT * 1000)}ms")
+            )
+        )
         for stmt in property_statements(staging, old, owner=owner, as_grantors=as_grantors):
             try:
                 admin.execute(stmt)

@@ -440,7 +440,6 @@ def prepare(
                 "superuser; nothing was changed"
             )
     slots = swap.logical_slots(admin, target) if live is not None else []
-    room = check_space(admin, program, path, target, live)
     if live is not None and swap.prepared_transactions(admin, target):
         raise OperationFailed(
             f"database {target!r} has prepared transactions, which would block the swap; "
@@ -474,6 +473,10 @@ def prepare(
             f"restore, and {target!r} does not exist; rename it back (ALTER DATABASE "
             f"{aside_db} RENAME TO ...) or drop it, then restore again; nothing was changed"
         )
+    # What a killed or failed run left is dropped first: its space counts as free. So
+    # does a staged copy's: either it is swapped in (no new copy is built) or, when it
+    # is not a copy of this very file, it is dropped before the new one is built.
+    reclaimed = leftovers
     # A staged copy (complete, marked) is judged by stage.judge, not dropped as a leftover.
     staged = copies.staged_copy(admin, target) if staging_db in leftovers else None
     if staged is not None and staged.staged is not None:
@@ -482,6 +485,7 @@ def prepare(
         stories = tuple(st for _, st in kept)
     else:
         staged = None
+    room = check_space(admin, program, path, target, live, reclaimed=reclaimed)
     return Plan(
         backup=path,
         size=size,
@@ -511,9 +515,16 @@ def prepare(
 
 
 def check_space(
-    admin: Conn, program: pgtools.Program, path: Path, target: str, live: DatabaseProps | None
+    admin: Conn,
+    program: pgtools.Program,
+    path: Path,
+    target: str,
+    live: DatabaseProps | None,
+    *,
+    reclaimed: tuple[str, ...] = (),
 ) -> space.Space | None:
-    """Refuse a restore whose copy would not fit on the server's disk (where visible)."""
+    """Refuse a restore whose copy would not fit on the server's disk (where visible);
+    the ``reclaimed`` databases (leftovers, dropped first) count as free space."""
     tablespace = live.tablespace if live is not None else "pg_default"
     try:
         room = space.measure(
@@ -522,6 +533,7 @@ def check_space(
             path,
             live=None if live is None else live.name,
             tablespace=tablespace,
+            reclaimed=reclaimed,
         )
     except CommandFailed as exc:
         raise OperationFailed(
