@@ -194,14 +194,18 @@ def target(postgresql_proc: object, tmp_path: Path) -> Iterator[Target]:
 def drop_copies_of(proc: object, name: str) -> None:
     """Drop the databases a restore of ``name`` keeps beside it (staged copy, rollback point),
     the way velocity-pg drops its own (a template flag or a subscription does not stop it)."""
+    from velocity_pg.postgres import endpoint
     from velocity_pg.restore import staging, swap
     from velocity_pg.settings import Connection
 
-    conn = Connection(
-        host=proc.host,  # type: ignore[attr-defined]
-        port=int(proc.port),  # type: ignore[attr-defined]
-        user=proc.user,  # type: ignore[attr-defined]
-        password=PASSWORD,
+    conn = endpoint.resolve(
+        Connection(
+            host=proc.host,  # type: ignore[attr-defined]
+            port=int(proc.port),  # type: ignore[attr-defined]
+            user=proc.user,  # type: ignore[attr-defined]
+            password=PASSWORD,
+            dbname="postgres",
+        )
     )
     with _admin(proc) as admin:
         for leftover in (
