@@ -5,10 +5,15 @@
 
 set positional-arguments
 
-# The app services that must not use the database while it is restored.
+# The app services that must not use the database while it is swapped.
 # Only those that are running are stopped, and exactly those are started
 # again. Override for one run: just app_services="web worker" db-restore NAME
-app_services := "web celery-worker celery-beat"
+app_services := "web celery-worker " + long_lived
+
+# Services that keep one database connection for as long as they run
+# (Celery beat's DatabaseScheduler stops scheduling once the swap ends it):
+# restarted around a swap whenever they run, even if app_services leaves them out.
+long_lived := "celery-beat"
 
 # Seconds db-restore counts down before it stops anything (--yes skips it).
 restore_countdown := "5"
@@ -27,7 +32,7 @@ db-backup *args:
 db-backup-list *args:
     @docker compose exec -u postgres db velocity-pg list "$@"
 
-# Restore a backup (downtime): check it, stop the running app services, restore, start them again
+# Restore a backup: check, stage it with the app running, stop the app only for the swap
 [no-exit-message]
 db-restore file *args:
     #!/usr/bin/env bash
@@ -39,10 +44,13 @@ db-restore file *args:
     interrupted=
     trap 'interrupted=1' INT TERM HUP
     say() { printf 'db-restore: %s\n' "$*" >&2; }
+    vpg() { docker compose exec -u postgres db velocity-pg "$@"; }
+    # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
+    now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
 
     # 1. Check the file and the server. Nothing has been stopped yet: a bad
     #    file or Ctrl+C ends here.
-    docker compose exec -u postgres db velocity-pg restore --check "$file" "$@"
+    vpg restore --check "$file" "$@"
     status=$?
     if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
@@ -61,18 +69,31 @@ db-restore file *args:
         done
     fi
 
-    # 2. Stop the app services that are running (and only those).
+    # 2. Build the restored copy beside the database while the app keeps
+    #    running. A failure or Ctrl+C here stops nothing and changes nothing.
+    vpg restore --stage --yes "$file" "$@"
+    status=$?
+    if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
+    if [ -n "$interrupted" ]; then
+        say "interrupted; the app was not stopped and the database was not changed (the staged copy is kept: run again to use it, or drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
+        exit 130
+    fi
+
+    # 3. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)
     status=$?
     if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi
     stopped=()
-    for service in {{ app_services }}; do
+    for service in {{ app_services }} {{ long_lived }}; do
+        case " ${stopped[*]} " in *" $service "*) continue ;; esac
         if printf '%s\n' "$running" | grep -qxF -- "$service"; then stopped+=("$service"); fi
     done
+    down_since=$(now)
     restart() {
         if [ "${#stopped[@]}" -gt 0 ]; then
             say "starting ${stopped[*]}"
             docker compose start "${stopped[@]}" || { say "could not start ${stopped[*]}: start them with: docker compose start ${stopped[*]}"; return 1; }
+            say "the app services were down for $(awk -v a="$down_since" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
         fi
     }
     if [ "${#stopped[@]}" -gt 0 ]; then
@@ -83,12 +104,71 @@ db-restore file *args:
     fi
     if [ -n "$interrupted" ]; then say "interrupted; the database was not restored"; restart; exit 130; fi
 
-    # 3. Restore (no second countdown), then start exactly what was stopped,
-    #    also when the restore failed; exit with the restore's status.
-    docker compose exec -u postgres db velocity-pg restore --yes "$file" "$@"
+    # 4. Swap the staged copy in (no second countdown), then start exactly what
+    #    was stopped, also when the swap failed; exit with the restore's status.
+    #    What the swap replaced for good (an older rollback point) is dropped
+    #    after the app runs again: that drop takes longer the larger the database.
+    vpg restore --yes --drop-later "$file" "$@"
     status=$?
+    restart_failed=
+    restart || restart_failed=1
     if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then status=130; fi
-    restart || { if [ "$status" -eq 0 ]; then status=1; fi; }
+    if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
+    if [ "$status" -eq 0 ]; then
+        vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
+    fi
+    exit "$status"
+
+# Undo the last restore: swap the previous contents back in (the app stopped meanwhile)
+[no-exit-message]
+db-restore-undo *args:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    interrupted=
+    trap 'interrupted=1' INT TERM HUP
+    say() { printf 'db-restore-undo: %s\n' "$*" >&2; }
+    vpg() { docker compose exec -u postgres db velocity-pg "$@"; }
+    # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
+    now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
+
+    # 1. Check that there is a rollback point, and count down (Ctrl+C cancels).
+    vpg restore --undo --check "$@"
+    status=$?
+    if [ "$status" -ne 0 ]; then exit "$status"; fi
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+
+    # 2. Stop the app services that are running (and only those).
+    running=$(docker compose ps --services --filter status=running)
+    status=$?
+    if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi
+    stopped=()
+    for service in {{ app_services }} {{ long_lived }}; do
+        case " ${stopped[*]} " in *" $service "*) continue ;; esac
+        if printf '%s\n' "$running" | grep -qxF -- "$service"; then stopped+=("$service"); fi
+    done
+    down_since=$(now)
+    restart() {
+        if [ "${#stopped[@]}" -gt 0 ]; then
+            say "starting ${stopped[*]}"
+            docker compose start "${stopped[@]}" || { say "could not start ${stopped[*]}: start them with: docker compose start ${stopped[*]}"; return 1; }
+            say "the app services were down for $(awk -v a="$down_since" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
+        fi
+    }
+    if [ "${#stopped[@]}" -gt 0 ]; then
+        say "stopping ${stopped[*]}"
+        docker compose stop "${stopped[@]}"
+        status=$?
+        if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; nothing was undone"; restart; exit "$status"; fi
+    fi
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was undone"; restart; exit 130; fi
+
+    # 3. Swap the rollback point back in, then start exactly what was stopped.
+    vpg restore --undo --yes "$@"
+    status=$?
+    restart_failed=
+    restart || restart_failed=1
+    if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then status=130; fi
+    if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     exit "$status"
 
 # Check backups: checksum and archive (--restore: a restore drill; --all: every backup)

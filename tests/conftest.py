@@ -188,6 +188,32 @@ def target(postgresql_proc: object, tmp_path: Path) -> Iterator[Target]:
         workdir=workdir,
     )
     drop_database(postgresql_proc, name)
+    drop_copies_of(postgresql_proc, name)
+
+
+def drop_copies_of(proc: object, name: str) -> None:
+    """Drop the databases a restore of ``name`` keeps beside it (staged copy, rollback point),
+    the way velocity-pg drops its own (a template flag or a subscription does not stop it)."""
+    from velocity_pg.postgres import endpoint
+    from velocity_pg.restore import staging, swap
+    from velocity_pg.settings import Connection
+
+    conn = endpoint.resolve(
+        Connection(
+            host=proc.host,  # type: ignore[attr-defined]
+            port=int(proc.port),  # type: ignore[attr-defined]
+            user=proc.user,  # type: ignore[attr-defined]
+            password=PASSWORD,
+            dbname="postgres",
+        )
+    )
+    with _admin(proc) as admin:
+        for leftover in (
+            staging.staging_name(name),
+            staging.aside_name(name),
+            staging.previous_name(name),
+        ):
+            swap.drop_database(admin, leftover, conn)
 
 
 # -- helpers shared by the test modules --------------------------------------------

@@ -10,7 +10,8 @@ It understands the few `docker compose` calls the justfile makes:
 - ``compose stop|start SERVICE...`` removes the services from / adds them to that file;
 - ``compose logs [OPTIONS] SERVICE`` prints one line naming the service.
 
-Every call is appended to STANDIN_LOG as one JSON line ``{"argv", "user", "status"}``.
+Every call is appended to STANDIN_LOG as one JSON line ``{"argv", "user", "status", "at"}``
+(``at``: when it started and ended, epoch seconds).
 STANDIN_STATUS (JSON: a list of ``{"when": [token, ...], "status": N}``) makes a call
 whose argv holds all the tokens exit with N instead of doing its work: the way a test
 makes a step fail (or pass) without depending on what it would really do. With
@@ -28,9 +29,12 @@ import sys
 import time
 from pathlib import Path
 
+STARTED = time.time()
+
 
 def log(argv: list[str], status: int, user: str | None = None) -> None:
-    entry = {"argv": argv, "user": user, "status": status}
+    # When the call started and ended (epoch seconds): bench/run.py reads them.
+    entry = {"argv": argv, "user": user, "status": status, "at": [STARTED, time.time()]}
     with Path(os.environ["STANDIN_LOG"]).open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
 

@@ -33,7 +33,9 @@ def velocity(env: dict[str, str], *args: str) -> dict[str, object]:
 
 
 def databases(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+    """The server's databases, without the rollback point a restore keeps on purpose."""
+    rows = conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()
+    return [r[0] for r in rows if not r[0].startswith("velocity_pg_previous_")]
 
 
 def fill(folder: Path) -> Path:

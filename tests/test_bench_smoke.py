@@ -29,6 +29,7 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
         "backup time / raw pg_dump -Fc -Z9 -f",
         "restore time / seed sequence (1 job)",
         "longest unavailability during restore",
+        "app downtime during just db-restore (stop/start instant)",
         "pgbench TPS during backup / without",
         "peak RSS of backup (this db / empty db)",
         "peak RSS of restore (this db / empty db)",

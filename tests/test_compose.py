@@ -69,6 +69,7 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
         ("BACKUP_NICE", settings.DEFAULT_DUMP_NICE),
     ):
         assert env[name] == f"${{{name}:-{default}}}"
+    assert env["BACKUP_KEEP_PREVIOUS"] == "${BACKUP_KEEP_PREVIOUS:-true}"
     assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert env["POSTGRES_USER"] == "${POSTGRES_USER:-postgres}"
     assert env["POSTGRES_DB"] == "${POSTGRES_DB:-velocity}"

@@ -18,6 +18,7 @@ import pytest
 from conftest import PASSWORD, Target, clean_env, load_varied_schema, table_contents
 
 from velocity_pg.postgres import endpoint
+from velocity_pg.restore import staging
 from velocity_pg.settings import Connection, load_settings
 
 
@@ -67,6 +68,10 @@ def assert_restored_exactly(
     assert f"into database {target.dbname!r}" in result.stderr
     assert contents(target) == original
     after = databases(target)
+    # The target's rollback point (its previous contents) is the one database a restore adds.
+    previous = staging.previous_name(target.dbname)
+    assert previous in after and after[previous] == before[target.dbname]
+    after.pop(previous)
     # Exactly the target was replaced (a new oid); no other database appeared or changed.
     assert set(after) == set(before), set(after) ^ set(before)
     assert after[target.dbname] != before[target.dbname]

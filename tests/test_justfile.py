@@ -30,7 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 JUSTFILE = REPO / "justfile"
 APP_SERVICES = ["web", "celery-worker", "celery-beat"]
 CHECK = ["restore", "--check"]
+STAGE = ["restore", "--stage", "--yes"]
 YES = ["restore", "--yes"]
+SWAP = ["restore", "--yes", "--drop-later"]
+TIDY = ["velocity-pg", "restore", "--tidy"]
+UNDO_CHECK = ["restore", "--undo", "--check"]
+UNDO = ["restore", "--undo", "--yes"]
+DUMP = "velocity_2026-01-02_030405.dump"
 
 
 @cache
@@ -54,6 +60,7 @@ class Call:
     argv: list[str]
     user: str | None
     status: int
+    at: list[float]
 
     @property
     def short(self) -> list[str]:
@@ -169,6 +176,7 @@ def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
         "db-backup",
         "db-backup-list",
         "db-restore",
+        "db-restore-undo",
         "db-backup-verify",
         "db-backup-status",
         "db-backup-cleanup",
@@ -181,7 +189,8 @@ def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
 
 def test_app_services_are_named_in_one_place() -> None:
     text = JUSTFILE.read_text()
-    assert 'app_services := "web celery-worker celery-beat"' in text
+    assert 'app_services := "web celery-worker " + long_lived' in text
+    assert 'long_lived := "celery-beat"' in text
     for service in ("celery-worker", "celery-beat"):
         assert text.count(service) == 1, f"{service} named more than once in the justfile"
 
@@ -271,20 +280,29 @@ def stop_start(verb: str, *services: str) -> list[str]:
 PS = ["ps", "--services", "--filter", "status=running"]
 
 
+def force_steps(harness: Harness, *, check: int = 0, stage: int = 0, swap: int = 0) -> None:
+    """The db-restore steps answer these statuses (the stage rule first: it holds --yes too)."""
+    harness.force(*CHECK, status=check)
+    harness.force(*STAGE, status=stage)
+    harness.force(*YES, status=swap)
+
+
 def test_restore_order_stops_and_restarts_running_app_services(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=0)
+    force_steps(harness)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 0, result.stderr
     assert harness.shorts() == [
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump"],
         PS,
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
+        TIDY,
     ]
     assert all(c.user == "postgres" for c in harness.calls() if c.argv[1] == "exec")
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+    assert re.search(r"the app services were down for \d+\.\d s", result.stderr), result.stderr
 
 
 def test_failing_check_never_stops_anything(harness: Harness) -> None:
@@ -307,15 +325,25 @@ def test_check_status_passes_through_and_stops_nothing(harness: Harness, status:
     assert harness.shorts() == [["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"]]
 
 
+@pytest.mark.parametrize("status", [1, 2, 130])
+def test_failed_stage_stops_nothing(harness: Harness, status: int) -> None:
+    """The copy cannot be built (bad file, full disk, Ctrl+C): the app keeps running."""
+    force_steps(harness, stage=status)
+    result = harness.just("db-restore", DUMP)
+    assert result.returncode == status
+    assert harness.shorts() == [["velocity-pg", *CHECK, DUMP], ["velocity-pg", *STAGE, DUMP]]
+    assert "the app was not stopped" in result.stderr
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
 @pytest.mark.parametrize("status", [1, 130])
 def test_services_restarted_after_failed_restore(harness: Harness, status: int) -> None:
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=status)
+    force_steps(harness, swap=status)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == status
-    assert harness.shorts()[2:] == [
+    assert harness.shorts()[3:] == [
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
     ]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
@@ -351,12 +379,13 @@ def interrupt_when(harness: Harness, started: Path, *args: str) -> tuple[int, st
 def test_ctrl_c_during_restore_still_starts_the_services(harness: Harness, tmp_path: Path) -> None:
     started = tmp_path / "restore-started"
     harness.force(*CHECK, status=0)
+    harness.force(*STAGE, status=0)
     harness.force(*YES, status=0, wait=started)
     status, err = interrupt_when(harness, started, "db-restore", "velocity_2026-01-02_030405.dump")
     assert status == 130, err
-    assert harness.shorts()[2:] == [
+    assert harness.shorts()[3:] == [
         stop_start("stop", *APP_SERVICES),
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         stop_start("start", *APP_SERVICES),
     ]
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
@@ -421,15 +450,52 @@ def test_ctrl_c_during_check_stops_nothing(harness: Harness, tmp_path: Path) -> 
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
 
 
+def test_ctrl_c_during_stage_stops_nothing(harness: Harness, tmp_path: Path) -> None:
+    started = tmp_path / "stage-started"
+    harness.force(*CHECK, status=0)
+    harness.force(*STAGE, status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", DUMP)
+    assert status == 130, err
+    assert harness.shorts() == [["velocity-pg", *CHECK, DUMP], ["velocity-pg", *STAGE, DUMP]]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_ctrl_c_during_stop_swaps_nothing_and_starts_again(
+    harness: Harness, tmp_path: Path
+) -> None:
+    started = tmp_path / "stop-started"
+    force_steps(harness)
+    harness.force("stop", status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", DUMP)
+    assert status == 130, err
+    assert harness.shorts()[3:] == [["stop", *APP_SERVICES], ["start", *APP_SERVICES]]
+    assert "the database was not restored" in err
+
+
+def test_ctrl_c_during_start_still_fails_the_run(harness: Harness, tmp_path: Path) -> None:
+    """The swap is done; Ctrl+C while the services start: 130, and the message says how to
+    start them."""
+    started = tmp_path / "start-started"
+    force_steps(harness)
+    harness.force("start", status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", DUMP)
+    assert status == 130, err
+    assert harness.shorts()[3:] == [
+        ["stop", *APP_SERVICES],
+        ["velocity-pg", *SWAP, DUMP],
+        ["start", *APP_SERVICES],
+    ]
+    assert "start them with: docker compose start web celery-worker celery-beat" in err
+
+
 def test_only_running_app_services_are_stopped_and_restarted(harness: Harness) -> None:
     harness.set_running("db", "redis", "celery-beat", "web")
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=1)
+    force_steps(harness, swap=1)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 1
-    assert harness.shorts()[2:] == [
+    assert harness.shorts()[3:] == [
         ["stop", "web", "celery-beat"],
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
         ["start", "web", "celery-beat"],
     ]
     assert sorted(harness.running()) == ["celery-beat", "db", "redis", "web"]
@@ -437,35 +503,52 @@ def test_only_running_app_services_are_stopped_and_restarted(harness: Harness) -
 
 def test_no_app_service_running_stops_nothing(harness: Harness) -> None:
     harness.set_running("db")
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=0)
+    force_steps(harness)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 0, result.stderr
     assert harness.shorts() == [
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump"],
         PS,
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump"],
+        TIDY,
     ]
 
 
 def test_app_services_can_be_overridden(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=0)
+    """celery-beat is restarted whenever it runs, even when app_services leaves it out:
+    the swap ends its one long-lived connection."""
+    harness.set_running("db", "web", "worker", "celery-beat")
+    force_steps(harness)
     result = harness.just(
         "app_services=web worker", "db-restore", "velocity_2026-01-02_030405.dump"
     )
     assert result.returncode == 0, result.stderr
-    assert ["stop", "web"] in harness.shorts()
-    assert ["start", "web"] in harness.shorts()
+    assert ["stop", "web", "worker", "celery-beat"] in harness.shorts()
+    assert ["start", "web", "worker", "celery-beat"] in harness.shorts()
+
+
+def test_celery_beat_alone_is_restarted_around_the_swap(harness: Harness) -> None:
+    harness.set_running("db", "celery-beat")
+    force_steps(harness)
+    result = harness.just("db-restore", DUMP)
+    assert result.returncode == 0, result.stderr
+    assert harness.shorts()[3:] == [
+        ["stop", "celery-beat"],
+        ["velocity-pg", *SWAP, DUMP],
+        ["start", "celery-beat"],
+        TIDY,
+    ]
 
 
 def test_failed_stop_restores_nothing_and_starts_services_again(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
+    force_steps(harness)
     harness.force("stop", status=1)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 1
     assert harness.shorts() == [
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump"],
+        ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump"],
         PS,
         stop_start("stop", *APP_SERVICES),
         stop_start("start", *APP_SERVICES),
@@ -473,8 +556,7 @@ def test_failed_stop_restores_nothing_and_starts_services_again(harness: Harness
 
 
 def test_failed_restart_after_good_restore_is_a_failure(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=0)
+    force_steps(harness)
     harness.force("start", status=1)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 1
@@ -482,22 +564,23 @@ def test_failed_restart_after_good_restore_is_a_failure(harness: Harness) -> Non
 
 
 def test_failed_ps_stops_nothing(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
+    force_steps(harness)
     harness.force("ps", status=1)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump")
     assert result.returncode == 1
-    assert [s[0] for s in harness.shorts()] == ["velocity-pg", "ps"]
+    assert [s[0] for s in harness.shorts()] == ["velocity-pg", "velocity-pg", "ps"]
 
 
 def test_extra_arguments_go_to_check_and_restore(harness: Harness) -> None:
-    harness.force(*CHECK, status=0)
-    harness.force(*YES, status=0)
+    force_steps(harness)
     result = harness.just("db-restore", "velocity_2026-01-02_030405.dump", "--jobs", "3")
     assert result.returncode == 0, result.stderr
     execs = [s for s in harness.shorts() if s[0] == "velocity-pg"]
     assert execs == [
         ["velocity-pg", *CHECK, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
-        ["velocity-pg", *YES, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        ["velocity-pg", *STAGE, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        ["velocity-pg", *SWAP, "velocity_2026-01-02_030405.dump", "--jobs", "3"],
+        TIDY,
     ]
 
 
@@ -524,12 +607,83 @@ def test_db_restore_brings_the_data_back(harness: Harness) -> None:
         assert table_contents(conn) == before
     assert harness.shorts()[1:] == [
         ["velocity-pg", *CHECK, name],
+        ["velocity-pg", *STAGE, name],
         PS,
         ["stop", "web", "celery-beat"],
-        ["velocity-pg", *YES, name],
+        ["velocity-pg", *SWAP, name],
         ["start", "web", "celery-beat"],
+        TIDY,
     ]
     assert sorted(harness.running()) == ["celery-beat", "db", "web"]
+    # The swap only: no pg_restore while the app was down; the previous contents kept.
+    assert "using velocity_pg_staging_" in result.stderr
+    assert "restore --undo" in result.stdout
+
+
+# -- db-restore-undo -----------------------------------------------------------------------
+
+
+def test_db_restore_undo_brings_the_previous_contents_back(harness: Harness) -> None:
+    """Needs restore: restore, then `just db-restore-undo`: the contents from before the
+    restore, the services stopped only around the swap."""
+    needs_verb("restore")
+    target = harness.target
+    load_varied_schema(target)
+    name = make_backup(target)
+    with target.connect() as conn:
+        conn.execute("DELETE FROM shop.orders WHERE id > 10")
+        before_restore = table_contents(conn)
+    assert harness.just("db-restore", name, "--yes", timeout=300).returncode == 0
+    first = len(harness.calls())
+
+    result = harness.just("db-restore-undo", timeout=300)
+    assert result.returncode == 0, result.stderr
+    with target.connect() as conn:
+        assert table_contents(conn) == before_restore
+    assert harness.shorts()[first:] == [
+        ["velocity-pg", *UNDO_CHECK],
+        PS,
+        ["stop", *APP_SERVICES],
+        ["velocity-pg", *UNDO],
+        ["start", *APP_SERVICES],
+    ]
+    assert "Undone" in result.stdout
+    assert re.search(r"the app services were down for \d+\.\d s", result.stderr)
+
+
+@pytest.mark.parametrize("status", [1, 130])
+def test_undo_check_failing_stops_nothing(harness: Harness, status: int) -> None:
+    harness.force(*UNDO_CHECK, status=status)
+    result = harness.just("db-restore-undo")
+    assert result.returncode == status
+    assert harness.shorts() == [["velocity-pg", *UNDO_CHECK]]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+@pytest.mark.parametrize("status", [1, 130])
+def test_failed_undo_still_starts_the_services(harness: Harness, status: int) -> None:
+    harness.force(*UNDO_CHECK, status=0)
+    harness.force(*UNDO, status=status)
+    result = harness.just("db-restore-undo")
+    assert result.returncode == status
+    assert harness.shorts() == [
+        ["velocity-pg", *UNDO_CHECK],
+        PS,
+        ["stop", *APP_SERVICES],
+        ["velocity-pg", *UNDO],
+        ["start", *APP_SERVICES],
+    ]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_ctrl_c_during_undo_still_starts_the_services(harness: Harness, tmp_path: Path) -> None:
+    started = tmp_path / "undo-started"
+    harness.force(*UNDO_CHECK, status=0)
+    harness.force(*UNDO, status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore-undo")
+    assert status == 130, err
+    assert harness.shorts()[-1] == ["start", *APP_SERVICES]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
 
 
 def test_db_restore_of_corrupt_file_changes_nothing(harness: Harness) -> None:

@@ -24,6 +24,7 @@ from conftest import (
     PASSWORD,
     Target,
     create_database,
+    drop_copies_of,
     drop_database,
     load_varied_schema,
     slow_table_sql,
@@ -64,9 +65,12 @@ def state(target: Target, dbname: str | None = None) -> tuple[object, ...]:
 
 
 def internal_databases(target: Target) -> list[str]:
+    """velocity-pg's temporary databases on the server (rollback points are kept on purpose,
+    see tests/test_stage.py, and are not counted here)."""
     with admin(target) as conn:
         rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'velocity\\_pg\\_%' ORDER BY 1"
+            "SELECT datname FROM pg_database WHERE datname LIKE 'velocity\\_pg\\_%' "
+            "AND datname NOT LIKE 'velocity\\_pg\\_previous\\_%' ORDER BY 1"
         ).fetchall()
     return [r[0] for r in rows]
 
@@ -149,8 +153,8 @@ def extra_database(target: Target, postgresql_proc: object, name: str) -> Iterat
     try:
         yield other
     finally:
-        for leftover in (name, staging.staging_name(name), staging.aside_name(name)):
-            drop_database(postgresql_proc, leftover)
+        drop_database(postgresql_proc, name)
+        drop_copies_of(postgresql_proc, name)
 
 
 # -- success ----------------------------------------------------------------------------
@@ -410,6 +414,7 @@ def test_settings_grants_owner_and_comment_survive(target: Target, postgresql_pr
             assert conn.execute("SHOW myapp.flag").fetchone() == ("it's on",)
     finally:
         drop_database(postgresql_proc, target.dbname)
+        drop_copies_of(postgresql_proc, target.dbname)
         with admin(target) as conn:
             for role in (reader, helper, owner):
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
@@ -779,5 +784,6 @@ def test_restore_as_the_owner_without_superuser(target: Target, postgresql_proc:
         assert database_properties(target, target.dbname) == before
     finally:
         drop_database(postgresql_proc, target.dbname)
+        drop_copies_of(postgresql_proc, target.dbname)
         with admin(target) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -90,9 +90,11 @@ def one_line_errors(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def internal_databases(target: Target) -> list[str]:
+    """velocity-pg's temporary databases (rollback points are kept on purpose: not counted)."""
     with target.connect("postgres") as conn:
         rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'velocity\\_pg\\_%' ORDER BY 1"
+            "SELECT datname FROM pg_database WHERE datname LIKE 'velocity\\_pg\\_%' "
+            "AND datname NOT LIKE 'velocity\\_pg\\_previous\\_%' ORDER BY 1"
         ).fetchall()
     return [r[0] for r in rows]
 

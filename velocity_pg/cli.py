@@ -324,7 +324,9 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     monitor (healthcheck, cron, CI gate): exit 1 when that newest backup (off-site
     copy) is too old or there is none.
     """
+    from velocity_pg.postgres import endpoint
     from velocity_pg.report import to_json
+    from velocity_pg.restore import copies
     from velocity_pg.status import gather, parse_duration, render
 
     settings = state.settings()
@@ -351,8 +353,11 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
         from velocity_pg import offsite
 
         remote_report = offsite.remote_status(settings, now)
+    # What a restore keeps beside the database (a server we cannot reach is said, not fatal).
+    kept = copies.report(settings, endpoint.database_name(settings.connection) or "")
     if as_json:
         payload = report.to_json()
+        payload["restore"] = kept.to_json(now)
         if remote_report is not None:
             payload["offsite"] = remote_report.to_json() | {
                 "max_age_seconds": None
@@ -361,7 +366,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
             }
         click.echo(to_json(payload))
     else:
-        lines = [render(report)]
+        lines = [render(report), *kept.lines(now)]
         if remote_report is not None:
             lines += remote_report.lines()
         click.echo("\n".join(lines))
@@ -655,7 +660,7 @@ def schedule(state: State, once: bool) -> None:
 
 
 @cli.command(short_help="Replace the database with a backup; a failed restore changes nothing.")
-@click.argument("name", metavar="NAME")
+@click.argument("name", metavar="NAME", required=False)
 @click.option(
     "--check",
     is_flag=True,
@@ -669,21 +674,96 @@ def schedule(state: State, once: bool) -> None:
     metavar="N",
     help="Parallel pg_restore jobs [default: the number of CPUs].",
 )
+@click.option(
+    "--stage",
+    "stage_only",
+    is_flag=True,
+    help="Build the restored copy beside the live database and stop; "
+    "a later `restore NAME` only swaps it in.",
+)
+@click.option("--abort", is_flag=True, help="Drop the staged copy (see --stage).")
+@click.option(
+    "--undo",
+    is_flag=True,
+    help="Swap the rollback point (the contents before the last restore) back in.",
+)
+@click.option("--forget", is_flag=True, help="Drop the rollback point, freeing its space.")
+@click.option(
+    "--drop-later",
+    is_flag=True,
+    help="After the swap, leave what it replaced for good (an older rollback point) "
+    "for --tidy to drop (just db-restore: the app restarts first).",
+)
+@click.option("--tidy", is_flag=True, help="Drop what a swap left for later (--drop-later).")
+@click.option(
+    "--keep-previous/--no-keep-previous",
+    default=None,
+    help="Keep the previous contents as a rollback point "
+    "[env BACKUP_KEEP_PREVIOUS; default: keep].",
+)
 @json_option
 @global_options
 @pass_state
 def restore(
-    state: State, name: str, check: bool, yes: bool, jobs: int | None, as_json: bool
+    state: State,
+    name: str | None,
+    check: bool,
+    yes: bool,
+    jobs: int | None,
+    stage_only: bool,
+    abort: bool,
+    undo: bool,
+    forget: bool,
+    drop_later: bool,
+    tidy: bool,
+    keep_previous: bool | None,
+    as_json: bool,
 ) -> None:
     """Replace the database with backup NAME (a file name in BACKUP_DIR, as `list` shows).
 
     The backup is restored into a new database first; only when that is
     complete is it swapped in, in one transaction. A failed or interrupted
-    restore leaves the database exactly as it was.
+    restore leaves the database exactly as it was. The previous contents are
+    kept as a rollback point: `restore --undo` brings them back.
     """
+    modes = [flag for flag, on in (("--stage", stage_only), ("--abort", abort),
+                                   ("--undo", undo), ("--forget", forget),
+                                   ("--tidy", tidy)) if on]  # fmt: skip
+    if len(modes) > 1:
+        raise click.UsageError(f"give only one of {', '.join(modes)}")
+    if modes and modes[0] != "--stage":
+        if name is not None:
+            raise click.UsageError(f"{modes[0]} takes no backup NAME")
+        if check and modes[0] != "--undo":
+            raise click.UsageError(f"--check does not go with {modes[0]}")
+    elif name is None:
+        raise click.UsageError("missing the backup NAME (see `velocity-pg list`)")
+    keep = None if keep_previous is None else ("true" if keep_previous else "false")
+    settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
+    if abort or forget:
+        drop_copy(settings, "staged" if abort else "rollback", as_json)
+        return
+    if tidy:
+        tidy_up(settings, as_json)
+        return
+    if undo:
+        from velocity_pg.restore import undo as undoing
+
+        outcome = undoing.undo(settings, check=check, yes=yes)
+        if as_json:
+            emit_json(outcome.to_json())
+        elif isinstance(outcome, undoing.UndoCheck):
+            click.echo(
+                f"Check passed: the rollback point of {outcome.plan.target!r} can be swapped "
+                "back in. Nothing was changed."
+            )
+        else:
+            click.echo("\n".join(outcome.lines()))
+        return
+    from velocity_pg.restore.stage import StageResult
     from velocity_pg.restore.verb import CheckResult, restore_backup
 
-    settings = state.settings()
+    assert name is not None
     from velocity_pg import offsite
 
     if offsite.needs_pull(settings, name):
@@ -695,7 +775,10 @@ def restore(
         )
         offsite.pull(settings, name)
         click.echo(f"velocity-pg: {name} downloaded and checked; restoring it", err=True)
-    result = restore_backup(settings, name, check=check, yes=yes, jobs=jobs)
+    result = restore_backup(
+        settings, name, check=check, yes=yes, jobs=jobs, stage_only=stage_only,
+        drop_later=drop_later,
+    )  # fmt: skip
     if as_json:
         emit_json(result.to_json())
         return
@@ -711,6 +794,9 @@ def restore(
         if warning is not None:
             click.echo(warning)
         return
+    if isinstance(result, StageResult):
+        click.echo("\n".join(result.lines()))
+        return
     verb = "Created" if result.created else "Restored"
     sessions = result.terminated_sessions
     ended = f"{sessions} session{'' if sessions == 1 else 's'} of it ended by the swap"
@@ -720,10 +806,72 @@ def restore(
             f"WARNING: database {result.database!r} now holds the contents of database "
             f"{source!r}, of which {result.name} is a backup"
         )
+    how = " by swapping in the copy staged earlier" if result.used_staged_copy else ""
     click.echo(
-        f"{verb} database {result.database!r} from {result.name} in {result.duration:.1f} s "
+        f"{verb} database {result.database!r} from {result.name}{how} in {result.duration:.1f} s "
         f"({result.objects_total} objects); it was unavailable for "
         f"{result.unavailable_seconds:.2f} s, {ended}."
+    )
+    if result.rollback_point:
+        click.echo(
+            f"Its previous contents are kept as database {result.previous_kept_as}, its "
+            "rollback point: every change made to it until the swap, also while the copy was "
+            "being staged, is in there. Get them back with `velocity-pg restore --undo` "
+            "(`just db-restore-undo`); free their space with `velocity-pg restore --forget`."
+        )
+    if result.replaced_rollback:
+        click.echo(f"The older {result.replaced_rollback} was dropped: one is kept per database.")
+    if result.untouched_rollback:
+        click.echo(
+            f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
+            f"{result.untouched_rollback} is left as it was."
+        )
+
+
+def tidy_up(settings: Settings, as_json: bool) -> None:
+    """``restore --tidy``."""
+    from velocity_pg.postgres import endpoint
+    from velocity_pg.restore.copies import tidy
+    from velocity_pg.restore.verb import refuse_target
+
+    target = endpoint.resolve(settings.connection).dbname
+    refuse_target(target)
+    dropped = tidy(settings, target)
+    if as_json:
+        emit_json({"database": target, "dropped": dropped})
+    elif dropped is None:
+        click.echo(f"Nothing to tidy for database {target!r}.")
+    else:
+        click.echo(f"Dropped {dropped}, replaced by the last restore of database {target!r}.")
+
+
+def drop_copy(settings: Settings, which: str, as_json: bool) -> None:
+    """``restore --abort`` / ``restore --forget``."""
+    from velocity_pg.postgres import endpoint
+    from velocity_pg.restore.copies import drop_under_lock
+    from velocity_pg.restore.verb import refuse_target
+    from velocity_pg.store.catalog import human_size
+
+    target = endpoint.resolve(settings.connection).dbname
+    refuse_target(target)
+    dropped = drop_under_lock(settings, target, which)
+    what = "staged copy" if which == "staged" else "rollback point"
+    if as_json:
+        emit_json(
+            {
+                "database": target,
+                "dropped": None if dropped is None else dropped.name,
+                "size_bytes": None if dropped is None else dropped.size_bytes,
+                "what": what,
+            }
+        )
+        return
+    if dropped is None:
+        click.echo(f"Database {target!r} has no {what}; nothing was changed.")
+        return
+    click.echo(
+        f"Dropped the {what} of database {target!r}, {dropped.name} "
+        f"({human_size(dropped.size_bytes)} freed); {target!r} itself was not changed."
     )
 
 

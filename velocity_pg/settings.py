@@ -176,6 +176,8 @@ class Settings:
     min_keep: int = DEFAULT_MIN_KEEP
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
+    #: A restore keeps the database's previous contents as a rollback point.
+    keep_previous: bool = True
     #: ``velocity-pg schedule``'s settings, as given: parsed and checked by
     #: :mod:`velocity_pg.scheduling.config` (only the verbs that use them refuse
     #: a bad value, so a typo there never stops a manual backup).
@@ -383,6 +385,7 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         max_count=max_count,
         min_keep=min_keep,
         dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
+        keep_previous=parse_bool("BACKUP_KEEP_PREVIOUS", text("BACKUP_KEEP_PREVIOUS"), True),
         schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
         timezone=text("TZ"),
         verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,
@@ -413,3 +416,19 @@ def parse_int(
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise ConfigError(f"{named} is out of range; it must be {bound}")
     return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, text: str | None, default: bool) -> bool:
+    """``true``/``false`` (also yes/no, on/off, 1/0, any case); anything else is refused."""
+    if text is None:
+        return default
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"{name}={text!r} is not true or false; set it to true or false")

@@ -248,6 +248,27 @@ def property_statements(
     return stmts
 
 
+def reset_statements(current: DatabaseProps) -> list[sql.SQL | sql.Composed]:
+    """Statements that clear database ``current``'s own settings and connection limit, so
+    that :func:`property_statements` then leaves it with exactly another's (an undo)."""
+    db = sql.Identifier(current.name)
+    stmts: list[sql.SQL | sql.Composed] = []
+    for setting in current.settings:
+        if setting.role is None:
+            stmts.append(sql.SQL("ALTER DATABASE {} RESET ALL").format(db))
+        else:
+            stmts.append(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
+                    sql.Identifier(setting.role), db
+                )
+            )
+    if current.conn_limit != -1:
+        stmts.append(sql.SQL("ALTER DATABASE {} WITH CONNECTION LIMIT -1").format(db))
+    if current.is_template:
+        stmts.append(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(db))
+    return stmts
+
+
 _PRIVILEGES = {"CREATE", "TEMPORARY", "TEMP", "CONNECT"}
 
 

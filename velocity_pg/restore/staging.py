@@ -9,6 +9,11 @@ renames ``X`` aside to ``velocity_pg_old_<h>`` until it is dropped, where
   connection string), whatever ``X`` is called, and always fit NAMEDATALEN;
 * are one per target: a leftover of a killed run is found by name alone.
 
+``restore --stage`` leaves a complete copy under the staging name, and a
+restore keeps ``X``'s previous contents as its rollback point,
+``velocity_pg_previous_<h>`` (see :mod:`velocity_pg.restore.marks` for the
+comments that say what each is).
+
 Only one restore of ``X`` runs at a time: it holds a session advisory lock
 keyed by :func:`lock_key` on the maintenance database. Whoever holds that
 lock owns ``X``'s staging and old names; a run that takes the lock and finds
@@ -21,6 +26,8 @@ import hashlib
 
 STAGING_PREFIX = "velocity_pg_staging_"
 ASIDE_PREFIX = "velocity_pg_old_"
+#: A restore of ``X`` keeps ``X``'s previous contents under this prefix (its rollback point).
+PREVIOUS_PREFIX = "velocity_pg_previous_"
 #: ``verify --restore`` restores into ``velocity_pg_verify_<random>``, holding the
 #: lock :func:`drill_lock_key` of that name while it exists.
 DRILL_PREFIX = "velocity_pg_verify_"
@@ -43,9 +50,14 @@ def aside_name(target: str) -> str:
     return ASIDE_PREFIX + target_hash(target)
 
 
+def previous_name(target: str) -> str:
+    """The rollback point of ``target``: its contents before the last restore (or undo)."""
+    return PREVIOUS_PREFIX + target_hash(target)
+
+
 def is_internal_name(name: str) -> bool:
     """True for names velocity-pg's restore uses for itself (never a restore target)."""
-    return name.startswith((STAGING_PREFIX, ASIDE_PREFIX, DRILL_PREFIX))
+    return name.startswith((STAGING_PREFIX, ASIDE_PREFIX, DRILL_PREFIX, PREVIOUS_PREFIX))
 
 
 def lock_key(target: str) -> int:

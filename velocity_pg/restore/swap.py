@@ -38,6 +38,7 @@ from velocity_pg.restore.properties import (
     RoleSetting,
     create_database_sql,
     property_statements,
+    reset_statements,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +57,27 @@ TERMINATE_INTERVAL = 0.02
 
 class SwapFailed(OperationFailed):
     """The swap transaction rolled back: the live database is unchanged."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """More work for the swap transaction, all or nothing with the swap itself.
+
+    ``before``: renames done first (an older rollback point moved out of the
+    way); ``after``: renames done last (an undo moves the replaced contents to
+    the rollback point's name); ``comments``: set on databases at the end;
+    ``reset_target``: clear the settings the database coming in carries (an
+    undo's rollback point has its own) before it gets the live one's.
+    """
+
+    before: tuple[tuple[str, str], ...] = ()
+    after: tuple[tuple[str, str], ...] = ()
+    comments: tuple[tuple[str, str], ...] = ()
+    reset_target: bool = False
+
+    def databases(self) -> list[str]:
+        """Databases the chain renames: their sessions are terminated too."""
+        return [old for old, _new in (*self.before, *self.after)]
 
 
 @contextmanager
@@ -463,6 +485,7 @@ def swap_in(
     replace: bool,
     as_grantors: bool,
     lock_timeout: float = SWAP_LOCK_TIMEOUT,
+    chain: Chain | None = None,
 ) -> SwapResult:
     """Put the restored ``staging`` database in ``target``'s place, in one transaction.
 
@@ -471,13 +494,26 @@ def swap_in(
     Raises :class:`SwapFailed` when it rolled back (``target`` unchanged,
     ``staging`` still there). Returns once committed: ``target`` is the restored
     database with the old one's properties, and the old one is named ``aside``.
+
+    ``chain`` adds renames before and after, and comments, to the same
+    transaction (the rollback point's moves, see :class:`Chain`).
     """
     import psycopg
     from psycopg import sql
 
+    chain = Chain() if chain is None else chain
+    source_oid = database_oid(admin, staging)
+
+    def rename(old_name: str, new_name: str) -> None:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(old_name), sql.Identifier(new_name)
+            )
+        )
+
     with (
         db.connect(conn, admin.info.dbname) as killer,
-        Terminator(killer, [target, staging]) as terminator,
+        Terminator(killer, [target, staging, *chain.databases()]) as terminator,
     ):
         started = time.monotonic()
         try:
@@ -487,6 +523,8 @@ def swap_in(
                         sql.Literal(f"{int(lock_timeout * 1000)}ms")
                     )
                 )
+                for old_name, new_name in chain.before:
+                    rename(old_name, new_name)
                 if replace:
                     admin.execute(
                         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -501,6 +539,11 @@ def swap_in(
                 old = read_props(admin, aside) if replace else None
                 if old is not None:
                     owner = database_owner(admin, target)
+                    if chain.reset_target:
+                        returning = read_props(admin, target)
+                        assert returning is not None
+                        for stmt in reset_statements(returning):
+                            admin.execute(stmt)
                     for stmt in property_statements(
                         target, old, owner=owner, as_grantors=as_grantors
                     ):
@@ -509,9 +552,17 @@ def swap_in(
                     admin.execute(
                         sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(target))
                     )
+                for old_name, new_name in chain.after:
+                    rename(old_name, new_name)
+                for name, comment in chain.comments:
+                    admin.execute(
+                        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(name), sql.Literal(comment)
+                        )
+                    )
             unavailable = time.monotonic() - started
         except Exception as exc:  # whatever it was, the catalog says whether we committed
-            if swap_committed(conn, admin, target=target, staging=staging):
+            if swap_committed(conn, admin, target=target, staging=staging, source_oid=source_oid):
                 return SwapResult(time.monotonic() - started, terminator.terminated)
             blockers = SwapBlockers()
             if isinstance(exc, psycopg.errors.ObjectInUse):
@@ -522,12 +573,17 @@ def swap_in(
     return SwapResult(unavailable, terminator.terminated)
 
 
-def swap_committed(conn: Endpoint, admin: Conn, *, target: str, staging: str) -> bool:
+def swap_committed(
+    conn: Endpoint, admin: Conn, *, target: str, staging: str, source_oid: int | None = None
+) -> bool:
     """After an error at the swap: did the transaction commit anyway (e.g. the
-    connection broke during COMMIT)? The catalog tells: staging's name is gone."""
+    connection broke during COMMIT)? The catalog tells: staging's name is gone
+    (with ``source_oid``: ``target`` is now the database that had that oid)."""
     import psycopg
 
     def look(connection: Conn) -> bool:
+        if source_oid is not None:
+            return database_oid(connection, target) == source_oid
         return database_oid(connection, staging) is None and (
             database_oid(connection, target) is not None
         )

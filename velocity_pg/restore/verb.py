@@ -23,6 +23,7 @@ Order of work, so that a failed restore leaves the database exactly as it was:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -47,9 +48,11 @@ from velocity_pg.errors import (
     describe_failure,
 )
 from velocity_pg.postgres import db, endpoint, pgtools
-from velocity_pg.restore import archive, space, staging, swap
+from velocity_pg.restore import archive, copies, space, stage, staging, swap
+from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.progress import RestoreProgress, Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
+from velocity_pg.restore.stage import StageResult
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock, manifest
 
@@ -155,6 +158,18 @@ class Plan:
     aside: str
     lock_key: int
     leftovers: tuple[str, ...]
+    #: The rollback point's name, and the one there is (kept by an earlier restore).
+    previous: str = ""
+    rollback: Copy | None = None
+    #: A complete staged copy (``restore --stage``) found in the staging name.
+    staged: Copy | None = None
+    #: Swap that staged copy in (it is of this very file) instead of restoring.
+    reuse: bool = False
+    #: Why the staged copy is dropped first (another backup, a changed file).
+    stale_reason: str | None = None
+    keep_previous: bool = True
+    #: SHA-256 of the backup file, when it was needed (staging, judging a staged copy).
+    sha256: str | None = None
     server_num: int = 0
     entries: tuple[archive.Entry, ...] = ()
     slots: tuple[str, ...] = ()  # logical replication slots of the live database
@@ -224,6 +239,14 @@ class RestoreResult:
     pg_restore_version: str
     dropped_leftovers: tuple[str, ...]
     previous_kept_as: str | None
+    #: Swapped in a copy staged earlier (no pg_restore in this run).
+    used_staged_copy: bool = False
+    #: The previous contents are the database's rollback point (``previous_kept_as``).
+    rollback_point: bool = False
+    #: The older rollback point this restore replaced (dropped), described.
+    replaced_rollback: str | None = None
+    #: A rollback point left as it was (BACKUP_KEEP_PREVIOUS=false), described.
+    untouched_rollback: str | None = None
     unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
     #: The database the backup was made of, when known.
     source_database: str | None = None
@@ -246,6 +269,9 @@ class RestoreResult:
             "pg_restore_version": self.pg_restore_version,
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
+            "used_staged_copy": self.used_staged_copy,
+            "rollback_point": self.previous_kept_as if self.rollback_point else None,
+            "replaced_rollback_point": self.replaced_rollback,
             "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
         }
 
@@ -262,12 +288,21 @@ def restore_backup(
     jobs: int | None = None,
     console: Console | None = None,
     countdown_seconds: int = COUNTDOWN_SECONDS,
-) -> CheckResult | RestoreResult:
-    """Check, count down, and (unless ``check``) restore; see the module docstring."""
+    stage_only: bool = False,
+    drop_later: bool = False,
+) -> CheckResult | RestoreResult | StageResult:
+    """Check, count down, and (unless ``check``) restore; see the module docstring.
+
+    ``drop_later``: after the swap, leave what it replaced for good (an older rollback
+    point, or the previous contents when they are not kept) under the aside name for
+    ``restore --tidy`` to drop, so `just db-restore` restarts the app before that drop.
+
+    ``stage_only``: build the copy and stop (no countdown: nothing live changes).
+    """
     console = Console() if console is None else console
     folder = settings.backup_dir
     catalog.require_dir(folder)
-    result: CheckResult | RestoreResult | None = None
+    result: CheckResult | RestoreResult | StageResult | None = None
     try:
         # Shared: a cleanup cannot delete the backup while we read it.
         with lock.shared(folder, "restore"):
@@ -280,14 +315,22 @@ def restore_backup(
             # The session holds the per-database restore lock until it closes.
             with swap.connect_admin(where, target) as admin:
                 plan = prepare(where, admin, path, target, jobs)
+                plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
+                plan = stage.judge(plan, stage_only)
                 announce(console, settings, plan)
+                stage.announce(console, plan, stage_only)
                 # A check starts nothing, so there is nothing to count down to.
-                if not (yes or check):
+                if not (yes or check or stage_only):
                     countdown(console, countdown_seconds)
-                result = CheckResult(plan) if check else execute(settings, admin, plan, console)
+                if check:
+                    result = CheckResult(plan)
+                elif stage_only:
+                    result = stage.build(settings, admin, plan, console)
+                else:
+                    result = execute(settings, admin, plan, console, drop_later=drop_later)
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
-        if isinstance(result, RestoreResult):  # came after the restore had completed
+        if isinstance(result, (RestoreResult, StageResult)):  # came after it completed
             return result
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
@@ -418,6 +461,14 @@ def prepare(
             f"restore, and {target!r} does not exist; rename it back (ALTER DATABASE "
             f"{aside_db} RENAME TO ...) or drop it, then restore again; nothing was changed"
         )
+    # A staged copy (complete, marked) is judged by stage.judge, not dropped as a leftover.
+    staged = copies.staged_copy(admin, target) if staging_db in leftovers else None
+    if staged is not None and staged.staged is not None:
+        kept = [(n, st) for n, st in zip(leftovers, stories, strict=True) if n != staging_db]
+        leftovers = tuple(n for n, _ in kept)
+        stories = tuple(st for _, st in kept)
+    else:
+        staged = None
     return Plan(
         backup=path,
         size=size,
@@ -434,6 +485,9 @@ def prepare(
         aside=aside_db,
         lock_key=key,
         leftovers=leftovers,
+        previous=staging.previous_name(target),
+        rollback=copies.rollback_point(admin, target),
+        staged=staged,
         server_num=server_num,
         entries=tuple(archive.parse_entries(listing)),
         slots=tuple(slots),
@@ -520,47 +574,36 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         console.say(f"the restore will first drop {name}, left by {story}")
 
 
-def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> RestoreResult:
+def execute(
+    settings: Settings, admin: Conn, plan: Plan, console: Console, *, drop_later: bool = False
+) -> RestoreResult:
     """Steps 3 to 5: staging, pg_restore, swap, drop the old database."""
     import psycopg
 
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
-    dropped = drop_leftovers(settings, admin, plan, console)
+    dropped = drop_leftovers(settings, admin, plan, console) + stage.drop_stale(
+        admin, plan, console, settings
+    )
 
     progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)
-    try:
-        comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
-        swap.create_staging(admin, plan.staging, plan.live, comment)
-        if plan.live is not None:
-            swap.rehearse_properties(
-                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
-            )
-        console.say(
-            f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
-            f"{target!r} is left as it is until the copy is complete"
-        )
-        unrefreshed = run_pg_restore(settings, plan, progress, console)
-        console.say("analyzing the restored copy")
-        swap.analyze(plan.where, plan.staging)
-    except (KeyboardInterrupt, pgtools.Terminated) as exc:
-        console.end_progress()
-        word = pgtools.stop_word(exc)
-        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan, word)}") from None
-    except Exception as exc:
-        console.end_progress()
-        raise OperationFailed(
-            f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
-        ) from exc
+    if plan.reuse:
+        stage.ready_for_swap(admin, plan, console)
+        progress.finish()
+        unrefreshed: list[archive.Unrefreshed] = []
+    else:
+        unrefreshed = build_copy(settings, admin, plan, progress, console)
     restore_seconds = time.monotonic() - clock
 
+    keep = plan.keep_previous and plan.live is not None
+    aside, chain = stage.swap_chain(plan) if keep else (plan.aside, None)
     console.say(
         f"swapping the restored copy in; {target!r} is unavailable until this finishes"
         if plan.live is not None
         else f"renaming the restored copy to {target!r}"
     )
-    previous_kept_as: str | None = None
+    previous_kept_as: str | None = plan.previous if keep else None
     with shielded() as held_back:
         try:
             swapped = swap.swap_in(
@@ -568,23 +611,40 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
                 plan.where,
                 target=target,
                 staging=plan.staging,
-                aside=plan.aside,
+                aside=aside,
                 replace=plan.live is not None,
                 as_grantors=plan.role.superuser,
+                chain=chain,
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
+            if plan.reuse:
+                raise OperationFailed(f"{describe(exc)}; {stage.kept_after_failure(plan)}") from exc
             raise OperationFailed(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
-        if plan.live is not None:
+        if keep:
+            stage.quiet_rollback_point(admin, plan.where, plan.previous, console)
+        # plan.aside holds the replaced contents (not kept) or the older rollback point.
+        left_for_tidy = plan.live is not None and (not keep or plan.rollback is not None)
+        if left_for_tidy and drop_later:
+            what = "the older rollback point" if keep else f"the previous contents of {target!r}"
+            console.say(
+                f"{what} is left as database {plan.aside} for `velocity-pg restore --tidy` "
+                "to drop (the next restore of this database drops it otherwise)"
+            )
+        elif left_for_tidy:
             try:
                 swap.drop_database(admin, plan.aside, plan.where)
             except psycopg.Error as exc:
-                previous_kept_as = plan.aside
+                if not keep:
+                    previous_kept_as = plan.aside
                 mark(admin, plan.aside, staging.kept_comment(target))
+                what = (
+                    "the older rollback point" if keep else f"the previous contents of {target!r}"
+                )
                 console.say(
-                    f"warning: the restore is complete, but the previous contents of {target!r}, "
+                    f"warning: the restore is complete, but {what}, "
                     f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
                     "drop it yourself, or the next restore of this database drops it"
                 )
@@ -609,9 +669,45 @@ def execute(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Re
         pg_restore_version=plan.program.version,
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
+        used_staged_copy=plan.reuse,
+        rollback_point=keep,
+        replaced_rollback=stage.describe_rollback(plan.rollback) if keep else None,
+        untouched_rollback=None if keep else stage.describe_rollback(plan.rollback),
         unrefreshed_matviews=tuple(unrefreshed),
         source_database=plan.source,
     )
+
+
+def build_copy(
+    settings: Settings, admin: Conn, plan: Plan, progress: RestoreProgress, console: Console
+) -> list[archive.Unrefreshed]:
+    """Step 3: create the staging database, pg_restore into it, ANALYZE; on any failure
+    or Ctrl+C drop it (the live database is never touched here)."""
+    target = plan.target
+    try:
+        comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
+        swap.create_staging(admin, plan.staging, plan.live, comment)
+        if plan.live is not None:
+            swap.rehearse_properties(
+                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
+            )
+        console.say(
+            f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "
+            f"{target!r} is left as it is until the copy is complete"
+        )
+        unrefreshed = run_pg_restore(settings, plan, progress, console)
+        console.say("analyzing the restored copy")
+        swap.analyze(plan.where, plan.staging)
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
+        console.end_progress()
+        word = pgtools.stop_word(exc)
+        raise Interrupted(f"{word}; {discard_staging(settings, admin, plan, word)}") from None
+    except Exception as exc:
+        console.end_progress()
+        raise OperationFailed(
+            f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
+        ) from exc
+    return unrefreshed
 
 
 def drop_leftovers(
