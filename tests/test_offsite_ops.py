@@ -62,7 +62,7 @@ def test_verify_remote_with_and_without_identity_and_the_drill(
     assert listed["backups"][0]["last_verification"]["ok"] is True
     with target.connect("postgres") as conn:
         left = conn.execute(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'velocity_pg_%'"
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'velocity_pg_verify_%'"
         ).fetchone()
     assert left == (0,)
 
