@@ -53,6 +53,15 @@ def owners(step, folder="/srv/backups"):
 
 
 OWNER = int(sys.argv[3])
+# uid OWNER must reach the interpreter and the package: a home folder of mode 0700
+# or 0750 (Debian 13 and Ubuntu make them so) keeps it out, and the story cannot run.
+probe = subprocess.run(
+    ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups", python, "-c", "import velocity_pg"],
+    capture_output=True, text=True, cwd="/", timeout=60,
+)
+if probe.returncode != 0:
+    print(json.dumps({"unreachable": probe.stderr.strip()}))
+    sys.exit(0)
 # A private tmpfs, reachable by uid OWNER (the test's tmp_path is not); gone with the namespace.
 sh("mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", "/srv")
 folder = "/srv/backups"
@@ -173,6 +182,12 @@ def two_users(module_target: Target) -> dict:  # type: ignore[type-arg]
     )
     assert result.returncode == 0, result.stderr
     data: dict = json.loads(result.stdout)  # type: ignore[type-arg]
+    if "unreachable" in data:
+        pytest.skip(
+            f"a second user cannot run {sys.executable} (a folder above it is private to you: "
+            f"{data['unreachable'].splitlines()[-1] if data['unreachable'] else 'no detail'}); "
+            "put the checkout and its .venv where other users can read, as .ci/run does"
+        )
     return data
 
 

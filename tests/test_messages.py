@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -99,5 +100,7 @@ def test_pg_dump_detail_lines_name_the_table_and_the_reason(target: Target) -> N
     assert len(lines) == 1, err
     assert PASSWORD not in err
     assert lines[0].startswith("velocity-pg: error: pg_dump failed: pg_dump: error:")
-    assert "detail: Query was: LOCK TABLE shop.orders IN ACCESS SHARE MODE" in lines[0]
+    # pg_dump 15 locks one table per statement; 17 locks them in batches
+    # ("LOCK TABLE public.customers, shop.orders IN ACCESS SHARE MODE").
+    assert re.search(r"detail: Query was: LOCK TABLE [^;]*shop\.orders[^;]* IN ACCESS SHARE MODE", lines[0])
     assert "no backup was written" in lines[0]
