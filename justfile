@@ -15,6 +15,12 @@ app_services := "web celery-worker " + long_lived
 # restarted around a swap whenever they run, even if app_services leaves them out.
 long_lived := "celery-beat"
 
+# The scheduled backups' service (velocity-pg schedule): paused for the swap
+# like the app, since the swap would cut off a pg_dump it runs meanwhile and
+# fail that run; started again with the app (it catches up at once on start
+# when its newest backup is older than one schedule period).
+backup_service := "db-backup"
+
 # Seconds db-restore counts down before it stops anything (--yes skips it).
 restore_countdown := "5"
 
@@ -84,7 +90,7 @@ db-restore file *args:
     status=$?
     if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi
     stopped=()
-    for service in {{ app_services }} {{ long_lived }}; do
+    for service in {{ app_services }} {{ long_lived }} {{ backup_service }}; do
         case " ${stopped[*]} " in *" $service "*) continue ;; esac
         if printf '%s\n' "$running" | grep -qxF -- "$service"; then stopped+=("$service"); fi
     done
@@ -142,7 +148,7 @@ db-restore-undo *args:
     status=$?
     if [ "$status" -ne 0 ]; then say "cannot tell which services run; nothing was changed"; exit "$status"; fi
     stopped=()
-    for service in {{ app_services }} {{ long_lived }}; do
+    for service in {{ app_services }} {{ long_lived }} {{ backup_service }}; do
         case " ${stopped[*]} " in *" $service "*) continue ;; esac
         if printf '%s\n' "$running" | grep -qxF -- "$service"; then stopped+=("$service"); fi
     done

@@ -541,6 +541,33 @@ def test_celery_beat_alone_is_restarted_around_the_swap(harness: Harness) -> Non
     ]
 
 
+def test_the_db_backup_service_is_paused_for_the_swap_and_the_undo(harness: Harness) -> None:
+    """A scheduled pg_dump during the swap would be cut off and fail its run: db-backup
+    stops with the app, only for the swap, and starts again with it."""
+    harness.set_running("db", "web", "celery-beat", "db-backup")
+    force_steps(harness)
+    harness.force(*UNDO_CHECK, status=0)
+    harness.force(*UNDO, status=0)
+    result = harness.just("db-restore", DUMP)
+    assert result.returncode == 0, result.stderr
+    assert harness.shorts()[:2] == [["velocity-pg", *CHECK, DUMP], ["velocity-pg", *STAGE, DUMP]]
+    assert harness.shorts()[3:] == [
+        ["stop", "web", "celery-beat", "db-backup"],
+        ["velocity-pg", *SWAP, DUMP],
+        ["start", "web", "celery-beat", "db-backup"],
+        TIDY,
+    ]
+    assert sorted(harness.running()) == ["celery-beat", "db", "db-backup", "web"]
+    undo = harness.just("db-restore-undo")
+    assert undo.returncode == 0, undo.stderr
+    assert harness.shorts()[-3:] == [
+        ["stop", "web", "celery-beat", "db-backup"],
+        ["velocity-pg", *UNDO],
+        ["start", "web", "celery-beat", "db-backup"],
+    ]
+    assert sorted(harness.running()) == ["celery-beat", "db", "db-backup", "web"]
+
+
 def test_failed_stop_restores_nothing_and_starts_services_again(harness: Harness) -> None:
     force_steps(harness)
     harness.force("stop", status=1)

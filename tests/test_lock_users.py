@@ -55,8 +55,9 @@ def owners(step, folder="/srv/backups"):
 OWNER = int(sys.argv[3])
 # uid OWNER must reach the interpreter and the package: a home folder of mode 0700
 # or 0750 (Debian 13 and Ubuntu make them so) keeps it out, and the story cannot run.
+as_owner = ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups"]
 probe = subprocess.run(
-    ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups", python, "-c", "import velocity_pg"],
+    [*as_owner, python, "-c", "import velocity_pg"],
     capture_output=True, text=True, cwd="/", timeout=60,
 )
 if probe.returncode != 0:

@@ -102,5 +102,6 @@ def test_pg_dump_detail_lines_name_the_table_and_the_reason(target: Target) -> N
     assert lines[0].startswith("velocity-pg: error: pg_dump failed: pg_dump: error:")
     # pg_dump 15 locks one table per statement; 17 locks them in batches
     # ("LOCK TABLE public.customers, shop.orders IN ACCESS SHARE MODE").
-    assert re.search(r"detail: Query was: LOCK TABLE [^;]*shop\.orders[^;]* IN ACCESS SHARE MODE", lines[0])
+    locked = r"detail: Query was: LOCK TABLE [^;]*shop\.orders[^;]* IN ACCESS SHARE MODE"
+    assert re.search(locked, lines[0]), lines[0]
     assert "no backup was written" in lines[0]
