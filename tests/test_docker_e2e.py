@@ -368,12 +368,14 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
     assert backup.returncode == 0, backup.stderr
     name = json.loads(backup.stdout)["name"]
     project.sql("DELETE FROM notes WHERE id > 10; CREATE TABLE later (x int)")
-    # What the stand-ins themselves take to stop and start, without any restore.
+    # What the stand-ins (and db-backup, paused for the swap too) take to stop and
+    # start, without any restore.
     started = time.monotonic()
-    project.compose("stop", "web", "celery-worker")
-    project.compose("start", "web", "celery-worker")
+    project.compose("stop", "web", "celery-worker", "db-backup")
+    project.compose("start", "web", "celery-worker", "db-backup")
     own = time.monotonic() - started
     before = project.apps()
+    backup_before = project.container("db-backup")
     assert [running for running, _ in before.values()] == [True, True, False]
 
     result = project.just("db-restore", name)
@@ -385,6 +387,8 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
         assert after[service][0], f"{service} is not running after the restore"
         assert after[service][1] != before[service][1], f"{service} was not restarted"
     assert after["celery-beat"] == before["celery-beat"]  # not running: left alone
+    backup_after = project.container("db-backup")  # paused for the swap, running again
+    assert backup_after[0] and backup_after[1] != backup_before[1], "db-backup was not restarted"
     # The copy was built before anything stopped; the swap alone ran with the app down.
     err = result.stderr
     assert err.index("restoring into a new database") < err.index("stopping web celery-worker")
@@ -393,9 +397,13 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
     assert f"Staged {name}" in result.stdout
     assert "restore --undo" in result.stdout  # the previous contents were kept
     seconds = downtime(err)
+    started = time.monotonic()
+    project.compose("exec", "-T", "-u", "postgres", "db", "velocity-pg", "--version")
+    exec_alone = time.monotonic() - started
     print(
         f"\ne2e: app services down for {seconds} s during `just db-restore`; "
-        f"stopping and starting them alone takes {own:.1f} s"
+        f"stopping and starting them alone takes {own:.1f} s; one `docker compose exec` "
+        f"of velocity-pg --version takes {exec_alone:.1f} s"
     )
     # The swap and its checks, plus the stand-ins' own stop and start. The target is 5 s
     # over their own time; on the shared sandbox engine (Compose v1, whose `exec` alone
