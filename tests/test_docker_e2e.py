@@ -405,10 +405,9 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
         f"stopping and starting them alone takes {own:.1f} s; one `docker compose exec` "
         f"of velocity-pg --version takes {exec_alone:.1f} s"
     )
-    # The swap and its checks, plus the stand-ins' own stop and start. The target is 5 s
-    # over their own time; on the shared sandbox engine (Compose v1, whose `exec` alone
-    # takes seconds under load) this allows 15 s, and the figure is printed.
-    assert seconds <= own + 15, err
+    # The issue's target: at most 5 s over the services' own stop and start (measured
+    # just above), whatever the database's size. Here it was 0.7 s over (4.5 s, 3.8 s).
+    assert seconds <= own + 5, err
 
     # A mistaken restore is undone: the contents from before it, the apps restarted.
     undo = project.just("db-restore-undo", "--yes")
@@ -496,6 +495,69 @@ def test_backups_survive_down_without_v(project: Project) -> None:
     project.compose("up", "-d", "--wait")
     project.compose("stop", "celery-beat")
     assert project.backups() == kept
+
+
+LARGE = "VELOCITY_E2E_LARGE_MB"
+
+
+@pytest.mark.skipif(
+    not os.environ.get(LARGE), reason=f"the large restore is opt-in: set {LARGE}=1024 (minutes)"
+)
+def test_downtime_of_a_large_restore_is_the_swap_only(project: Project) -> None:
+    """The benchmark's row on a real engine: a database of VELOCITY_E2E_LARGE_MB (1 GB for
+    the issue), `just db-restore` against the seed's sequence (the app stopped for the
+    whole drop, create and pg_restore)."""
+    project.needs_verb("restore")
+    want = int(os.environ[LARGE]) * 1024 * 1024
+    project.sql("DROP TABLE IF EXISTS big")
+    project.sql("CREATE TABLE big (id bigint PRIMARY KEY, a text, b text)")
+    rows = 0
+    while int(project.sql("SELECT pg_database_size(current_database())")) < want:
+        # Hex digests: text that compresses about as badly as real data's.
+        project.sql(
+            "INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text), "
+            "md5((g * 31)::text) || md5((g * 37)::text) "
+            f"FROM generate_series({rows + 1}, {rows + 500_000}) g"
+        )
+        rows += 500_000
+    size = int(project.sql("SELECT pg_database_size(current_database())"))
+    backup = project.just("db-backup", "--json")
+    assert backup.returncode == 0, backup.stderr
+    name = json.loads(backup.stdout)["name"]
+    apps = ["web", "celery-worker", "db-backup"]
+    started = time.monotonic()
+    project.compose("stop", *apps)
+    project.compose("start", *apps)
+    own = time.monotonic() - started
+
+    result = project.just("db-restore", name, "--yes")
+    assert result.returncode == 0, result.stderr
+    seconds = downtime(result.stderr)
+    assert project.sql("SELECT count(*) FROM big") == str(rows)
+
+    # The seed's restore.sh: stop the app, terminate, drop, create, pg_restore, start.
+    started = time.monotonic()
+    project.compose("stop", *apps)
+    project.sql(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{DB}' "
+        "AND pid <> pg_backend_pid()",
+        db="postgres",
+    )
+    project.sql(f"DROP DATABASE {DB}", db="postgres")
+    project.sql(f"CREATE DATABASE {DB} OWNER {USER}", db="postgres")
+    project.compose(
+        "exec", "-T", "-u", "postgres", "db",
+        "pg_restore", "-U", USER, "-d", DB, "--no-owner", f"/backups/{name}",
+    )  # fmt: skip
+    project.compose("start", *apps)
+    seed = time.monotonic() - started
+    assert project.sql("SELECT count(*) FROM big") == str(rows)
+    print(
+        f"\ne2e: {size / 2**20:.0f} MiB: app services down for {seconds} s during `just "
+        f"db-restore` (their own stop and start: {own:.1f} s); the seed's sequence: {seed:.1f} s"
+    )
+    assert seconds <= own + 5, result.stderr
+    project.sql("DROP TABLE big")
 
 
 # -- adopting velocity-pg in an existing Django Velocity project ---------------------
