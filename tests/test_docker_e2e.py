@@ -35,7 +35,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -562,7 +562,9 @@ def test_downtime_of_a_large_restore_is_the_swap_only(project: Project) -> None:
 
 # -- adopting velocity-pg in an existing Django Velocity project ---------------------
 
-OLD_BACKUP = "velocity_2026-01-02_030405.dump"
+# Two days old: within the default 30 days' retention, so the scheduled run's cleanup
+# keeps it, and older than one @daily period, so db-backup backs up at once on start.
+OLD_BACKUP = f"velocity_{datetime.now(UTC) - timedelta(days=2):%Y-%m-%d}_030405.dump"
 
 
 def stock_compose(base_image: str) -> dict[str, object]:
@@ -658,6 +660,10 @@ def test_adopting_velocity_pg_keeps_the_data_and_the_old_backups(adopted: Projec
     p.env["COMPOSE_FILE"] = str(REPO / "docker-compose.yml")
     p.compose("up", "-d", "--build", "--wait")
     assert p.sql("SELECT count(*) FROM notes", "postgres", "velocity") == "150"  # the data
+    # db-backup (scheduled backups) came with the compose file: the newest backup is older
+    # than one period, so its first run backs up at once, beside the old backup.
+    p.wait_for_log("db-backup", "next run at", timeout=300)
+    assert len(p.backups()) == 2
 
     listed = p.just("db-backup-list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -677,4 +683,4 @@ def test_adopting_velocity_pg_keeps_the_data_and_the_old_backups(adopted: Projec
     backup = p.just("db-backup")
     assert backup.returncode == 0, backup.stderr
     assert p.db_sh(f"sha256sum /backups/{OLD_BACKUP}").split()[0] == old_sha
-    assert len(p.backups()) == 2
+    assert len(p.backups()) == 3
