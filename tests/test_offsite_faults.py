@@ -225,3 +225,24 @@ def test_failed_deletion_off_site_is_reported(target: Target, auth_server: AuthS
     keys_after = sorted(o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"])
     assert keys_after == keys_before  # the manifest goes first: nothing was half-deleted
     assert backups_in(target.backup_dir) == [old, new]  # local retention kept both
+
+
+def test_a_backup_that_is_a_symlink_is_not_pushed(
+    target: Target, bucket: Bucket, tmp_path: Path
+) -> None:
+    """A dump replaced by a symbolic link (its manifest still beside it) is not a backup of
+    the folder: push refuses it by name and never follows it out of the folder."""
+    env = target.env(**offsite_env(bucket))
+    name = "velocity_2026-11-30_120000.dump"
+    fake_backup(target.backup_dir, name, size=50_000)
+    elsewhere = tmp_path / "elsewhere.dump"
+    (target.backup_dir / name).rename(elsewhere)
+    (target.backup_dir / name).symlink_to(elsewhere)
+    named = target.run("push", name, env=env)
+    assert named.returncode == 2, named.stderr
+    assert f"{name!r} is not a file in the backup folder" in named.stderr
+    for args in (["push"], ["push", "--all"]):
+        result = target.run(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Nothing to push: no backups in" in result.stdout
+    assert bucket.names() == []

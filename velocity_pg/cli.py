@@ -620,6 +620,11 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
     )
     if as_json:
         emit_json(report.to_json())
+    elif not report.results and not report.failures and not report.local_backups:
+        click.echo(
+            f"Nothing to push: no backups in {settings.backup_dir} yet. "
+            "Create one with `velocity-pg backup`."
+        )
     elif not report.results and not report.failures:
         click.echo("Nothing to push: every local backup is off-site already.")
     if report.failures:

@@ -225,10 +225,14 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
     for upload in store.incomplete_uploads():
         if upload.key == key:
             store.abort_upload(upload)
+    try:
+        fd = catalog.open_regular(dump)  # never a FIFO, a device or a symlink
+    except FileNotFoundError:
+        raise OperationFailed(f"{name} is gone from {dump.parent}; it was not pushed") from None
     clock = time.monotonic()
     committed = False
     try:
-        with dump.open("rb") as raw:
+        with os.fdopen(fd, "rb") as raw:
             plain = Hashing(raw)
             progress = meter.start(f"uploading {name}", record.size_bytes)
             if offsite.encrypted:
@@ -315,6 +319,7 @@ def select_for_push(
 class PushReport:
     results: list[PushResult] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    local_backups: int = 0  # in the folder (of every database)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -338,6 +343,7 @@ def push(
     result = PushReport()
     with lock.shared(folder, "push"):
         dumps = select_for_push(ctx, folder, names, everything, settings.database)
+        result.local_backups = len(catalog.list_backups(folder))
         for dump in dumps:
             try:
                 pushed = push_backup(ctx, dump, meter)
