@@ -324,3 +324,34 @@ def test_status_and_verify_judge_the_service_database(target: Target) -> None:
     result = target.run("verify", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert [b["name"] for b in json.loads(result.stdout)["backups"]] == [ours]
+
+
+def test_layers_decide_the_database_and_password_of_a_real_run(
+    target: Target, postgresql_proc: object
+) -> None:
+    """The layers as a user meets them, against the server: .env under the environment
+    under the command line, for the database and for the password."""
+    from conftest import create_database, drop_database
+
+    other = f"{target.dbname}_cli"
+    create_database(postgresql_proc, other)
+    try:
+        (target.workdir / ".env").write_text(
+            f"PGDATABASE=no_such_database_here\nPOSTGRES_DB=nor_this_one\nPGPASSWORD={PASSWORD}\n"
+        )
+        env = target.env()
+        del env["PGPASSWORD"]  # only the .env file knows it
+        made = target.run("backup", "--json", env=env)
+        assert made.returncode == 0, made.stderr  # the environment's database, .env's password
+        assert json.loads(made.stdout)["database"] == target.dbname
+        by_option = target.run("-d", other, "backup", "--json", env=env)
+        assert by_option.returncode == 0, by_option.stderr
+        assert json.loads(by_option.stdout)["database"] == other
+        # A wrong password in the environment beats the right one in .env: it fails.
+        refused = target.run("backup", env={**env, "PGPASSWORD": "not-it"})
+        assert refused.returncode == 1, refused.stderr
+        assert "password authentication failed" in refused.stderr
+        assert PASSWORD not in refused.stderr
+    finally:
+        (target.workdir / ".env").unlink()
+        drop_database(postgresql_proc, other)
