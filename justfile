@@ -56,10 +56,11 @@ db-restore file *args:
 
     # 1. Check the file and the server. Nothing has been stopped yet: a bad
     #    file or Ctrl+C ends here.
+    #    (Ctrl+C decides the status: the docker client it ends may exit 1 or 130.)
     vpg restore --check "$file" "$@"
     status=$?
-    if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+    if [ "$status" -ne 0 ]; then exit "$status"; fi
 
     # 1b. Count down before anything is stopped (Ctrl+C cancels; --yes skips it).
     yes=
@@ -79,11 +80,11 @@ db-restore file *args:
     #    running. A failure or Ctrl+C here stops nothing and changes nothing.
     vpg restore --stage --yes "$file" "$@"
     status=$?
-    if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
     if [ -n "$interrupted" ]; then
-        say "interrupted; the app was not stopped and the database was not changed (the staged copy is kept: run again to use it, or drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
+        say "interrupted; the app was not stopped and the database was not changed (a finished staged copy is kept for the next run to use; drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
         exit 130
     fi
+    if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
 
     # 3. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)
@@ -106,6 +107,7 @@ db-restore file *args:
         say "stopping ${stopped[*]}"
         docker compose stop "${stopped[@]}"
         status=$?
+        if [ -n "$interrupted" ]; then say "interrupted; the database was not restored"; restart; exit 130; fi
         if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; the database was not restored"; restart; exit "$status"; fi
     fi
     if [ -n "$interrupted" ]; then say "interrupted; the database was not restored"; restart; exit 130; fi
@@ -118,7 +120,7 @@ db-restore file *args:
     status=$?
     restart_failed=
     restart || restart_failed=1
-    if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then status=130; fi
+    if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     if [ "$status" -eq 0 ]; then
         vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
@@ -140,8 +142,8 @@ db-restore-undo *args:
     # 1. Check that there is a rollback point, and count down (Ctrl+C cancels).
     vpg restore --undo --check "$@"
     status=$?
-    if [ "$status" -ne 0 ]; then exit "$status"; fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+    if [ "$status" -ne 0 ]; then exit "$status"; fi
 
     # 2. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)
@@ -164,6 +166,7 @@ db-restore-undo *args:
         say "stopping ${stopped[*]}"
         docker compose stop "${stopped[@]}"
         status=$?
+        if [ -n "$interrupted" ]; then say "interrupted; nothing was undone"; restart; exit 130; fi
         if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; nothing was undone"; restart; exit "$status"; fi
     fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was undone"; restart; exit 130; fi
@@ -173,7 +176,7 @@ db-restore-undo *args:
     status=$?
     restart_failed=
     restart || restart_failed=1
-    if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then status=130; fi
+    if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     exit "$status"
 

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -290,6 +291,28 @@ def test_db_backup_health_is_freshness_by_the_schedule(project: Project) -> None
     assert "(BACKUP_HEALTH_MAX_AGE)" in tight.stderr
 
 
+def wait_for_health(project: Project, service: str, want: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while project.health(service) != want:
+        assert time.monotonic() < deadline, (want, project.state(service))
+        time.sleep(1)
+
+
+def test_db_backup_turns_unhealthy_when_there_is_no_fresh_backup(project: Project) -> None:
+    """Docker's own health status follows the backups: red while none is fresh, green
+    again once one is (the backups are only moved aside, then back)."""
+    wait_for_health(project, "db-backup", "healthy")
+    project.db_sh(
+        "mkdir /backups/held-aside && mv /backups/*.dump /backups/*.dump.json /backups/held-aside/"
+    )
+    try:
+        wait_for_health(project, "db-backup", "unhealthy")
+        assert project.state("db-backup")["Running"] is True  # red, never restarted for it
+    finally:
+        project.db_sh("mv /backups/held-aside/* /backups/ && rmdir /backups/held-aside")
+    wait_for_health(project, "db-backup", "healthy")
+
+
 def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
     project.sql("CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text)")
     result = project.just("db-backup")
@@ -424,6 +447,86 @@ def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) 
     assert project.sql("SELECT count(*), sum(id) FROM notes") == "1000|500500"
     status = project.just("db-backup-status")
     assert "Rollback point: contents before the undo" in status.stdout, status.stdout
+
+
+def ctrl_c_when(project: Project, needle: str, *args: str) -> tuple[int, str]:
+    """Run `just ARGS` in its own process group and Ctrl+C it (SIGINT to the group, as a
+    terminal does) once ``needle`` shows in its stderr; return its status and stderr."""
+    proc = subprocess.Popen(
+        [just_program(), "--justfile", str(REPO / "justfile"), *args],
+        env=project.env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        for line in proc.stderr:
+            seen.append(line)
+            if needle in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            assert time.monotonic() < deadline, "".join(seen)
+        else:
+            raise AssertionError(f"{needle!r} never showed:\n{''.join(seen)}")
+        rest = proc.stderr.read()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, "".join(seen) + rest
+
+
+def test_ctrl_c_at_each_step_of_db_restore(project: Project) -> None:
+    """On the real engine: Ctrl+C in the countdown or while staging stops nothing and
+    changes nothing; Ctrl+C while the app is down still starts it again. Nothing is lost."""
+    project.needs_verb("restore")
+    project.sql(
+        "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
+        "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 300000) g"
+    )
+    backup = project.just("db-backup", "--json")
+    assert backup.returncode == 0, backup.stderr
+    name = json.loads(backup.stdout)["name"]
+    project.sql("DELETE FROM notes WHERE id > 10")
+    before = project.apps()
+
+    # 1. In the countdown: exit 130, nothing stopped, nothing changed.
+    status, err = ctrl_c_when(project, "press Ctrl+C to cancel", "db-restore", name)
+    assert status == 130, err
+    assert "interrupted; nothing was changed" in err
+    assert project.apps() == before
+    assert project.sql("SELECT count(*) FROM notes") == "10"
+
+    # 2. While the copy is built: the app was never stopped, the database is unchanged.
+    status, err = ctrl_c_when(project, "restoring into a new database", "db-restore", name, "--yes")
+    assert status == 130, err
+    assert "the app was not stopped and the database was not changed" in err
+    assert "stopping web" not in err
+    assert project.apps() == before
+    assert project.sql("SELECT count(*) FROM notes") == "10"
+
+    # 3. While the app is down: the services start again; the swap is all or nothing.
+    status, err = ctrl_c_when(project, "stopping web", "db-restore", name, "--yes")
+    assert status == 130, err
+    assert "starting web celery-worker" in err
+    after = project.apps()
+    for service in ("web", "celery-worker"):
+        assert after[service][0], f"{service} is not running after Ctrl+C"
+    assert project.container("db-backup")[0], "db-backup is not running after Ctrl+C"
+    assert project.sql("SELECT count(*) FROM notes") in ("10", "300000")
+
+    # And a plain run afterwards restores, whatever the interrupted ones left.
+    done = project.just("db-restore", name, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert project.sql("SELECT count(*) FROM notes") == "300000"
+    project.sql("DROP TABLE notes")
 
 
 def test_restore_of_corrupt_file_leaves_app_and_data(project: Project) -> None:
