@@ -8,13 +8,16 @@ CHECK sleeps), a pg_dump stuck behind a table lock when SIGTERM comes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.server
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -23,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
-from conftest import PASSWORD, Target, slow_table_sql, wait_for_sleep_in
+from conftest import PASSWORD, Target, _pg_ctl, slow_table_sql, wait_for_sleep_in
 from offsite_support import (  # noqa: F401 (fixtures)
     AWS_SECRET,
     Bucket,
@@ -396,6 +400,80 @@ def test_a_failing_run_is_reported_and_the_next_one_succeeds(
     assert "secret-token-1234" not in text  # the ping URL's token is never logged
     final = read_metrics(metrics_file)
     assert runs(final, "success") >= 1 and runs(final, "failure") >= 2
+
+
+class OwnServer:
+    """A private PostgreSQL cluster of this test's own, which it can really stop."""
+
+    def __init__(self, folder: Path) -> None:
+        self.bindir = Path(_pg_ctl()).parent
+        self.data = folder / "data"
+        self.socket_dir = folder  # short enough for a socket path
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        pwfile = folder / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        self.run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}")  # fmt: skip
+        pwfile.unlink()
+        self.start()
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", password=PASSWORD,
+            dbname="postgres", autocommit=True,
+        ) as conn:  # fmt: skip
+            conn.execute("CREATE DATABASE velocity")
+
+    def run(self, program: str, *args: str) -> None:
+        subprocess.run([str(self.bindir / program), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.data.parent / "log"),
+                 "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1",
+                 "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def env(self) -> dict[str, str]:
+        return dict(PGHOST="127.0.0.1", PGPORT=str(self.port), PGUSER="postgres",
+                    PGPASSWORD=PASSWORD, PGDATABASE="velocity")  # fmt: skip
+
+
+@pytest.fixture
+def own_server() -> Iterator[OwnServer]:
+    folder = Path(f"/tmp/vpg-own-{uuid.uuid4().hex[:8]}")
+    folder.mkdir(mode=0o700)
+    server = OwnServer(folder)
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # stopped already
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_runs_fail_while_the_server_is_stopped_and_succeed_once_it_is_back(
+    target: Target, schedulers: list[Scheduler], own_server: OwnServer, tmp_path: Path
+) -> None:
+    """The server really stopped (pg_ctl stop), then started again: each run meanwhile
+    fails and says so, the scheduler keeps going, and the next run after the start succeeds."""
+    metrics_file = tmp_path / "velocity.prom"
+    s = start(schedulers, target, BACKUP_METRICS_FILE=str(metrics_file), **own_server.env())
+    s.wait_for(lambda: s.count("run succeeded") >= 1, what="a first run")
+    own_server.stop()
+    failed_before = s.count("run FAILED")
+    s.wait_for(lambda: s.count("run FAILED") >= failed_before + 2, what="two failed runs")
+    assert s.proc.poll() is None  # the scheduler keeps going
+    assert re.search(rf"^{STAMP} backup: FAILED .*", s.text(), re.M)
+    assert runs(read_metrics(metrics_file), "failure") >= 2
+    succeeded = s.count("run succeeded")
+    own_server.start()
+    s.wait_for(lambda: s.count("run succeeded") > succeeded, what="a run after the start")
+    s.stop()
+    assert s.proc.returncode == 0, s.stderr
+    assert leftovers(target) == []
+    assert PASSWORD not in s.text()
 
 
 # -- stopping ----------------------------------------------------------------------------
