@@ -381,15 +381,21 @@ def downtime(stderr: str) -> float:
     return float(match.group(1))
 
 
-def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) -> None:
-    project.needs_verb("restore")
+def notes_then_backup(project: Project, rows: int, body: str) -> str:
+    """A fresh table ``notes`` of ROWS rows (body: an SQL expression of g), backed up by
+    `just db-backup`; returns the backup's name."""
     project.sql(
         "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
-        "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 1000) g"
+        f"INSERT INTO notes SELECT g, {body} FROM generate_series(1, {rows}) g"
     )
     backup = project.just("db-backup", "--json")
     assert backup.returncode == 0, backup.stderr
-    name = json.loads(backup.stdout)["name"]
+    return str(json.loads(backup.stdout)["name"])
+
+
+def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) -> None:
+    project.needs_verb("restore")
+    name = notes_then_backup(project, 1000, "'note ' || g")
     project.sql("DELETE FROM notes WHERE id > 10; CREATE TABLE later (x int)")
     # What the stand-ins (and db-backup, paused for the swap too) take to stop and
     # start, without any restore.
@@ -487,13 +493,7 @@ def test_ctrl_c_at_each_step_of_db_restore(project: Project) -> None:
     """On the real engine: Ctrl+C in the countdown or while staging stops nothing and
     changes nothing; Ctrl+C while the app is down still starts it again. Nothing is lost."""
     project.needs_verb("restore")
-    project.sql(
-        "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
-        "INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 300000) g"
-    )
-    backup = project.just("db-backup", "--json")
-    assert backup.returncode == 0, backup.stderr
-    name = json.loads(backup.stdout)["name"]
+    name = notes_then_backup(project, 300_000, "md5(g::text)")
     project.sql("DELETE FROM notes WHERE id > 10")
     before = project.apps()
 
