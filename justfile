@@ -103,14 +103,14 @@ db-restore file *args:
             say "the app services were down for $(awk -v a="$down_since" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
         fi
     }
+    status=0
     if [ "${#stopped[@]}" -gt 0 ]; then
         say "stopping ${stopped[*]}"
         docker compose stop "${stopped[@]}"
         status=$?
-        if [ -n "$interrupted" ]; then say "interrupted; the database was not restored"; restart; exit 130; fi
-        if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; the database was not restored"; restart; exit "$status"; fi
     fi
     if [ -n "$interrupted" ]; then say "interrupted; the database was not restored"; restart; exit 130; fi
+    if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; the database was not restored"; restart; exit "$status"; fi
 
     # 4. Swap the staged copy in (no second countdown), then start exactly what
     #    was stopped, also when the swap failed; exit with the restore's status.
@@ -162,14 +162,14 @@ db-restore-undo *args:
             say "the app services were down for $(awk -v a="$down_since" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s"
         fi
     }
+    status=0
     if [ "${#stopped[@]}" -gt 0 ]; then
         say "stopping ${stopped[*]}"
         docker compose stop "${stopped[@]}"
         status=$?
-        if [ -n "$interrupted" ]; then say "interrupted; nothing was undone"; restart; exit 130; fi
-        if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; nothing was undone"; restart; exit "$status"; fi
     fi
     if [ -n "$interrupted" ]; then say "interrupted; nothing was undone"; restart; exit 130; fi
+    if [ "$status" -ne 0 ]; then say "could not stop ${stopped[*]}; nothing was undone"; restart; exit "$status"; fi
 
     # 3. Swap the rollback point back in, then start exactly what was stopped.
     vpg restore --undo --yes "$@"

@@ -301,12 +301,17 @@ def check_object(store: RemoteStore, key: str, size: int, sha256: str, meter: Me
 
 
 def select_for_push(
-    ctx: Context, folder: Path, names: list[str], everything: bool, database: str | None
+    ctx: Context,
+    folder: Path,
+    backups: list[catalog.Backup],
+    names: list[str],
+    everything: bool,
+    database: str | None,
 ) -> list[Path]:
-    """The named backups, every one not yet off-site (--all), or the newest of ``database``."""
+    """The named backups, every one of ``backups`` not yet off-site (--all), or the newest
+    of ``database``."""
     if names:
         return [catalog.resolve_backup(folder, name) for name in names]
-    backups = catalog.list_backups(folder)
     if not everything:
         newest = catalog.newest_of(backups, database)
         return [newest.path] if newest is not None else []
@@ -342,8 +347,9 @@ def push(
     folder = settings.backup_dir
     result = PushReport()
     with lock.shared(folder, "push"):
-        dumps = select_for_push(ctx, folder, names, everything, settings.database)
-        result.local_backups = len(catalog.list_backups(folder))
+        backups = catalog.list_backups(folder)
+        result.local_backups = len(backups)
+        dumps = select_for_push(ctx, folder, backups, names, everything, settings.database)
         for dump in dumps:
             try:
                 pushed = push_backup(ctx, dump, meter)
