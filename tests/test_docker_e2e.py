@@ -160,6 +160,18 @@ class Project:
             assert time.monotonic() < deadline, f"{needle!r} not in {service}'s log:\n{text}"
             time.sleep(1)
 
+    def wait_for_health(self, service: str, want: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health(service) != want:
+            assert time.monotonic() < deadline, (want, self.state(service))
+            time.sleep(1)
+
+    def backup_now(self) -> str:
+        """`just db-backup --json`; the new backup's name."""
+        backup = self.just("db-backup", "--json")
+        assert backup.returncode == 0, backup.stderr
+        return str(json.loads(backup.stdout)["name"])
+
     def apps(self) -> dict[str, tuple[bool, str]]:
         return {service: self.container(service) for service in APP}
 
@@ -268,10 +280,7 @@ def test_db_backup_service_backs_up_at_once_and_turns_healthy(project: Project) 
     assert name in project.backups()
     owner = project.db_sh(f"stat -c '%U %a' /backups/{name}").split()
     assert owner == ["postgres", "600"]  # like `just db-backup`'s
-    deadline = time.monotonic() + 90
-    while project.health("db-backup") != "healthy":
-        assert time.monotonic() < deadline, project.state("db-backup")
-        time.sleep(2)
+    project.wait_for_health("db-backup", "healthy")
     logs = project.just("db-backup-logs")
     assert logs.returncode == 0 and "run succeeded" in logs.stdout
 
@@ -291,26 +300,19 @@ def test_db_backup_health_is_freshness_by_the_schedule(project: Project) -> None
     assert "(BACKUP_HEALTH_MAX_AGE)" in tight.stderr
 
 
-def wait_for_health(project: Project, service: str, want: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while project.health(service) != want:
-        assert time.monotonic() < deadline, (want, project.state(service))
-        time.sleep(1)
-
-
 def test_db_backup_turns_unhealthy_when_there_is_no_fresh_backup(project: Project) -> None:
     """Docker's own health status follows the backups: red while none is fresh, green
     again once one is (the backups are only moved aside, then back)."""
-    wait_for_health(project, "db-backup", "healthy")
+    project.wait_for_health("db-backup", "healthy")
     project.db_sh(
         "mkdir /backups/held-aside && mv /backups/*.dump /backups/*.dump.json /backups/held-aside/"
     )
     try:
-        wait_for_health(project, "db-backup", "unhealthy")
+        project.wait_for_health("db-backup", "unhealthy")
         assert project.state("db-backup")["Running"] is True  # red, never restarted for it
     finally:
         project.db_sh("mv /backups/held-aside/* /backups/ && rmdir /backups/held-aside")
-    wait_for_health(project, "db-backup", "healthy")
+    project.wait_for_health("db-backup", "healthy")
 
 
 def test_backup_lands_in_the_volume_and_list_shows_it(project: Project) -> None:
@@ -388,9 +390,7 @@ def notes_then_backup(project: Project, rows: int, body: str) -> str:
         "DROP TABLE IF EXISTS notes; CREATE TABLE notes (id int PRIMARY KEY, body text); "
         f"INSERT INTO notes SELECT g, {body} FROM generate_series(1, {rows}) g"
     )
-    backup = project.just("db-backup", "--json")
-    assert backup.returncode == 0, backup.stderr
-    return str(json.loads(backup.stdout)["name"])
+    return project.backup_now()
 
 
 def test_restore_stages_then_stops_the_apps_only_for_the_swap(project: Project) -> None:
@@ -624,9 +624,7 @@ def test_downtime_of_a_large_restore_is_the_swap_only(project: Project) -> None:
         )
         rows += 500_000
     size = int(project.sql("SELECT pg_database_size(current_database())"))
-    backup = project.just("db-backup", "--json")
-    assert backup.returncode == 0, backup.stderr
-    name = json.loads(backup.stdout)["name"]
+    name = project.backup_now()
     apps = ["web", "celery-worker", "db-backup"]
     started = time.monotonic()
     project.compose("stop", *apps)
