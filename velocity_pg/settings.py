@@ -228,8 +228,18 @@ def parse_s3_url(text: str) -> tuple[str, str]:
 
 
 def parse_recipients(text: str) -> tuple[str, ...]:
-    """age public keys separated by commas or white space; each must look like ``age1...``."""
+    """age public keys separated by commas or white space; each must look like ``age1...``.
+
+    A value that holds no key at all (blanks, commas) is refused: taken as "no
+    recipients", it would switch encryption off and upload plaintext (an empty
+    value never gets here: it means unset, see :func:`pick`).
+    """
     keys = tuple(key for key in re.split(r"[\s,]+", text.strip()) if key)
+    if not keys:
+        raise ConfigError(
+            f"BACKUP_AGE_RECIPIENTS={text!r} holds no age public key; set it to the keys "
+            "printed by `age-keygen -y` (or leave it empty to unset it); nothing was done"
+        )
     for key in keys:
         if not _RECIPIENT_RE.match(key):
             shown = key if len(key) <= 16 else key[:12] + "..."
@@ -260,8 +270,15 @@ def offsite_from_values(
             f"BACKUP_S3_ENDPOINT_URL={endpoint!r} is not an http(s):// URL; "
             "set it to your provider's S3 endpoint, e.g. https://s3.example.com"
         )
-    recipients = parse_recipients(lookup("BACKUP_AGE_RECIPIENTS") or "")
+    recipients_text = lookup("BACKUP_AGE_RECIPIENTS")
+    recipients = () if recipients_text is None else parse_recipients(recipients_text)
     recipients_file = _existing_file("BACKUP_AGE_RECIPIENTS_FILE", lookup)
+    if recipients_file is not None and not file_recipients(recipients_file):
+        raise ConfigError(
+            f"BACKUP_AGE_RECIPIENTS_FILE {recipients_file} holds no recipient (only blank or "
+            "# lines); add the public keys, one a line, or unset BACKUP_AGE_RECIPIENTS_FILE; "
+            "nothing was done"
+        )
     identity_text = lookup("BACKUP_AGE_IDENTITY_FILE")
     max_age, max_count, min_keep = local
     aws = {name: value for name in AWS_VARIABLES if (value := lookup(name)) is not None}
@@ -277,6 +294,20 @@ def offsite_from_values(
         max_count=number("BACKUP_S3_MAX_COUNT", max_count, minimum=1),
         min_keep=number("BACKUP_S3_MIN_KEEP", min_keep, minimum=1),
     )
+
+
+def file_recipients(path: Path) -> list[str]:
+    """The recipients in a BACKUP_AGE_RECIPIENTS_FILE, one a line (blanks and # lines skipped)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a text file"
+        raise ConfigError(f"cannot read BACKUP_AGE_RECIPIENTS_FILE {path}: {reason}") from exc
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def _existing_file(name: str, lookup: Callable[[str], str | None]) -> Path | None:

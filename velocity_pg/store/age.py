@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from velocity_pg.errors import ConfigError
-from velocity_pg.settings import OffSite
+from velocity_pg.settings import OffSite, file_recipients
 from velocity_pg.store import pipe
 
 PROGRAM = "age"
@@ -51,17 +51,7 @@ def public_keys(offsite: OffSite) -> list[str]:
     """Every recipient, the file's lines included (comments and blanks skipped)."""
     keys = list(offsite.recipients)
     if offsite.recipients_file is not None:
-        try:
-            text = offsite.recipients_file.read_text()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read BACKUP_AGE_RECIPIENTS_FILE {offsite.recipients_file}: {exc.strerror}"
-            ) from exc
-        keys += [
-            line.strip()
-            for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        keys += file_recipients(offsite.recipients_file)
     return keys
 
 
