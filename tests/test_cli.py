@@ -64,7 +64,8 @@ def test_bad_setting_is_exit_2_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "velocity-pg: error: BACKUP_MAX_AGE_DAYS='-3' is out of range; it must be at least 1"
+        "velocity-pg: error: BACKUP_MAX_AGE_DAYS='-3' is out of range; "
+        "it must be a whole number between 1 and 100000"
     ]
 
 

@@ -104,7 +104,8 @@ def test_errors_name_the_option_the_user_typed(target: Target) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "velocity-pg: error: --max-count '0' is out of range; it must be at least 1"
+        "velocity-pg: error: --max-count '0' is out of range; "
+        "it must be a whole number between 1 and 2147483647"
     )
     result = target.run("cleanup", "--dry-run", env=target.env(BACKUP_MAX_COUNT="0"))
     assert result.returncode == 2

@@ -161,7 +161,10 @@ def test_within_one_layer_the_libpq_name_wins() -> None:
 def test_errors_name_the_option_the_user_typed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(environ={"BACKUP_MAX_COUNT": "5"}, overrides={"BACKUP_MAX_COUNT": "0"})
-    assert info.value.message == "--max-count '0' is out of range; it must be at least 1"
+    assert (
+        info.value.message
+        == "--max-count '0' is out of range; it must be a whole number between 1 and 2147483647"
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(environ={}, overrides={"PGPORT": "x"})
     assert info.value.message.startswith("--port 'x' is not a whole number")
@@ -173,8 +176,12 @@ def test_errors_name_the_variable_and_the_env_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(environ={}, env_file=env_file)
     assert info.value.message == (
-        f"BACKUP_MIN_KEEP='0' (in {env_file}) is out of range; it must be at least 1"
+        f"BACKUP_MIN_KEEP='0' (in {env_file}) is out of range; "
+        "it must be a whole number between 1 and 2147483647"
     )
     with pytest.raises(ConfigError) as info:
         load_settings(environ={"BACKUP_MAX_COUNT": "0"}, env_file=env_file)
-    assert info.value.message == "BACKUP_MAX_COUNT='0' is out of range; it must be at least 1"
+    assert (
+        info.value.message == "BACKUP_MAX_COUNT='0' is out of range; "
+        "it must be a whole number between 1 and 2147483647"
+    )

@@ -17,7 +17,7 @@ import click
 
 from velocity_pg import __version__
 from velocity_pg.errors import ExitStatus, VelocityError
-from velocity_pg.settings import Settings, load_settings
+from velocity_pg.settings import Settings, load_settings, parse_int
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -686,7 +686,6 @@ def schedule(state: State, once: bool) -> None:
 @click.option(
     "--jobs",
     "-j",
-    type=click.IntRange(min=1),
     metavar="N",
     help="Parallel pg_restore jobs [default: the number of CPUs].",
 )
@@ -725,7 +724,7 @@ def restore(
     name: str | None,
     check: bool,
     yes: bool,
-    jobs: int | None,
+    jobs: str | None,
     stage_only: bool,
     abort: bool,
     undo: bool,
@@ -754,6 +753,7 @@ def restore(
             raise click.UsageError(f"--check does not go with {modes[0]}")
     elif name is None:
         raise click.UsageError("missing the backup NAME (see `velocity-pg list`)")
+    workers = None if jobs is None else parse_int(f"--jobs {jobs!r}", jobs, minimum=1, example=4)
     keep = None if keep_previous is None else ("true" if keep_previous else "false")
     settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
     if abort or forget:
@@ -792,7 +792,7 @@ def restore(
         offsite.pull(settings, name)
         click.echo(f"velocity-pg: {name} downloaded and checked; restoring it", err=True)
     result = restore_backup(
-        settings, name, check=check, yes=yes, jobs=jobs, stage_only=stage_only,
+        settings, name, check=check, yes=yes, jobs=workers, stage_only=stage_only,
         drop_later=drop_later,
     )  # fmt: skip
     if as_json:

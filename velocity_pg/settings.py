@@ -25,6 +25,13 @@ DEFAULT_MIN_KEEP = 1
 DEFAULT_DUMP_NICE = 10
 DEFAULT_SCHEDULE = "@daily"
 DEFAULT_VERIFY = "checksum"
+#: The largest whole number any setting takes unless it says less (C's INT_MAX, which
+#: pg_restore's --jobs also stops at): "no limit" is written as a big number, never as
+#: one that overflows.
+MAX_WHOLE = 2**31 - 1
+#: The longest age any setting takes (about 273 years): day counts and durations alike,
+#: so every date computed from one stays within the calendar.
+MAX_DAYS = 100_000
 
 #: Each setting and its names, the preferred name first (the official postgres
 #: image's names are the fallbacks). A higher layer wins over every name of a
@@ -290,7 +297,7 @@ def offsite_from_values(
         recipients=recipients,
         recipients_file=recipients_file,
         identity_file=None if identity_text is None else Path(identity_text).expanduser(),
-        max_age_days=number("BACKUP_S3_MAX_AGE_DAYS", max_age, minimum=1),
+        max_age_days=number("BACKUP_S3_MAX_AGE_DAYS", max_age, minimum=1, maximum=MAX_DAYS),
         max_count=number("BACKUP_S3_MAX_COUNT", max_count, minimum=1),
         min_keep=number("BACKUP_S3_MIN_KEEP", min_keep, minimum=1),
     )
@@ -372,7 +379,7 @@ def settings_from_values(values: Mapping[str, str]) -> Settings:
 def settings_from_layers(layers: Sequence[Layer]) -> Settings:
     """Validate layered values (highest first) into :class:`Settings` (pure)."""
 
-    def number(setting: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    def number(setting: str, default: int, *, minimum: int, maximum: int = MAX_WHOLE) -> int:
         value = pick(layers, setting)
         if value is None:
             return default
@@ -410,7 +417,7 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
     if backup_dir.exists() and not backup_dir.is_dir():
         source = "BACKUP_DIR" if backup_dir_value is None else backup_dir_value.source
         raise ConfigError(f"{source} {backup_dir} is not a directory; point {source} at a folder")
-    max_age_days = number("BACKUP_MAX_AGE_DAYS", DEFAULT_MAX_AGE_DAYS, minimum=1)
+    max_age_days = number("BACKUP_MAX_AGE_DAYS", DEFAULT_MAX_AGE_DAYS, minimum=1, maximum=MAX_DAYS)
     max_count = number("BACKUP_MAX_COUNT", DEFAULT_MAX_COUNT, minimum=1)
     min_keep = number("BACKUP_MIN_KEEP", DEFAULT_MIN_KEEP, minimum=1)
     return Settings(
@@ -434,25 +441,37 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
     )
 
 
+_WHOLE_RE = re.compile(r"\A-?[0-9]+\Z")
+
+
 def parse_int(
     named: str,
     text: str,
     *,
     minimum: int = 0,
-    maximum: int | None = None,
+    maximum: int = MAX_WHOLE,
     example: int = 1,
 ) -> int:
-    """Parse a whole-number setting, refusing anything ambiguous with a clear message.
+    """Parse a whole-number setting: plain ASCII decimal digits, within a range, else refused.
 
-    ``named`` is how the message names the value (see :meth:`Value.named`).
+    Python's other literal forms (``3_0``, ``+5``, `` 5``, ``٣``) are refused: a typo must
+    not silently become another number. ``named`` is how the message names the value
+    (see :meth:`Value.named`); the message gives the range.
     """
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise ConfigError(f"{named} is not a whole number; set it to e.g. {example}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ConfigError(f"{named} is out of range; it must be {bound}")
+    bound = f"it must be a whole number between {minimum} and {maximum}"
+    if not _WHOLE_RE.match(text):
+        raise ConfigError(
+            f"{named} is not a whole number (digits 0-9 only); {bound}, e.g. {example}"
+        )
+    digits = text.removeprefix("-").lstrip("0") or "0"
+    if text.startswith("-") and digits != "0":
+        value = -1  # below every minimum; never converted, however long
+    elif len(digits) > len(str(maximum)):
+        value = maximum + 1
+    else:
+        value = int(digits)
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{named} is out of range; {bound}")
     return value
 
 

@@ -15,30 +15,20 @@ database configured at all, the newest backup of any database counts.
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from velocity_pg.errors import ConfigError, ManifestUnreadable
+from velocity_pg.errors import ManifestUnreadable
 from velocity_pg.store import catalog, manifest
-
-_DURATION_RE = re.compile(r"\A\s*(\d+)\s*([smhdw])\s*\Z")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str, option: str = "--max-age") -> timedelta:
-    """``90m``, ``26h``, ``2d`` (also ``s`` and ``w``) as a timedelta; > 0."""
-    match = _DURATION_RE.match(text)
-    if match is None:
-        raise ConfigError(
-            f"{option} {text!r} is not a duration; use a number and a unit, e.g. 90m, 26h, 2d"
-        )
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{option} {text!r} must be more than zero")
-    return timedelta(seconds=seconds)
+    """``90m``, ``26h``, ``2d``, ``1h30m`` (units s m h d w) as a timedelta, within range."""
+    from velocity_pg.scheduling.timetable import parse_duration as parse
+
+    return parse(text, option)
 
 
 #: How far in the future a backup's name may be and still count (clocks disagree a little).

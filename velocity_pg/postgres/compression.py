@@ -43,7 +43,7 @@ FIRST_MAJOR: dict[str, int] = {"gzip": 8, "none": 8, "zstd": 16, "lz4": 16}
 #: pg_dump's ``method[:detail]`` syntax arrived with these methods.
 METHOD_SYNTAX_MAJOR = 16
 
-_VALUE_RE = re.compile(r"\A(?:(?P<method>[a-z0-9]+)(?::(?P<level>[+-]?\d+))?)\Z", re.ASCII)
+_VALUE_RE = re.compile(r"\A(?:(?P<method>[a-z0-9]+)(?::(?P<level>-?[0-9]{1,9}))?)\Z", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from velocity_pg.errors import ConfigError
+from velocity_pg.settings import MAX_DAYS
 
 SHORTHANDS = {
     "@hourly": "0 * * * *",
@@ -35,9 +36,11 @@ SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
-_DURATION = re.compile(r"\A(?:\d+[smhdw])+\Z")
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+_DURATION = re.compile(r"\A(?:[0-9]+[smhdw])+\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration any setting takes, in seconds (see MAX_DAYS).
+MAX_DURATION = MAX_DAYS * 86400
 #: How far ahead :meth:`Timetable.longest_gap` looks: a year covers both DST
 #: changes and every month length; the step cap keeps ``* * * * *`` cheap.
 _GAP_HORIZON = timedelta(days=400)
@@ -46,16 +49,28 @@ HINT = "use a cron expression like '0 3 * * *', @hourly, @daily, @weekly, @month
 
 
 def parse_duration(text: str, what: str) -> timedelta:
-    """``30s``, ``90m``, ``6h``, ``1h30m``, ``2d``, ``1w`` as a timedelta (> 0)."""
+    """``30s``, ``90m``, ``6h``, ``1h30m``, ``2d``, ``1w`` as a timedelta, 1s to MAX_DAYS days.
+
+    Numbers are plain ASCII digits; ``what`` names the setting in messages
+    (``--max-age``, ``BACKUP_HEALTH_MAX_AGE``).
+    """
     compact = text.strip().replace(" ", "")
     if not _DURATION.match(compact):
         raise ConfigError(
             f"{what} {text!r} is not a duration; use a number and a unit (s m h d w), "
             "e.g. 30s, 90m, 6h, 1h30m, 2d"
         )
-    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(compact))
+    seconds = 0
+    for number, unit in _DURATION_PART.findall(compact):
+        digits = number.lstrip("0")
+        # A number longer than the limit is out of range, however long (never converted).
+        seconds += (
+            MAX_DURATION + 1 if len(digits) > 15 else int(digits or "0") * _UNIT_SECONDS[unit]
+        )
     if seconds <= 0:
         raise ConfigError(f"{what} {text!r} must be more than zero")
+    if seconds > MAX_DURATION:
+        raise ConfigError(f"{what} {text!r} is out of range; it must be between 1s and {MAX_DAYS}d")
     return timedelta(seconds=seconds)
 
 
