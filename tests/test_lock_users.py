@@ -34,8 +34,8 @@ def sh(*cmd):
     subprocess.run(cmd, check=True)
 
 
-def velocity(step, *args, owner=False, folder="/srv/backups"):
-    env = dict(os.environ, BACKUP_DIR=folder)
+def velocity(step, *args, owner=False, folder="/srv/backups", **extra):
+    env = dict(os.environ, BACKUP_DIR=folder, **extra)
     prefix = ["setpriv", f"--reuid={OWNER}", f"--regid={OWNER}", "--clear-groups"] if owner else []
     done = subprocess.run(
         [*prefix, python, "-m", "velocity_pg", *args],
@@ -93,7 +93,23 @@ if results["root_backup"]["rc"] == 0:
     name = json.loads(results["root_backup"]["out"])["name"]
     velocity("owner_restore_check", "restore", name, "--check", "--yes", owner=True)
 
-# 4. Root where it cannot act for the owner: in a nested namespace uid OWNER is not mapped
+# 4. The scheduler's run lock (issue 17, item 13): root's `schedule --once` makes it the
+#    owner's; one an older velocity-pg left as root (0600) stops the owner's run, which
+#    never goes on unlocked; root's next run gives it back.
+run_lock = os.path.join(folder, ".velocity-schedule.lock")
+velocity("root_schedule", "schedule", "--once", BACKUP_VERIFY="none")
+owners("after_root_schedule")
+velocity("owner_schedule", "schedule", "--once", owner=True, BACKUP_VERIFY="none")
+os.unlink(run_lock)
+os.close(os.open(run_lock, os.O_CREAT | os.O_WRONLY, 0o600))
+owners("before_owner_refused")
+velocity("owner_schedule_refused", "schedule", "--once", owner=True, BACKUP_VERIFY="none")
+owners("after_owner_refused")
+velocity("root_schedule_repairs", "schedule", "--once", BACKUP_VERIFY="none")
+velocity("owner_schedule_again", "schedule", "--once", owner=True, BACKUP_VERIFY="none")
+owners("after_owner_schedule_again")
+
+# 5. Root where it cannot act for the owner: in a nested namespace uid OWNER is not mapped
 #    (it shows as nobody), as on a root-squashing or id-mapped mount: refuse, change nothing.
 os.chmod(folder, 0o777)
 nested = subprocess.run(
@@ -261,3 +277,37 @@ def test_root_refuses_where_it_cannot_act_for_the_owner(two_users: dict) -> None
     assert ".velocity.lock" not in files
     for name, owner in files.items():
         assert owner[:2] == [OWNER, OWNER], name
+
+
+def test_the_schedulers_run_lock_belongs_to_the_folders_owner(two_users: dict) -> None:  # type: ignore[type-arg]
+    run = two_users["root_schedule"]
+    assert run["rc"] == 0, run
+    files = two_users["after_root_schedule"]
+    assert files[".velocity-schedule.lock"] == [OWNER, OWNER, "0o600"]
+    for name, owner in files.items():
+        assert owner[:2] == [OWNER, OWNER], name  # everything root made is the owner's
+    # So the owner's scheduler takes the lock after a root run.
+    run = two_users["owner_schedule"]
+    assert run["rc"] == 0, run
+    assert "run succeeded" in run["out"]
+
+
+def test_a_run_lock_the_owner_cannot_take_stops_the_run(two_users: dict) -> None:  # type: ignore[type-arg]
+    run = two_users["owner_schedule_refused"]
+    assert run["rc"] == 1, run
+    line = one_error_line(run)
+    assert line.startswith(
+        "velocity-pg: error: the run failed: run lock: cannot start the scheduled run: "
+        "the run lock /srv/backups/.velocity-schedule.lock belongs to root (mode 0600)"
+    ), line
+    assert "`velocity-pg schedule --once` as root" in line
+    assert "run lock: FAILED" in run["out"] and "run FAILED" in run["out"]
+    assert "run started" not in run["out"] and "backup:" not in run["out"]
+    # Nothing ran unlocked: no new backup, nothing deleted.
+    assert two_users["after_owner_refused"] == two_users["before_owner_refused"]
+    # Root's next run gives the lock back; the owner's runs work again.
+    assert two_users["root_schedule_repairs"]["rc"] == 0, two_users["root_schedule_repairs"]
+    again = two_users["owner_schedule_again"]
+    assert again["rc"] == 0, again
+    files = two_users["after_owner_schedule_again"]
+    assert files[".velocity-schedule.lock"] == [OWNER, OWNER, "0o600"]

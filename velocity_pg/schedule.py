@@ -21,6 +21,7 @@ one line per step on stdout. What it promises:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -86,26 +87,32 @@ class Scheduler:
     def run(self, scheduled: datetime) -> job.RunResult | None:
         """One run now (due at ``scheduled``); None when another scheduler's run holds the lock."""
         folder = self.settings.backup_dir
-        with lock.scheduled_run(folder) as held:
-            if not held:
-                self.log(
-                    f"skipped the run due at {job.stamp(scheduled, self.zone)}: another "
-                    f"velocity-pg schedule run is going on in {folder}"
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(lock.scheduled_run(folder))
+            except VelocityError as exc:
+                # Never unlocked: the run fails without starting, and says why.
+                result = self.not_started(exc.message)
+            else:
+                if not held:
+                    self.log(
+                        f"skipped the run due at {job.stamp(scheduled, self.zone)}: another "
+                        f"velocity-pg schedule run is going on in {folder}"
+                    )
+                    self.totals.runs["skipped"] += 1
+                    self.write_metrics()
+                    return None
+                self.log(f"run started (due at {job.stamp(scheduled, self.zone)})")
+                if self.pinger is not None:
+                    self.pinger.send(Kind.START, f"velocity-pg run started on {folder}\n")
+                ctx = job.RunContext(settings=self.settings, config=self.config)
+                steps = job.plan_steps(self.settings, self.config)
+                result = job.run_steps(
+                    ctx,
+                    steps,
+                    clock=self.clock,
+                    on_step=lambda outcome: self.out(outcome.line(self.zone)),
                 )
-                self.totals.runs["skipped"] += 1
-                self.write_metrics()
-                return None
-            self.log(f"run started (due at {job.stamp(scheduled, self.zone)})")
-            if self.pinger is not None:
-                self.pinger.send(Kind.START, f"velocity-pg run started on {folder}\n")
-            ctx = job.RunContext(settings=self.settings, config=self.config)
-            steps = job.plan_steps(self.settings, self.config)
-            result = job.run_steps(
-                ctx,
-                steps,
-                clock=self.clock,
-                on_step=lambda outcome: self.out(outcome.line(self.zone)),
-            )
         verdict = "succeeded" if result.ok else "FAILED"
         failed = [s.name for s in result.steps if s.status is job.StepStatus.FAILED]
         summary = f"run {verdict} in {result.duration:.1f} s" + (
@@ -117,6 +124,13 @@ class Scheduler:
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
         self.record(result)
         return result
+
+    def not_started(self, reason: str) -> job.RunResult:
+        """A run whose lock could not be had: one failed step, ``run lock``, and no other."""
+        now = self.clock()
+        outcome = job.StepOutcome(job.RUN_LOCK_STEP, job.StepStatus.FAILED, reason, now)
+        self.out(outcome.line(self.zone))
+        return job.RunResult(started=now, finished=now, steps=[outcome], backup_size=None)
 
     def record(self, result: job.RunResult) -> None:
         t = self.totals

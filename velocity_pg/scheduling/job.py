@@ -63,6 +63,8 @@ class RunContext:
 
 
 StepFunction = Callable[[RunContext], str]
+#: The step reported when a run could not take its lock, so nothing else ran.
+RUN_LOCK_STEP = "run lock"
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,16 @@ class _Opened:
     folder_fallback: bool = False
 
 
-def _open_lock_file(folder: Path, purpose: str) -> _Opened:
-    """Open (or create) ``BACKUP_DIR/.velocity.lock``; a lock that cannot be had raises.
+def _open_lock_file(folder: Path, purpose: str, name: str = LOCK_NAME) -> _Opened:
+    """Open (or create) ``BACKUP_DIR/.velocity.lock`` (or ``name``); a lock that cannot be
+    had raises.
 
     flock needs no write access, so the file is opened read-only: anyone who
     may read it can lock it. A new one is created mode 0600 and, by root in a
     folder that belongs to another user, given to that user (as is an old one
     root made), so root's runs never lock the owner out.
     """
-    path = folder / LOCK_NAME
+    path = folder / name
     for _attempt in range(5):
         try:
             fd = os.open(path, _OPEN_FLAGS)
@@ -78,14 +79,14 @@ def _open_lock_file(folder: Path, purpose: str) -> _Opened:
                     f"cannot {purpose}: cannot create the lock file {path}: {exc.strerror}"
                 ) from exc
             try:
-                catalog.give_to_folder_owner(fd, folder, LOCK_NAME)
+                catalog.give_to_folder_owner(fd, folder, name)
             except BaseException:
                 os.close(fd)
                 path.unlink(missing_ok=True)
                 raise
             return _Opened(fd)
         except PermissionError:
-            raise OperationFailed(_not_ours_message(path, purpose)) from None
+            raise OperationFailed(_not_ours_message(path, purpose, _what(name))) from None
         except OSError as exc:
             what = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
             raise OperationFailed(
@@ -99,22 +100,27 @@ def _open_lock_file(folder: Path, purpose: str) -> _Opened:
                 f"cannot {purpose}: the lock file {path} is not a regular file; "
                 "remove it (it holds no data) when no velocity-pg runs"
             )
-        _repair_owner(fd, folder, info)
+        _repair_owner(fd, folder, info, name)
         return _Opened(fd)
     raise OperationFailed(f"cannot {purpose}: the lock file {path} keeps vanishing")
 
 
-def _repair_owner(fd: int, folder: Path, info: os.stat_result) -> None:
+def _what(name: str) -> str:
+    return "run lock" if name == RUN_LOCK_NAME else "folder lock"
+
+
+def _repair_owner(fd: int, folder: Path, info: os.stat_result, name: str) -> None:
     """As root: give a root-owned lock file in another user's folder back to that user."""
     if os.geteuid() != 0 or info.st_uid != 0:
         return
     # If that fails root can still lock it; the owner's runs will say what to do.
     with contextlib.suppress(OperationFailed):
-        catalog.give_to_folder_owner(fd, folder, LOCK_NAME)
+        catalog.give_to_folder_owner(fd, folder, name)
 
 
-def _not_ours_message(path: Path, purpose: str) -> str:
+def _not_ours_message(path: Path, purpose: str, what: str) -> str:
     me = catalog.user_name(os.geteuid())
+    repairs = "`velocity-pg schedule --once`" if what == "run lock" else "any velocity-pg command"
     try:
         info = path.lstat()
         owner = catalog.user_name(info.st_uid)
@@ -123,9 +129,9 @@ def _not_ours_message(path: Path, purpose: str) -> str:
     except OSError:
         owner, mode, folder_owner = "another user", "unknown mode", me
     return (
-        f"cannot {purpose}: the folder lock {path} belongs to {owner} ({mode}), so user {me} "
+        f"cannot {purpose}: the {what} {path} belongs to {owner} ({mode}), so user {me} "
         f"cannot take it and nothing was done; give it to the folder's owner as root "
-        f"(`chown {folder_owner} {path}`, or run any velocity-pg command as root once), "
+        f"(`chown {folder_owner} {path}`, or run {repairs} as root once), "
         f"or run velocity-pg as {owner}"
     )
 
@@ -209,22 +215,35 @@ RUN_LOCK_NAME = ".velocity-schedule.lock"
 def scheduled_run(folder: Path) -> Iterator[bool]:
     """Hold the scheduled-run lock without waiting; yields False if another run holds it.
 
-    A folder where the lock file cannot be made (missing, read-only) yields
-    True: the run then fails at its backup step with the real reason.
+    Its file is made, and repaired, as the folder lock's is: by root on the folder
+    owner's behalf, so a ``schedule --once`` as root never locks the service out. A
+    lock that cannot be had (a missing or read-only folder, a lock file of another
+    user's) raises :class:`OperationFailed` with the fix: a run never goes on unlocked.
     """
-    try:
-        fd = os.open(
-            folder / RUN_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    purpose = "start the scheduled run"
+    catalog.require_dir(folder, writable=True)
+    opened = _open_lock_file(folder, purpose, RUN_LOCK_NAME)
+    if opened.fd is None:
+        why = (
+            f"user {catalog.user_name(os.geteuid())} may not create files there"
+            if opened.folder_fallback
+            else "the file system is read-only"
         )
-    except OSError:
-        yield True
-        return
+        raise OperationFailed(
+            f"cannot {purpose}: its lock {folder / RUN_LOCK_NAME} cannot be created ({why}); "
+            "nothing was done"
+        )
+    fd = opened.fd
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
+        except OSError as exc:
+            raise OperationFailed(
+                f"cannot {purpose}: cannot lock {folder / RUN_LOCK_NAME}: {exc.strerror}"
+            ) from exc
         yield True
     finally:
         os.close(fd)
