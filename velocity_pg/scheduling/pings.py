@@ -3,15 +3,17 @@
 Healthchecks.io, Uptime Kuma's push monitors and Cronitor understand it. Each
 ping is a POST whose body is the run's summary lines. Pings go out from one
 background thread, in order, so a slow or dead endpoint never delays a run: a
-ping that fails (timeout, refused, 5xx) is retried a few times with short
-timeouts and logged; then it is given up. Never more than :data:`QUEUE_LIMIT`
+ping that fails (timeout, refused, 5xx, a malformed answer) is retried a few
+times with short timeouts and logged; then it is given up. Never more than :data:`QUEUE_LIMIT`
 pings wait: when an endpoint is down for long, the oldest are dropped (and
-logged), so memory stays flat. The URL may hold a secret token: logs show its
-scheme and host only.
+logged), so memory stays flat. A failure of any kind (a malformed or cut answer
+too) is logged and never ends the thread: the next ping still goes out. The URL
+may hold a secret token: logs show its scheme and host only.
 """
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 import urllib.error
@@ -118,6 +120,11 @@ class Pinger:
                 self._busy = True
             try:
                 self._deliver(ping)
+            except Exception as exc:  # a ping must never end this thread
+                self.log(
+                    f"ping {ping.kind} to {self.shown} failed (unexpected "
+                    f"{type(exc).__name__}); giving up on it (the run is not affected)"
+                )
             finally:
                 with self._cond:
                     self._busy = False
@@ -158,3 +165,7 @@ class Pinger:
             return str(exc.reason), True
         except (TimeoutError, OSError) as exc:
             return type(exc).__name__ if not str(exc) else str(exc), True
+        except http.client.HTTPException as exc:
+            # A malformed or cut answer (BadStatusLine, IncompleteRead): the endpoint's
+            # fault, maybe passing. Named by its kind only: its text may echo the URL.
+            return f"a malformed HTTP answer: {type(exc).__name__}", True
