@@ -9,12 +9,15 @@ a script, then properly; velocity-pg's own Pinger, then a real ``schedule --once
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import Target
+from conftest import Target, clean_env
 
 from velocity_pg.scheduling.pings import Kind, Pinger
 
@@ -145,3 +148,62 @@ def test_schedule_once_still_sends_the_result_ping_after_a_garbage_answer(
     assert "not sent before stopping" not in result.stdout
     assert "secret-token" not in result.stdout + result.stderr
     assert took < 20, took
+
+
+# -- BACKUP_PING_URL checked up front ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "https://ping-user:hunter2-Secret@hc-ping.example/secret-token-5678",
+            "BACKUP_PING_URL (https://hc-ping.example/…) holds a user name or password "
+            "(user:password@host), which velocity-pg does not send;",
+        ),
+        ("https://hunter2-Secret@hc-ping.example/x", "holds a user name or password"),
+        ("http://hc-ping.example:hunter2-Secret/x", "is not a valid URL"),
+        ("http://hc-ping.example:99999/hunter2-Secret", "is not a valid URL"),
+        ("http://[hunter2-Secret/x", "is not a valid URL"),
+        (" ", "BACKUP_PING_URL is blank"),
+    ],
+)
+def test_a_ping_url_with_credentials_or_malformed_is_refused_without_echoing_it(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    env = clean_env(BACKUP_DIR=str(tmp_path), PGHOST=str(tmp_path / "no-server"))
+    env["BACKUP_PING_URL"] = url
+    for args in (("schedule", "--once"), ("schedule",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "velocity_pg", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and reason in lines[0], result.stderr
+        assert lines[0].startswith("velocity-pg: error: ")
+        assert "hunter2" not in result.stdout + result.stderr
+        assert "secret-token" not in result.stdout + result.stderr
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_blank_metrics_file_is_refused(tmp_path: Path) -> None:
+    env = clean_env(BACKUP_DIR=str(tmp_path), PGHOST=str(tmp_path / "no-server"))
+    env["BACKUP_METRICS_FILE"] = "  "
+    result = subprocess.run(
+        [sys.executable, "-m", "velocity_pg", "schedule", "--once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("velocity-pg: error: BACKUP_METRICS_FILE is blank")
+    assert list(tmp_path.iterdir()) == []

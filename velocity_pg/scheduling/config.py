@@ -46,13 +46,11 @@ def load(settings: Settings, now: datetime) -> ScheduleConfig:
         raise ConfigError(
             f"BACKUP_VERIFY={settings.verify_mode!r} is not one of checksum, restore, none"
         ) from None
-    ping_url = settings.ping_url.strip() if settings.ping_url else None
-    if ping_url:
-        parts = urlsplit(ping_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"BACKUP_PING_URL ({mask_url(ping_url)}) is not an http:// or https:// URL"
-            )
+    ping_url = ping_url_setting(settings.ping_url)
+    if settings.metrics_file is not None and not settings.metrics_file.strip():
+        raise ConfigError(
+            "BACKUP_METRICS_FILE is blank; name the file, or leave it empty to write no metrics"
+        )
     metrics_file = Path(settings.metrics_file).expanduser() if settings.metrics_file else None
     if metrics_file is not None:
         check_metrics_folder(metrics_file)
@@ -63,10 +61,44 @@ def load(settings: Settings, now: datetime) -> ScheduleConfig:
     return ScheduleConfig(
         timetable=timetable,
         verify=verify,
-        ping_url=ping_url or None,
+        ping_url=ping_url,
         metrics_file=metrics_file,
         health_max_age=health_max_age_setting(settings),
     )
+
+
+def ping_url_setting(text: str | None) -> str | None:
+    """BACKUP_PING_URL checked; messages never show it whole (its path may be a secret).
+
+    A user name or password in it (``https://user:password@host/...``) is refused:
+    monitors put their token in the path, and credentials there would only be sent
+    in the clear of a URL and fail later as a name lookup of ``user``.
+    """
+    if text is None:
+        return None
+    url = text.strip()
+    if not url:
+        raise ConfigError(
+            "BACKUP_PING_URL is blank; set it to your monitor's URL, or leave it empty "
+            "to send no pings"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ConfigError(
+            "BACKUP_PING_URL is not a valid URL (its host or port is malformed); "
+            "copy it again from your monitor"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"BACKUP_PING_URL ({mask_url(url)}) is not an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"BACKUP_PING_URL ({mask_url(url)}) holds a user name or password "
+            "(user:password@host), which velocity-pg does not send; use the URL your "
+            "monitor gives (Healthchecks, Uptime Kuma and Cronitor put the token in the path)"
+        )
+    return url
 
 
 def health_max_age_setting(settings: Settings) -> timedelta | None:

@@ -165,6 +165,8 @@ class Pinger:
             return str(exc.reason), True
         except (TimeoutError, OSError) as exc:
             return type(exc).__name__ if not str(exc) else str(exc), True
+        except http.client.InvalidURL:
+            return "the URL is not valid", False
         except http.client.HTTPException as exc:
             # A malformed or cut answer (BadStatusLine, IncompleteRead): the endpoint's
             # fault, maybe passing. Named by its kind only: its text may echo the URL.
