@@ -97,9 +97,13 @@ if results["root_backup"]["rc"] == 0:
 #    owner's; one an older velocity-pg left as root (0600) stops the owner's run, which
 #    never goes on unlocked; root's next run gives it back.
 run_lock = os.path.join(folder, ".velocity-schedule.lock")
-velocity("root_schedule", "schedule", "--once", BACKUP_VERIFY="none")
+metrics = os.path.join(folder, "velocity.prom")
+velocity("root_schedule", "schedule", "--once", BACKUP_VERIFY="none", BACKUP_METRICS_FILE=metrics)
 owners("after_root_schedule")
-velocity("owner_schedule", "schedule", "--once", owner=True, BACKUP_VERIFY="none")
+velocity(
+    "owner_schedule", "schedule", "--once", owner=True, BACKUP_VERIFY="none",
+    BACKUP_METRICS_FILE=metrics,
+)
 os.unlink(run_lock)
 os.close(os.open(run_lock, os.O_CREAT | os.O_WRONLY, 0o600))
 owners("before_owner_refused")
@@ -284,12 +288,14 @@ def test_the_schedulers_run_lock_belongs_to_the_folders_owner(two_users: dict) -
     assert run["rc"] == 0, run
     files = two_users["after_root_schedule"]
     assert files[".velocity-schedule.lock"] == [OWNER, OWNER, "0o600"]
+    assert files["velocity.prom"][:2] == [OWNER, OWNER]  # BACKUP_METRICS_FILE there too
     for name, owner in files.items():
         assert owner[:2] == [OWNER, OWNER], name  # everything root made is the owner's
     # So the owner's scheduler takes the lock after a root run.
     run = two_users["owner_schedule"]
     assert run["rc"] == 0, run
     assert "run succeeded" in run["out"]
+    assert "metrics:" not in run["out"]  # it reads and rewrites root's metrics file
 
 
 def test_a_run_lock_the_owner_cannot_take_stops_the_run(two_users: dict) -> None:  # type: ignore[type-arg]

@@ -160,6 +160,8 @@ class Scheduler:
             metrics.write(path, self.totals)
         except OSError as exc:
             self.log(f"metrics: cannot write {path}: {exc.strerror or exc}")
+        except VelocityError as exc:
+            self.log(f"metrics: {exc.message}")
 
     # -- the loop -----------------------------------------------------------------
 

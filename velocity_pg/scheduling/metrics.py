@@ -18,9 +18,12 @@ Names (shared with dashboards and alerts; see README.md, "Metrics"):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from velocity_pg.store import catalog
 
 RESULTS = ("success", "failure", "skipped")
 PREFIX = "velocity_pg_"
@@ -148,3 +151,10 @@ def write(path: Path, totals: Totals) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(totals))  # type: ignore[arg-type]
     write_to_textfile(str(path), registry)
+    # In the backup folder (/backups/velocity.prom), a root run's file is the folder
+    # owner's, as every file velocity-pg makes there (see catalog.give_to_folder_owner).
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        catalog.give_to_folder_owner(fd, path.parent, path.name)
+    finally:
+        os.close(fd)
