@@ -155,11 +155,14 @@ def test_undo_counts_down_and_checks(schema: Target) -> None:
     run_ok(target, "restore", name, "--yes")
     before = ours(target)
     out, err = run_ok(target, "restore", "--undo", "--check")
-    assert "starting in 5 s" in err
+    assert "starting in" not in err  # a check starts nothing: no countdown
     assert "Check passed" in out
     assert ours(target) == before
     usage = target.run("restore", name, "--undo")
     assert usage.returncode == 2
+    out, err = run_ok(target, "restore", "--undo")  # without --yes: the countdown, then the undo
+    assert "starting in 5 s" in err
+    assert "Undone" in out
 
 
 def test_undo_keeps_the_live_database_settings_and_comment(schema: Target) -> None:

@@ -120,7 +120,8 @@ def undo(
         with swap.connect_admin(where, target) as admin:
             plan = prepare(admin, target)
             announce(console, plan)
-            if not yes:
+            # A check starts nothing, so there is nothing to count down to.
+            if not (yes or check):
                 seconds = COUNTDOWN_SECONDS if countdown_seconds is None else countdown_seconds
                 countdown(console, seconds)
             result = UndoCheck(plan) if check else execute(where, admin, plan, console)
