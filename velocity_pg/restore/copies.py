@@ -34,6 +34,8 @@ class Copy:
     size_bytes: int
     comment: str | None
     mark: marks.Mark | None
+    #: A staging database whose comment says it is velocity-pg's unfinished copy.
+    unfinished: bool = False
 
     @property
     def staged(self) -> marks.StagedMark | None:
@@ -69,8 +71,12 @@ def find(admin: Conn, name: str) -> Copy | None:
 def staged_copy(admin: Conn, target: str) -> Copy | None:
     """``target``'s staging database: a complete staged copy (with a mark) or unfinished."""
     found = find(admin, staging.staging_name(target))
-    if found is not None and found.staged is not None and found.staged.database != target:
+    if found is None:
+        return None
+    if found.staged is not None and found.staged.database != target:
         return Copy(found.name, found.size_bytes, found.comment, None)  # not ours to trust
+    if found.mark is None and staging.is_unfinished_copy_of(found.comment, target):
+        return Copy(found.name, found.size_bytes, found.comment, None, unfinished=True)
     return found
 
 
@@ -105,6 +111,7 @@ class Report:
                 "size_bytes": copy.size_bytes,
                 "age_seconds": None if age is None else int(age.total_seconds()),
                 "complete": copy.mark is not None,
+                "marked": copy.mark is not None or copy.unfinished,
             }
             if copy.staged is not None:
                 out.update(backup=copy.staged.backup, sha256=copy.staged.sha256)
@@ -133,12 +140,14 @@ class Report:
         out: list[str] = []
         if staged is None:
             out.append("Staged copy:   none")
-        elif staged.staged is None:
+        elif staged.unfinished:
             size = catalog.human_size(staged.size_bytes)
             out.append(
                 f"Staged copy:   unfinished ({staged.name}, {size}); "
                 "the next restore drops it, or `velocity-pg restore --abort`"
             )
+        elif staged.staged is None:
+            out.append(f"Staged copy:   {unmarked(staged, 'a copy staged for', self.database)}")
         else:
             out.append(
                 f"Staged copy:   {staged.staged.backup} ({staged.describe_age(now)}, "
@@ -148,12 +157,12 @@ class Report:
             )
         if rollback is None:
             out.append("Rollback point: none")
-        else:
-            what = (
-                f"contents before {rollback.rollback.describe()}"
-                if rollback.rollback is not None
-                else "unmarked"
+        elif rollback.rollback is None:
+            out.append(
+                f"Rollback point: {unmarked(rollback, 'the rollback point of', self.database)}"
             )
+        else:
+            what = f"contents before {rollback.rollback.describe()}"
             size = catalog.human_size(rollback.size_bytes)
             out.append(
                 f"Rollback point: {what} ({rollback.describe_age(now)}, {size}, "
@@ -162,6 +171,16 @@ class Report:
                 "database: it doubles the space the database takes on the server)"
             )
         return out
+
+
+def unmarked(copy: Copy, what: str, target: str) -> str:
+    """A database under one of our names that carries no mark of ours: never touched."""
+    return (
+        f"database {copy.name} ({catalog.human_size(copy.size_bytes)}) has the name of "
+        f"{what} {target!r} but carries no velocity-pg mark saying it is one (its comment "
+        "was changed, or it is not velocity-pg's); look inside it, then rename or drop it "
+        "yourself"
+    )
 
 
 def report(settings: Settings, target: str) -> Report:
@@ -204,6 +223,14 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
         found = staged_copy(admin, target) if which == "staged" else rollback_point(admin, target)
         if found is None:
             return None
+        if which == "staged" and found.staged is None and not found.unfinished:
+            raise OperationFailed(
+                f"{unmarked(found, 'a copy staged for', target)}; nothing was changed"
+            )
+        if which != "staged" and found.rollback is None:
+            raise OperationFailed(
+                f"{unmarked(found, 'the rollback point of', target)}; nothing was changed"
+            )
         import psycopg
 
         with shielded():

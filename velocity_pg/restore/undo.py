@@ -146,8 +146,7 @@ def prepare(admin: Conn, target: str) -> UndoPlan:
         )
     if rollback.rollback is None:
         raise OperationFailed(
-            f"database {rollback.name} carries no velocity-pg mark saying it is the rollback "
-            f"point of {target!r}; look inside it and rename it yourself; nothing was changed"
+            f"{copies.unmarked(rollback, 'the rollback point of', target)}; nothing was changed"
         )
     owners = [swap.database_owner(admin, rollback.name)]
     if live is not None:
