@@ -13,6 +13,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -385,6 +386,65 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
         # The drill's throwaway database gets the subscription too, and is dropped all the same.
         drill = target.run("verify", "--restore", name)
         assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert internal_databases(target) == []
+    finally:
+        drop_subscriptions(target)
+
+
+@contextmanager
+def connections_refused(target: Target, dbname: str) -> Iterator[None]:
+    """A pg_hba.conf line that refuses every connection to database ``dbname`` (this test
+    session's own server), taken out again on exit."""
+    with target.connect("postgres") as conn:
+        row = conn.execute("SHOW hba_file").fetchone()
+        assert row is not None
+        hba = Path(str(row[0]))
+        original = hba.read_text()
+        hba.write_text(f"local {dbname} all reject\nhost {dbname} all all reject\n{original}")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        hba.write_text(original)
+        with target.connect("postgres") as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_restore_that_cannot_drop_what_it_replaced_still_succeeded(target: Target) -> None:
+    """Issue 17, item 17: after the swap committed, dropping the replaced contents needs a
+    connection to them (to detach their subscription), and pg_hba.conf refuses it. The
+    restore is done: exit 0, a warning with the command that finishes the job, which works
+    once the connection is allowed; a second restore is never needed."""
+    aside = staging.aside_name(target.dbname)
+    with target.connect() as conn:
+        conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        conn.execute(
+            "CREATE SUBSCRIPTION vt_sub CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
+            "PUBLICATION vt_pub WITH (connect = false)"
+        )
+    try:
+        name = backup(target)
+        with target.connect() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+        with connections_refused(target, aside):
+            result = target.run("restore", name, "--yes", "--no-keep-previous")
+            assert result.returncode == 0, result.stderr
+            assert one_line_errors(result) == []
+            (warning,) = [ln for ln in result.stderr.splitlines() if "warning:" in ln]
+            assert "the restore is complete, but the previous contents" in warning, warning
+            assert f"kept as database {aside!r}, could not be dropped" in warning, warning
+            assert "`velocity-pg restore --tidy` drops it" in warning, warning
+            assert f"Restored database {target.dbname!r} from {name}" in result.stdout
+            with target.connect() as conn:
+                assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+            assert internal_databases(target) == [aside]
+            still = target.run("restore", "--tidy")
+            assert still.returncode == 1
+            (line,) = one_line_errors(still)
+            assert f"cannot drop database {aside}" in line and "restore --tidy" in line, line
+        tidied = target.run("restore", "--tidy")
+        assert tidied.returncode == 0, tidied.stderr
+        assert f"Dropped {aside}" in tidied.stdout
         assert internal_databases(target) == []
     finally:
         drop_subscriptions(target)

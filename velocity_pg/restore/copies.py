@@ -236,9 +236,10 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
         with shielded():
             try:
                 swap.drop_database(admin, found.name, endpoint.resolve(settings.connection))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OperationFailed) as exc:
+                why = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)
                 raise OperationFailed(
-                    f"cannot drop database {found.name}: {db.one_line(exc)}; nothing was changed"
+                    f"cannot drop database {found.name}: {why}; nothing was changed"
                 ) from exc
         return found
 
@@ -268,9 +269,11 @@ def tidy(settings: Settings, target: str) -> str | None:
         with shielded():
             try:
                 swap.drop_database(admin, aside, endpoint.resolve(settings.connection))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OperationFailed) as exc:
+                why = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)
                 raise OperationFailed(
-                    f"cannot drop database {aside}: {db.one_line(exc)}; the next restore of "
-                    f"{target!r} drops it"
+                    f"cannot drop database {aside}: {why}; fix that and run "
+                    f"`velocity-pg restore --tidy` again (the next restore of {target!r} "
+                    "drops it too)"
                 ) from exc
     return aside

@@ -603,8 +603,6 @@ def execute(
     settings: Settings, admin: Conn, plan: Plan, console: Console, *, drop_later: bool = False
 ) -> RestoreResult:
     """Steps 3 to 5: staging, pg_restore, swap, drop the old database."""
-    import psycopg
-
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
@@ -659,9 +657,13 @@ def execute(
                 "to drop (the next restore of this database drops it otherwise)"
             )
         elif left_for_tidy:
+            # Committed: whatever stops this drop (a connection to the old database refused
+            # by pg_hba.conf, its connection limit or a revoked CONNECT; a lost session) is a
+            # warning, never a failure: a user told "failed" would restore again, and that
+            # second swap would drop the real rollback point.
             try:
                 swap.drop_database(admin, plan.aside, plan.where)
-            except psycopg.Error as exc:
+            except Exception as exc:
                 if not keep:
                     previous_kept_as = plan.aside
                 mark(admin, plan.aside, staging.kept_comment(target))
@@ -669,9 +671,10 @@ def execute(
                     "the older rollback point" if keep else f"the previous contents of {target!r}"
                 )
                 console.say(
-                    f"warning: the restore is complete, but {what}, "
-                    f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
-                    "drop it yourself, or the next restore of this database drops it"
+                    f"warning: the restore is complete, but {what}, kept as database "
+                    f"{plan.aside!r}, could not be dropped: {describe(exc)}; once that is "
+                    "fixed, `velocity-pg restore --tidy` drops it (so does the next restore "
+                    "of this database)"
                 )
     if held_back:
         sig = held_back[0]
