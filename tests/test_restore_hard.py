@@ -71,7 +71,12 @@ def logical(_logical_server: object, postgresql_proc: object, tmp_path: Path) ->
             conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
     with target.connect("postgres") as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
-        for leftover in (name, staging.staging_name(name), staging.aside_name(name)):
+        for leftover in (
+            name,
+            staging.staging_name(name),
+            staging.aside_name(name),
+            staging.previous_name(name),
+        ):
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(leftover))
             )
@@ -463,6 +468,69 @@ def test_check_lists_the_logical_replication_slots(logical: Target) -> None:
     assert json.loads(check.stdout)["replication_slots"] == ["vt_slot"]
     (line,) = [ln for ln in check.stderr.splitlines() if "vt_slot" in ln]
     assert "logical replication slot(s) vt_slot" in line and "dropped" in line
+
+
+def slots_on(target: Target) -> dict[str, str]:
+    """Every replication slot of the server: name -> the database it belongs to."""
+    with target.connect("postgres") as conn:
+        rows = conn.execute("SELECT slot_name, database FROM pg_replication_slots").fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def test_restore_and_undo_drop_the_replaced_contents_slots(logical: Target) -> None:
+    """Issue 17, item 5: with the default BACKUP_KEEP_PREVIOUS=true a logical slot stayed on
+    the rollback point, inactive, holding back WAL until `--forget`, while the restore said
+    it was dropped. Now the swap's tidying drops it (restore and undo alike), says so, and
+    the consumer's slot can be made anew, under its name, in the restored database."""
+    previous = staging.previous_name(logical.dbname)
+    with logical.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_slot', 'pgoutput')")
+    name = backup(logical)
+    result = logical.run("restore", name, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert slots_on(logical) == {}
+    assert "warning" not in result.stderr, result.stderr
+    (announced,) = [ln for ln in result.stderr.splitlines() if "has logical replication" in ln]
+    assert "dropped once the swap is done" in announced, announced
+    (done,) = [ln for ln in result.stderr.splitlines() if "dropped replication slot" in ln]
+    assert f"vt_slot with the replaced contents ({previous})" in done, done
+    status = json.loads(logical.run("status", "--json").stdout)["restore"]
+    assert status["rollback_point"]["replication_slots"] == []
+    # The consumer's slot, made anew in the restored database; an undo drops it in turn.
+    with logical.connect() as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_slot', 'pgoutput')")
+    undone = logical.run("restore", "--undo", "--yes")
+    assert undone.returncode == 0, undone.stderr
+    assert "has logical replication slot(s) vt_slot" in undone.stderr
+    assert "dropped replication slot(s) vt_slot" in undone.stderr
+    assert slots_on(logical) == {}
+
+
+def test_status_lists_a_slot_left_on_the_rollback_point(logical: Target) -> None:
+    """A slot on the rollback point (one a restore could not drop, or made there since) is
+    listed by `status` with the WAL it holds back and the command that frees it."""
+    previous = staging.previous_name(logical.dbname)
+    with logical.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    name = backup(logical)
+    assert logical.run("restore", name, "--yes").returncode == 0
+    with logical.connect(previous) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_left', 'pgoutput')")
+    with logical.connect() as conn:
+        conn.execute("INSERT INTO t SELECT generate_series(1, 10000)")
+    report = json.loads(logical.run("status", "--json").stdout)["restore"]["rollback_point"]
+    (slot,) = report["replication_slots"]
+    assert slot["name"] == "vt_left" and slot["retained_wal_bytes"] > 100_000, slot
+    text = logical.run("status").stdout
+    (line,) = [ln for ln in text.splitlines() if "vt_left" in ln]
+    assert "WARNING: replication slot vt_left is on the rollback point" in line, line
+    assert "of WAL from being removed" in line, line
+    assert "SELECT pg_drop_replication_slot('vt_left')" in line, line
+    assert "restore --forget" in line, line
+    forgot = logical.run("restore", "--forget")
+    assert forgot.returncode == 0, forgot.stderr
+    assert slots_on(logical) == {}
 
 
 SLOW_SCHEMA = slow_table_sql(r"velocity\_pg\_staging\_%")

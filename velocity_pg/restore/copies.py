@@ -100,6 +100,8 @@ class Report:
     rollback: Copy | None = None
     database_bytes: int | None = None
     error: str | None = None
+    #: Replication slots left on the rollback point: (name, WAL it holds back in bytes).
+    rollback_slots: tuple[tuple[str, int | None], ...] = ()
 
     def to_json(self, now: datetime) -> dict[str, object]:
         def one(copy: Copy | None) -> dict[str, object] | None:
@@ -125,11 +127,16 @@ class Report:
                 )
             return out
 
+        rollback = one(self.rollback)
+        if rollback is not None:
+            rollback["replication_slots"] = [
+                {"name": slot, "retained_wal_bytes": wal} for slot, wal in self.rollback_slots
+            ]
         return {
             "database": self.database,
             "database_size_bytes": self.database_bytes,
             "staged_copy": one(self.staged),
-            "rollback_point": one(self.rollback),
+            "rollback_point": rollback,
             "error": self.error,
         }
 
@@ -170,6 +177,19 @@ class Report:
                 f"`velocity-pg restore --forget` frees its {size} (a second copy of the "
                 "database: it doubles the space the database takes on the server)"
             )
+        for slot, wal in self.rollback_slots if rollback is not None else ():
+            held = (
+                "reserves no WAL yet"
+                if wal is None
+                else f"keeps {catalog.human_size(wal)} of WAL from being removed, more as the "
+                "server writes"
+            )
+            out.append(
+                f"  WARNING: replication slot {slot} is on the rollback point, where it serves "
+                f"no subscriber, and {held}; free it with SELECT pg_drop_replication_slot("
+                f"'{slot}') as a superuser, or drop the rollback point with it "
+                "(`velocity-pg restore --forget`)"
+            )
         return out
 
 
@@ -192,11 +212,15 @@ def report(settings: Settings, target: str) -> Report:
             row = admin.execute(
                 "SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (target,)
             ).fetchone()
+            rollback = rollback_point(admin, target)
             return Report(
                 database=target,
                 staged=staged_copy(admin, target),
-                rollback=rollback_point(admin, target),
+                rollback=rollback,
                 database_bytes=None if row is None else int(row[0]),
+                rollback_slots=tuple(
+                    swap.slots_retaining_wal(admin, rollback.name) if rollback else ()
+                ),
             )
     except (psycopg.Error, OperationFailed) as exc:
         message = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)

@@ -583,11 +583,7 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
     if warning is not None:
         console.say(warning)
     if plan.slots:
-        console.say(
-            f"database {plan.target!r} has logical replication slot(s) "
-            f"{', '.join(plan.slots)}: they are dropped with its current contents, so their "
-            "consumers must be set up again (create the slots anew after the restore)"
-        )
+        console.say(stage.slots_notice(plan.target, plan.slots))
     if plan.subscriptions:
         console.say(
             f"database {plan.target!r} has subscription(s) {', '.join(plan.subscriptions)}: "
@@ -646,6 +642,8 @@ def execute(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
+        if plan.live is not None:  # slots made since the check too
+            stage.release_slots(admin, aside, target, console)
         if keep:
             stage.quiet_rollback_point(admin, plan.where, plan.previous, console)
         # plan.aside holds the replaced contents (not kept) or the older rollback point.
