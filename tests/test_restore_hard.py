@@ -533,6 +533,56 @@ def test_status_lists_a_slot_left_on_the_rollback_point(logical: Target) -> None
     assert slots_on(logical) == {}
 
 
+def test_slot_the_restore_may_not_drop_is_a_warning_and_listed(logical: Target) -> None:
+    """The database's owner restores it without superuser or REPLICATION, so it may not drop
+    a slot: the restore still succeeds, the warning gives the SQL that frees the slot, and
+    `status` lists it on the rollback point until it is run."""
+    role = f"vt_app_{uuid.uuid4().hex[:6]}"
+    previous = staging.previous_name(logical.dbname)
+    db = sql.Identifier(logical.dbname)
+    app = Target(**{**logical.__dict__, "user": role})
+    as_app = logical.env(PGUSER=role)
+    try:
+        with logical.connect("postgres") as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(PASSWORD)
+                )
+            )
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(role)))
+        with app.connect() as conn:
+            conn.execute("CREATE TABLE t (x int)")
+        with logical.connect() as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot('vt_kept', 'pgoutput')")
+        result = logical.run("backup", "--json", env=as_app)
+        assert result.returncode == 0, result.stderr
+        name = json.loads(result.stdout)["name"]
+        result = logical.run("restore", name, "--yes", env=as_app)
+        assert result.returncode == 0, result.stderr
+        assert one_line_errors(result) == []
+        (warning,) = [ln for ln in result.stderr.splitlines() if "warning:" in ln]
+        assert f"could not drop replication slot vt_kept of the replaced contents ({previous})" in (
+            warning
+        ), warning
+        assert "SELECT pg_drop_replication_slot('vt_kept')" in warning, warning
+        assert slots_on(logical) == {"vt_kept": previous}
+        status = logical.run("status", env=as_app).stdout
+        assert "WARNING: replication slot vt_kept is on the rollback point" in status, status
+        with logical.connect() as conn:
+            conn.execute("SELECT pg_drop_replication_slot('vt_kept')")
+        assert "vt_kept" not in logical.run("status", env=as_app).stdout
+    finally:
+        with logical.connect("postgres") as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+            for database in (logical.dbname, previous):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
 SLOW_SCHEMA = slow_table_sql(r"velocity\_pg\_staging\_%")
 
 
