@@ -381,6 +381,8 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
         assert check.returncode == 0, check.stderr
         assert json.loads(check.stdout)["subscriptions"] == ["vt_sub"]
         assert "subscription(s) vt_sub" in check.stderr
+        # Kept (disabled) in the rollback point, as the announcement says, not dropped.
+        assert "stay with its current contents in the rollback point" in check.stderr
         for _ in range(2):
             result = target.run("restore", name, "--yes")
             assert result.returncode == 0, result.stderr

@@ -585,10 +585,16 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
     if plan.slots:
         console.say(stage.slots_notice(plan.target, plan.slots))
     if plan.subscriptions:
+        fate = (
+            "they stay with its current contents in the rollback point, disabled there so "
+            "they stop applying changes to it (their slots stay on the publisher)"
+            if plan.keep_previous
+            else "they are disabled, detached from their slots (which stay on the publisher) "
+            "and dropped with its current contents"
+        )
         console.say(
             f"database {plan.target!r} has subscription(s) {', '.join(plan.subscriptions)}: "
-            "they are disabled, detached from their slots (which stay on the publisher) and "
-            "dropped with its current contents; the backup's subscriptions come back disabled "
+            f"{fate}; the backup's subscriptions come back disabled "
             "(ALTER SUBSCRIPTION ... ENABLE them when ready)"
         )
     for name, story in zip(plan.leftovers, plan.leftover_stories, strict=False):
