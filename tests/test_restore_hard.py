@@ -13,6 +13,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -70,7 +71,12 @@ def logical(_logical_server: object, postgresql_proc: object, tmp_path: Path) ->
             conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
     with target.connect("postgres") as conn:
         conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
-        for leftover in (name, staging.staging_name(name), staging.aside_name(name)):
+        for leftover in (
+            name,
+            staging.staging_name(name),
+            staging.aside_name(name),
+            staging.previous_name(name),
+        ):
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(leftover))
             )
@@ -375,6 +381,8 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
         assert check.returncode == 0, check.stderr
         assert json.loads(check.stdout)["subscriptions"] == ["vt_sub"]
         assert "subscription(s) vt_sub" in check.stderr
+        # Kept (disabled) in the rollback point, as the announcement says, not dropped.
+        assert "stay with its current contents in the rollback point" in check.stderr
         for _ in range(2):
             result = target.run("restore", name, "--yes")
             assert result.returncode == 0, result.stderr
@@ -385,6 +393,65 @@ def test_database_with_a_subscription_is_restored_twice(target: Target) -> None:
         # The drill's throwaway database gets the subscription too, and is dropped all the same.
         drill = target.run("verify", "--restore", name)
         assert drill.returncode == 0, drill.stdout + drill.stderr
+        assert internal_databases(target) == []
+    finally:
+        drop_subscriptions(target)
+
+
+@contextmanager
+def connections_refused(target: Target, dbname: str) -> Iterator[None]:
+    """A pg_hba.conf line that refuses every connection to database ``dbname`` (this test
+    session's own server), taken out again on exit."""
+    with target.connect("postgres") as conn:
+        row = conn.execute("SHOW hba_file").fetchone()
+        assert row is not None
+        hba = Path(str(row[0]))
+        original = hba.read_text()
+        hba.write_text(f"local {dbname} all reject\nhost {dbname} all all reject\n{original}")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        hba.write_text(original)
+        with target.connect("postgres") as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_restore_that_cannot_drop_what_it_replaced_still_succeeded(target: Target) -> None:
+    """Issue 17, item 17: after the swap committed, dropping the replaced contents needs a
+    connection to them (to detach their subscription), and pg_hba.conf refuses it. The
+    restore is done: exit 0, a warning with the command that finishes the job, which works
+    once the connection is allowed; a second restore is never needed."""
+    aside = staging.aside_name(target.dbname)
+    with target.connect() as conn:
+        conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        conn.execute(
+            "CREATE SUBSCRIPTION vt_sub CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
+            "PUBLICATION vt_pub WITH (connect = false)"
+        )
+    try:
+        name = backup(target)
+        with target.connect() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+        with connections_refused(target, aside):
+            result = target.run("restore", name, "--yes", "--no-keep-previous")
+            assert result.returncode == 0, result.stderr
+            assert one_line_errors(result) == []
+            (warning,) = [ln for ln in result.stderr.splitlines() if "warning:" in ln]
+            assert "the restore is complete, but the previous contents" in warning, warning
+            assert f"kept as database {aside!r}, could not be dropped" in warning, warning
+            assert "`velocity-pg restore --tidy` drops it" in warning, warning
+            assert f"Restored database {target.dbname!r} from {name}" in result.stdout
+            with target.connect() as conn:
+                assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+            assert internal_databases(target) == [aside]
+            still = target.run("restore", "--tidy")
+            assert still.returncode == 1
+            (line,) = one_line_errors(still)
+            assert f"cannot drop database {aside}" in line and "restore --tidy" in line, line
+        tidied = target.run("restore", "--tidy")
+        assert tidied.returncode == 0, tidied.stderr
+        assert f"Dropped {aside}" in tidied.stdout
         assert internal_databases(target) == []
     finally:
         drop_subscriptions(target)
@@ -403,6 +470,119 @@ def test_check_lists_the_logical_replication_slots(logical: Target) -> None:
     assert json.loads(check.stdout)["replication_slots"] == ["vt_slot"]
     (line,) = [ln for ln in check.stderr.splitlines() if "vt_slot" in ln]
     assert "logical replication slot(s) vt_slot" in line and "dropped" in line
+
+
+def slots_on(target: Target) -> dict[str, str]:
+    """Every replication slot of the server: name -> the database it belongs to."""
+    with target.connect("postgres") as conn:
+        rows = conn.execute("SELECT slot_name, database FROM pg_replication_slots").fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def test_restore_and_undo_drop_the_replaced_contents_slots(logical: Target) -> None:
+    """Issue 17, item 5: with the default BACKUP_KEEP_PREVIOUS=true a logical slot stayed on
+    the rollback point, inactive, holding back WAL until `--forget`, while the restore said
+    it was dropped. Now the swap's tidying drops it (restore and undo alike), says so, and
+    the consumer's slot can be made anew, under its name, in the restored database."""
+    previous = staging.previous_name(logical.dbname)
+    with logical.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_slot', 'pgoutput')")
+    name = backup(logical)
+    result = logical.run("restore", name, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert slots_on(logical) == {}
+    assert "warning" not in result.stderr, result.stderr
+    (announced,) = [ln for ln in result.stderr.splitlines() if "has logical replication" in ln]
+    assert "dropped once the swap is done" in announced, announced
+    (done,) = [ln for ln in result.stderr.splitlines() if "dropped replication slot" in ln]
+    assert f"vt_slot with the replaced contents ({previous})" in done, done
+    status = json.loads(logical.run("status", "--json").stdout)["restore"]
+    assert status["rollback_point"]["replication_slots"] == []
+    # The consumer's slot, made anew in the restored database; an undo drops it in turn.
+    with logical.connect() as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_slot', 'pgoutput')")
+    undone = logical.run("restore", "--undo", "--yes")
+    assert undone.returncode == 0, undone.stderr
+    assert "has logical replication slot(s) vt_slot" in undone.stderr
+    assert "dropped replication slot(s) vt_slot" in undone.stderr
+    assert slots_on(logical) == {}
+
+
+def test_status_lists_a_slot_left_on_the_rollback_point(logical: Target) -> None:
+    """A slot on the rollback point (one a restore could not drop, or made there since) is
+    listed by `status` with the WAL it holds back and the command that frees it."""
+    previous = staging.previous_name(logical.dbname)
+    with logical.connect() as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    name = backup(logical)
+    assert logical.run("restore", name, "--yes").returncode == 0
+    with logical.connect(previous) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot('vt_left', 'pgoutput')")
+    with logical.connect() as conn:
+        conn.execute("INSERT INTO t SELECT generate_series(1, 10000)")
+    report = json.loads(logical.run("status", "--json").stdout)["restore"]["rollback_point"]
+    (slot,) = report["replication_slots"]
+    assert slot["name"] == "vt_left" and slot["retained_wal_bytes"] > 100_000, slot
+    text = logical.run("status").stdout
+    (line,) = [ln for ln in text.splitlines() if "vt_left" in ln]
+    assert "WARNING: replication slot vt_left is on the rollback point" in line, line
+    assert "of WAL from being removed" in line, line
+    assert "SELECT pg_drop_replication_slot('vt_left')" in line, line
+    assert "restore --forget" in line, line
+    forgot = logical.run("restore", "--forget")
+    assert forgot.returncode == 0, forgot.stderr
+    assert slots_on(logical) == {}
+
+
+def test_slot_the_restore_may_not_drop_is_a_warning_and_listed(logical: Target) -> None:
+    """The database's owner restores it without superuser or REPLICATION, so it may not drop
+    a slot: the restore still succeeds, the warning gives the SQL that frees the slot, and
+    `status` lists it on the rollback point until it is run."""
+    role = f"vt_app_{uuid.uuid4().hex[:6]}"
+    previous = staging.previous_name(logical.dbname)
+    db = sql.Identifier(logical.dbname)
+    app = Target(**{**logical.__dict__, "user": role})
+    as_app = logical.env(PGUSER=role)
+    try:
+        with logical.connect("postgres") as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(PASSWORD)
+                )
+            )
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(role)))
+        with app.connect() as conn:
+            conn.execute("CREATE TABLE t (x int)")
+        with logical.connect() as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot('vt_kept', 'pgoutput')")
+        result = logical.run("backup", "--json", env=as_app)
+        assert result.returncode == 0, result.stderr
+        name = json.loads(result.stdout)["name"]
+        result = logical.run("restore", name, "--yes", env=as_app)
+        assert result.returncode == 0, result.stderr
+        assert one_line_errors(result) == []
+        (warning,) = [ln for ln in result.stderr.splitlines() if "warning:" in ln]
+        assert f"could not drop replication slot vt_kept of the replaced contents ({previous})" in (
+            warning
+        ), warning
+        assert "SELECT pg_drop_replication_slot('vt_kept')" in warning, warning
+        assert slots_on(logical) == {"vt_kept": previous}
+        status = logical.run("status", env=as_app).stdout
+        assert "WARNING: replication slot vt_kept is on the rollback point" in status, status
+        with logical.connect() as conn:
+            conn.execute("SELECT pg_drop_replication_slot('vt_kept')")
+        assert "vt_kept" not in logical.run("status", env=as_app).stdout
+    finally:
+        with logical.connect("postgres") as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+            for database in (logical.dbname, previous):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 SLOW_SCHEMA = slow_table_sql(r"velocity\_pg\_staging\_%")

@@ -359,3 +359,49 @@ def test_drill_names_are_internal() -> None:
     assert name == "velocity_pg_verify_0123456789abcdef"
     assert staging.is_internal_name(name)
     assert staging.drill_lock_key(name) != staging.lock_key(name)
+
+
+@pytest.mark.parametrize("target", NAMES)
+def test_unfinished_copy_comments_are_recognized_for_their_target_only(target: str) -> None:
+    running = staging.staging_comment(target, 123, "host")
+    failed = staging.failed_comment(target, "disk full")
+    for comment in (running, failed):
+        assert staging.is_unfinished_copy_of(comment, target)
+        assert not staging.is_unfinished_copy_of(comment, target + "x")
+    for other in (None, "", "our archive", staging.kept_comment(target)):
+        assert not staging.is_unfinished_copy_of(other, target)
+
+
+def test_status_lines_for_unmarked_copies_and_slots_on_the_rollback_point() -> None:
+    from datetime import UTC, datetime
+
+    from velocity_pg.restore import marks
+    from velocity_pg.restore.copies import Copy, Report
+
+    now = datetime.now(UTC)
+    unmarked = Report(
+        database="app",
+        staged=Copy("velocity_pg_staging_x", 1024, None, None),
+        rollback=Copy("velocity_pg_previous_x", 2048, "mine", None),
+    )
+    staged_line, rollback_line = unmarked.lines(now)
+    assert staged_line.startswith("Staged copy:   database velocity_pg_staging_x (1.0 KiB)")
+    assert rollback_line.startswith("Rollback point: database velocity_pg_previous_x (2.0 KiB)")
+    for line in (staged_line, rollback_line):
+        assert "no velocity-pg mark" in line and "--abort" not in line and "--forget" not in line
+    mark = marks.RollbackMark("app", "restore", "x.dump", marks.now_iso(now), "me")
+    rollback = Copy("velocity_pg_previous_x", 2048, marks.rollback_comment(mark), mark)
+    with_slots = Report(
+        database="app",
+        rollback=rollback,
+        rollback_slots=(("sub_a", 3 * 1024 * 1024), ("sub_b", None)),
+    )
+    lines = with_slots.lines(now)
+    assert "keeps 3.0 MiB of WAL from being removed" in lines[2]
+    assert "SELECT pg_drop_replication_slot('sub_a')" in lines[2]
+    assert "sub_b" in lines[3] and "reserves no WAL yet" in lines[3]
+    slots = with_slots.to_json(now)["rollback_point"]
+    assert slots["replication_slots"] == [  # type: ignore[index]
+        {"name": "sub_a", "retained_wal_bytes": 3 * 1024 * 1024},
+        {"name": "sub_b", "retained_wal_bytes": None},
+    ]

@@ -155,11 +155,14 @@ def test_undo_counts_down_and_checks(schema: Target) -> None:
     run_ok(target, "restore", name, "--yes")
     before = ours(target)
     out, err = run_ok(target, "restore", "--undo", "--check")
-    assert "starting in 5 s" in err
+    assert "starting in" not in err  # a check starts nothing: no countdown
     assert "Check passed" in out
     assert ours(target) == before
     usage = target.run("restore", name, "--undo")
     assert usage.returncode == 2
+    out, err = run_ok(target, "restore", "--undo")  # without --yes: the countdown, then the undo
+    assert "starting in 5 s" in err
+    assert "Undone" in out
 
 
 def test_undo_keeps_the_live_database_settings_and_comment(schema: Target) -> None:
@@ -412,6 +415,68 @@ def test_a_restore_running_holds_off_abort_and_forget(schema: Target) -> None:
         proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert ours(target) == {}
+
+
+def test_abort_and_forget_refuse_a_database_that_only_has_the_name(schema: Target) -> None:
+    """Issue 17, item 9: like --undo, --abort and --forget drop only what velocity-pg marked.
+    A database under the staged copy's or the rollback point's name without the mark (its
+    comment overwritten, or not ours) is refused: one line, exit 1, nothing dropped."""
+    target = schema
+    stg, previous = staging.staging_name(target.dbname), staging.previous_name(target.dbname)
+    other = marks.RollbackMark("someone_else", "restore", "x.dump", marks.now_iso(), "me")
+    comments = {stg: None, previous: "our archive of March, do not drop"}
+    for name, comment in comments.items():
+        with target.connect("postgres") as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            if comment is not None:
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(name), sql.Literal(comment)
+                    )
+                )
+        with target.connect(name) as conn:
+            conn.execute("CREATE TABLE precious (x int); INSERT INTO precious VALUES (1)")
+    before = ours(target)
+
+    def refused(verb: str, name: str) -> None:
+        result = target.run("restore", verb)
+        assert result.returncode == 1, result.stdout + result.stderr
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("velocity-pg: error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"database {name} " in errors[0] and "no velocity-pg mark" in errors[0]
+        assert errors[0].endswith("nothing was changed")
+        assert ours(target) == before
+        with target.connect(name) as conn:
+            assert conn.execute("SELECT x FROM precious").fetchall() == [(1,)]
+
+    refused("--abort", stg)
+    refused("--forget", previous)
+    refused("--undo", previous)  # as it always did, in the same words
+    status = run_ok(target, "status")[0]
+    assert f"Staged copy:   database {stg} " in status
+    assert f"Rollback point: database {previous} " in status
+    assert status.count("no velocity-pg mark") == 2
+    # A mark of another database is no mark of this one's.
+    with target.connect("postgres") as conn:
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(previous), sql.Literal(marks.rollback_comment(other))
+            )
+        )
+    before = ours(target)
+    refused("--forget", previous)
+    # velocity-pg's own unfinished copy (a killed --stage) is still dropped by --abort.
+    with target.connect("postgres") as conn:
+        unfinished = staging.staging_comment(target.dbname, 1, "host")
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(stg), sql.Literal(unfinished)
+            )
+        )
+    assert "Staged copy:   unfinished" in run_ok(target, "status")[0]
+    out, _err = run_ok(target, "restore", "--abort")
+    assert f"Dropped the staged copy of database {target.dbname!r}, {stg}" in out
+    assert set(ours(target)) == {previous}
 
 
 def test_status_without_a_server_still_reports_the_folder(target: Target) -> None:

@@ -34,6 +34,8 @@ class Copy:
     size_bytes: int
     comment: str | None
     mark: marks.Mark | None
+    #: A staging database whose comment says it is velocity-pg's unfinished copy.
+    unfinished: bool = False
 
     @property
     def staged(self) -> marks.StagedMark | None:
@@ -69,8 +71,12 @@ def find(admin: Conn, name: str) -> Copy | None:
 def staged_copy(admin: Conn, target: str) -> Copy | None:
     """``target``'s staging database: a complete staged copy (with a mark) or unfinished."""
     found = find(admin, staging.staging_name(target))
-    if found is not None and found.staged is not None and found.staged.database != target:
+    if found is None:
+        return None
+    if found.staged is not None and found.staged.database != target:
         return Copy(found.name, found.size_bytes, found.comment, None)  # not ours to trust
+    if found.mark is None and staging.is_unfinished_copy_of(found.comment, target):
+        return Copy(found.name, found.size_bytes, found.comment, None, unfinished=True)
     return found
 
 
@@ -94,6 +100,8 @@ class Report:
     rollback: Copy | None = None
     database_bytes: int | None = None
     error: str | None = None
+    #: Replication slots left on the rollback point: (name, WAL it holds back in bytes).
+    rollback_slots: tuple[tuple[str, int | None], ...] = ()
 
     def to_json(self, now: datetime) -> dict[str, object]:
         def one(copy: Copy | None) -> dict[str, object] | None:
@@ -105,6 +113,7 @@ class Report:
                 "size_bytes": copy.size_bytes,
                 "age_seconds": None if age is None else int(age.total_seconds()),
                 "complete": copy.mark is not None,
+                "marked": copy.mark is not None or copy.unfinished,
             }
             if copy.staged is not None:
                 out.update(backup=copy.staged.backup, sha256=copy.staged.sha256)
@@ -118,11 +127,16 @@ class Report:
                 )
             return out
 
+        rollback = one(self.rollback)
+        if rollback is not None:
+            rollback["replication_slots"] = [
+                {"name": slot, "retained_wal_bytes": wal} for slot, wal in self.rollback_slots
+            ]
         return {
             "database": self.database,
             "database_size_bytes": self.database_bytes,
             "staged_copy": one(self.staged),
-            "rollback_point": one(self.rollback),
+            "rollback_point": rollback,
             "error": self.error,
         }
 
@@ -133,12 +147,14 @@ class Report:
         out: list[str] = []
         if staged is None:
             out.append("Staged copy:   none")
-        elif staged.staged is None:
+        elif staged.unfinished:
             size = catalog.human_size(staged.size_bytes)
             out.append(
                 f"Staged copy:   unfinished ({staged.name}, {size}); "
                 "the next restore drops it, or `velocity-pg restore --abort`"
             )
+        elif staged.staged is None:
+            out.append(f"Staged copy:   {unmarked(staged, 'a copy staged for', self.database)}")
         else:
             out.append(
                 f"Staged copy:   {staged.staged.backup} ({staged.describe_age(now)}, "
@@ -148,12 +164,12 @@ class Report:
             )
         if rollback is None:
             out.append("Rollback point: none")
-        else:
-            what = (
-                f"contents before {rollback.rollback.describe()}"
-                if rollback.rollback is not None
-                else "unmarked"
+        elif rollback.rollback is None:
+            out.append(
+                f"Rollback point: {unmarked(rollback, 'the rollback point of', self.database)}"
             )
+        else:
+            what = f"contents before {rollback.rollback.describe()}"
             size = catalog.human_size(rollback.size_bytes)
             out.append(
                 f"Rollback point: {what} ({rollback.describe_age(now)}, {size}, "
@@ -161,7 +177,30 @@ class Report:
                 f"`velocity-pg restore --forget` frees its {size} (a second copy of the "
                 "database: it doubles the space the database takes on the server)"
             )
+        for slot, wal in self.rollback_slots if rollback is not None else ():
+            held = (
+                "reserves no WAL yet"
+                if wal is None
+                else f"keeps {catalog.human_size(wal)} of WAL from being removed, more as the "
+                "server writes"
+            )
+            out.append(
+                f"  WARNING: replication slot {slot} is on the rollback point, where it serves "
+                f"no subscriber, and {held}; free it with SELECT pg_drop_replication_slot("
+                f"'{slot}') as a superuser, or drop the rollback point with it "
+                "(`velocity-pg restore --forget`)"
+            )
         return out
+
+
+def unmarked(copy: Copy, what: str, target: str) -> str:
+    """A database under one of our names that carries no mark of ours: never touched."""
+    return (
+        f"database {copy.name} ({catalog.human_size(copy.size_bytes)}) has the name of "
+        f"{what} {target!r} but carries no velocity-pg mark saying it is one (its comment "
+        "was changed, or it is not velocity-pg's); look inside it, then rename or drop it "
+        "yourself"
+    )
 
 
 def report(settings: Settings, target: str) -> Report:
@@ -173,11 +212,15 @@ def report(settings: Settings, target: str) -> Report:
             row = admin.execute(
                 "SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (target,)
             ).fetchone()
+            rollback = rollback_point(admin, target)
             return Report(
                 database=target,
                 staged=staged_copy(admin, target),
-                rollback=rollback_point(admin, target),
+                rollback=rollback,
                 database_bytes=None if row is None else int(row[0]),
+                rollback_slots=tuple(
+                    swap.slots_retaining_wal(admin, rollback.name) if rollback else ()
+                ),
             )
     except (psycopg.Error, OperationFailed) as exc:
         message = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)
@@ -204,14 +247,23 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
         found = staged_copy(admin, target) if which == "staged" else rollback_point(admin, target)
         if found is None:
             return None
+        if which == "staged" and found.staged is None and not found.unfinished:
+            raise OperationFailed(
+                f"{unmarked(found, 'a copy staged for', target)}; nothing was changed"
+            )
+        if which != "staged" and found.rollback is None:
+            raise OperationFailed(
+                f"{unmarked(found, 'the rollback point of', target)}; nothing was changed"
+            )
         import psycopg
 
         with shielded():
             try:
                 swap.drop_database(admin, found.name, endpoint.resolve(settings.connection))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OperationFailed) as exc:
+                why = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)
                 raise OperationFailed(
-                    f"cannot drop database {found.name}: {db.one_line(exc)}; nothing was changed"
+                    f"cannot drop database {found.name}: {why}; nothing was changed"
                 ) from exc
         return found
 
@@ -241,9 +293,11 @@ def tidy(settings: Settings, target: str) -> str | None:
         with shielded():
             try:
                 swap.drop_database(admin, aside, endpoint.resolve(settings.connection))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OperationFailed) as exc:
+                why = exc.message if isinstance(exc, OperationFailed) else db.one_line(exc)
                 raise OperationFailed(
-                    f"cannot drop database {aside}: {db.one_line(exc)}; the next restore of "
-                    f"{target!r} drops it"
+                    f"cannot drop database {aside}: {why}; fix that and run "
+                    f"`velocity-pg restore --tidy` again (the next restore of {target!r} "
+                    "drops it too)"
                 ) from exc
     return aside

@@ -327,6 +327,52 @@ def flush_to_disk(admin: Conn, console: Console) -> None:
         console.say("note: no CHECKPOINT (not a superuser); the swap may take longer")
 
 
+def slots_notice(target: str, slots: tuple[str, ...] | list[str]) -> str:
+    """What a restore or an undo does with the live database's logical replication slots."""
+    return (
+        f"database {target!r} has logical replication slot(s) {', '.join(slots)}: they are "
+        "dropped once the swap is done (kept with the replaced contents they would serve no "
+        "subscriber and hold back WAL until the server's disk fills), so their consumers must "
+        f"be set up again: create the slots anew in {target!r} after the swap"
+    )
+
+
+def release_slots(admin: Conn, name: str, target: str, console: Console) -> None:
+    """Drop the logical replication slots of ``name``, which holds ``target``'s contents a
+    swap just replaced (its rollback point, or what is dropped next). Their consumers
+    connect to ``target``, now another database: a slot left there serves none, retains
+    WAL for as long as it exists, and keeps its name from being made anew in ``target``.
+    Done once the swap committed: a slot that cannot be dropped is a warning that says
+    how to drop it (``status`` lists it)."""
+    import psycopg
+
+    try:
+        slots = [slot for slot, _wal in swap.slots_retaining_wal(admin, name)]
+    except psycopg.Error as exc:
+        console.say(
+            f"warning: could not list the replication slots of {name}: {db.one_line(exc)}; "
+            "`velocity-pg status` lists any left there"
+        )
+        return
+    dropped: list[str] = []
+    for slot in slots:
+        try:
+            swap.drop_slot(admin, slot, name)
+            dropped.append(slot)
+        except psycopg.Error as exc:
+            console.say(
+                f"warning: could not drop replication slot {slot} of the replaced contents "
+                f"({name}): {db.one_line(exc)}; it holds back WAL until it is dropped: run "
+                f"SELECT pg_drop_replication_slot('{slot}') as a superuser "
+                "(`velocity-pg status` lists it)"
+            )
+    if dropped:
+        console.say(
+            f"dropped replication slot(s) {', '.join(dropped)} with the replaced contents "
+            f"({name}); create them anew in {target!r} for their consumers"
+        )
+
+
 def quiet_rollback_point(admin: Conn, conn: Endpoint, name: str, console: Console) -> None:
     """A rollback point must stay as it was: not a template others copy, and without
     enabled subscriptions (which would keep applying changes into it). Done just after the

@@ -66,10 +66,14 @@ def lock_key(target: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+#: How a staging database's comment begins while its restore runs (see :func:`staging_comment`).
+IN_PROGRESS_MARK = "velocity-pg: restore of database "
+
+
 def staging_comment(target: str, pid: int, host: str) -> str:
     """The comment on a staging database, for anyone who finds it in ``\\l``."""
     return (
-        f"velocity-pg: restore of database {target!r} in progress (pid {pid} on {host}); "
+        f"{IN_PROGRESS_MARK}{target!r} in progress (pid {pid} on {host}); "
         "if no restore is running, the next restore of that database drops it"
     )
 
@@ -93,6 +97,16 @@ def kept_comment(target: str) -> str:
     return (
         f"{KEPT_MARK}{target!r}, replaced by a restore that completed but could not drop "
         "them; the next restore of that database drops them"
+    )
+
+
+def is_unfinished_copy_of(comment: str | None, target: str) -> bool:
+    """True when ``comment`` is one velocity-pg gives a staging database of ``target``
+    before it is complete: a restore in progress (or killed), or one that failed."""
+    if comment is None:
+        return False
+    return comment.startswith(
+        (f"{IN_PROGRESS_MARK}{target!r} in progress", f"{FAILED_MARK}{target!r} that failed")
     )
 
 

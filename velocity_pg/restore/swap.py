@@ -271,6 +271,38 @@ def logical_slots(admin: Conn, name: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def slots_retaining_wal(admin: Conn, name: str) -> list[tuple[str, int | None]]:
+    """Each replication slot of a database, with the WAL it holds back from removal in
+    bytes (``pg_current_wal_lsn() - restart_lsn``; None when it reserves none)."""
+    rows = admin.execute(
+        "SELECT slot_name, pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() "
+        "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn) "
+        "FROM pg_replication_slots WHERE database = %s ORDER BY 1",
+        (name,),
+    ).fetchall()
+    return [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
+
+
+def drop_slot(admin: Conn, slot: str, database: str, attempts: int = 10) -> None:
+    """Drop replication slot ``slot`` if it still belongs to ``database``, ending the
+    session that uses it (a consumer still connected to the replaced contents)."""
+    import psycopg
+
+    where = "FROM pg_replication_slots WHERE slot_name = %s AND database = %s"
+    for attempt in range(attempts):
+        admin.execute(
+            f"SELECT pg_terminate_backend(active_pid) {where} AND active_pid IS NOT NULL",
+            (slot, database),
+        )
+        try:
+            admin.execute(f"SELECT pg_drop_replication_slot(slot_name) {where}", (slot, database))
+            return
+        except psycopg.errors.ObjectInUse:  # its session has not exited yet
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
 def make_droppable(admin: Conn, conn: Endpoint | None, name: str) -> None:
     """Clear what stops DROP DATABASE on a database of ours: the template flag ("cannot
     drop a template database") and subscriptions ("is being used by logical replication

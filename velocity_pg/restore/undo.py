@@ -46,6 +46,7 @@ class UndoPlan:
     role: swap.Role
     aside: str
     leftover: bool  # velocity_pg_old_<h> left by a killed restore: dropped first
+    slots: tuple[str, ...] = ()  # logical replication slots of the live database
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def undo(
         with swap.connect_admin(where, target) as admin:
             plan = prepare(admin, target)
             announce(console, plan)
-            if not yes:
+            # A check starts nothing, so there is nothing to count down to.
+            if not (yes or check):
                 seconds = COUNTDOWN_SECONDS if countdown_seconds is None else countdown_seconds
                 countdown(console, seconds)
             result = UndoCheck(plan) if check else execute(where, admin, plan, console)
@@ -145,8 +147,7 @@ def prepare(admin: Conn, target: str) -> UndoPlan:
         )
     if rollback.rollback is None:
         raise OperationFailed(
-            f"database {rollback.name} carries no velocity-pg mark saying it is the rollback "
-            f"point of {target!r}; look inside it and rename it yourself; nothing was changed"
+            f"{copies.unmarked(rollback, 'the rollback point of', target)}; nothing was changed"
         )
     owners = [swap.database_owner(admin, rollback.name)]
     if live is not None:
@@ -184,8 +185,15 @@ def prepare(admin: Conn, target: str) -> UndoPlan:
             f"restore, and {target!r} does not exist; rename it back (ALTER DATABASE "
             f"{aside} RENAME TO ...) or drop it, then try again; nothing was changed"
         )
+    slots = tuple(swap.logical_slots(admin, target)) if live is not None else ()
     return UndoPlan(
-        target=target, live=live, rollback=rollback, role=role, aside=aside, leftover=leftover
+        target=target,
+        live=live,
+        rollback=rollback,
+        role=role,
+        aside=aside,
+        leftover=leftover,
+        slots=slots,
     )
 
 
@@ -202,6 +210,10 @@ def announce(console: Console, plan: UndoPlan) -> None:
         f"{mark.describe()} ({plan.rollback.describe_age()}, "
         f"{db_size(plan.rollback)}), {what}"
     )
+    if plan.slots:
+        from velocity_pg.restore.stage import slots_notice
+
+        console.say(slots_notice(plan.target, plan.slots))
     if plan.leftover:
         console.say(
             "an earlier restore of this database was killed; the undo will first drop what "
@@ -266,8 +278,9 @@ def execute(where: Endpoint, admin: Conn, plan: UndoPlan, console: Console) -> U
                 f"{describe(exc)}; database {target!r} and its rollback point were not changed"
             ) from exc
         if plan.live is not None:
-            from velocity_pg.restore.stage import quiet_rollback_point
+            from velocity_pg.restore.stage import quiet_rollback_point, release_slots
 
+            release_slots(admin, rollback.name, target, console)
             quiet_rollback_point(admin, where, rollback.name, console)
     if held_back:
         console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")

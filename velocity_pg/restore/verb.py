@@ -583,16 +583,18 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
     if warning is not None:
         console.say(warning)
     if plan.slots:
-        console.say(
-            f"database {plan.target!r} has logical replication slot(s) "
-            f"{', '.join(plan.slots)}: they are dropped with its current contents, so their "
-            "consumers must be set up again (create the slots anew after the restore)"
-        )
+        console.say(stage.slots_notice(plan.target, plan.slots))
     if plan.subscriptions:
+        fate = (
+            "they stay with its current contents in the rollback point, disabled there so "
+            "they stop applying changes to it (their slots stay on the publisher)"
+            if plan.keep_previous
+            else "they are disabled, detached from their slots (which stay on the publisher) "
+            "and dropped with its current contents"
+        )
         console.say(
             f"database {plan.target!r} has subscription(s) {', '.join(plan.subscriptions)}: "
-            "they are disabled, detached from their slots (which stay on the publisher) and "
-            "dropped with its current contents; the backup's subscriptions come back disabled "
+            f"{fate}; the backup's subscriptions come back disabled "
             "(ALTER SUBSCRIPTION ... ENABLE them when ready)"
         )
     for name, story in zip(plan.leftovers, plan.leftover_stories, strict=False):
@@ -603,8 +605,6 @@ def execute(
     settings: Settings, admin: Conn, plan: Plan, console: Console, *, drop_later: bool = False
 ) -> RestoreResult:
     """Steps 3 to 5: staging, pg_restore, swap, drop the old database."""
-    import psycopg
-
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
@@ -648,6 +648,8 @@ def execute(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
             ) from exc
         # Committed: the restore is done. What follows only tidies up.
+        if plan.live is not None:  # slots made since the check too
+            stage.release_slots(admin, aside, target, console)
         if keep:
             stage.quiet_rollback_point(admin, plan.where, plan.previous, console)
         # plan.aside holds the replaced contents (not kept) or the older rollback point.
@@ -659,9 +661,13 @@ def execute(
                 "to drop (the next restore of this database drops it otherwise)"
             )
         elif left_for_tidy:
+            # Committed: whatever stops this drop (a connection to the old database refused
+            # by pg_hba.conf, its connection limit or a revoked CONNECT; a lost session) is a
+            # warning, never a failure: a user told "failed" would restore again, and that
+            # second swap would drop the real rollback point.
             try:
                 swap.drop_database(admin, plan.aside, plan.where)
-            except psycopg.Error as exc:
+            except Exception as exc:
                 if not keep:
                     previous_kept_as = plan.aside
                 mark(admin, plan.aside, staging.kept_comment(target))
@@ -669,9 +675,10 @@ def execute(
                     "the older rollback point" if keep else f"the previous contents of {target!r}"
                 )
                 console.say(
-                    f"warning: the restore is complete, but {what}, "
-                    f"kept as database {plan.aside!r}, could not be dropped: {db.one_line(exc)}; "
-                    "drop it yourself, or the next restore of this database drops it"
+                    f"warning: the restore is complete, but {what}, kept as database "
+                    f"{plan.aside!r}, could not be dropped: {describe(exc)}; once that is "
+                    "fixed, `velocity-pg restore --tidy` drops it (so does the next restore "
+                    "of this database)"
                 )
     if held_back:
         sig = held_back[0]
