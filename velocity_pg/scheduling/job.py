@@ -165,8 +165,10 @@ def step_cleanup_offsite(ctx: RunContext) -> str:
         raise OperationFailed(
             f"off-site cleanup was partial: {len(result.failed)} deletion(s) failed ({problems})"
         )
-    warning = result.warning()
     summary = offsite.format_remote_summary(result)
+    if result.leftovers_skipped:
+        summary += f" Note: {result.leftovers_skipped}."
+    warning = result.warning()
     return summary if warning is None else f"{summary} Warning: {warning}"
 
 
