@@ -8,10 +8,13 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import Target
 from offsite_support import (  # noqa: F401 (fixtures)
     Bucket,
@@ -131,6 +134,9 @@ def test_a_nested_off_site_manifest_is_that_copy_s_problem_only(
     assert f"ok      {good}" in verified.stdout
     assert f"FAILED  {bad} (off-site): manifest is damaged" in verified.stdout
     assert "unexpected" not in verified.stderr
+    named = target.run("verify", "--remote", bad, env=env)
+    assert named.returncode == 1
+    assert "is damaged (it is nested deeper than 4 levels)" in named.stderr
 
     cleaned = target.run("cleanup", env=env)
     assert cleaned.returncode == 0, cleaned.stderr
@@ -219,3 +225,47 @@ def test_cleanup_never_cuts_a_long_push_of_this_folder(target: Target, bucket: B
     free = offsite.cleanup_remote(settings, now=lambda: later)
     assert [d.status for d in free.leftovers] == ["deleted"] and bucket.uploads() == []
     assert os.path.exists(target.backup_dir / identity.NAME)
+
+
+#: Root in a user namespace, subordinate ids mapped (uid 1000 owns the folder).
+NAMESPACE = ("unshare", "--map-auto", "--map-root-user", "--mount")
+ROOT_MAKES_IDENTITY = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+from velocity_pg.store import identity
+
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", "/srv"], check=True)
+folder = Path("/srv/backups")
+folder.mkdir(mode=0o700)
+os.chown(folder, 1000, 1000)
+made = identity.ensure(folder)
+st = os.lstat(folder / identity.NAME)
+print(json.dumps({"id": made, "again": identity.ensure(folder), "uid": st.st_uid,
+                  "gid": st.st_gid, "mode": st.st_mode & 0o7777,
+                  "files": sorted(os.listdir(folder))}))
+"""
+
+
+def test_root_makes_the_identity_for_the_folder_owner(tmp_path: Path) -> None:
+    """`docker compose exec db velocity-pg push` runs as root in postgres's folder: the
+    identity it makes belongs to the folder's owner, as `.velocity.lock` does."""
+    probe = subprocess.run(
+        [*NAMESPACE, "true"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("needs subordinate ids (/etc/subuid) and newuidmap (Debian: uidmap)")
+    result = subprocess.run(
+        [*NAMESPACE, sys.executable, "-c", ROOT_MAKES_IDENTITY],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert identity.PATTERN.match(data["id"]) and data["again"] == data["id"]
+    assert (data["uid"], data["gid"], data["mode"]) == (1000, 1000, 0o600)
+    assert data["files"] == [identity.NAME]  # no temporary file left

@@ -405,14 +405,15 @@ def read_record(store: RemoteStore, name: str) -> RemoteManifest:
             f"{name!r} is not a backup name; run `velocity-pg list --remote` to see them"
         )
     key = remote.manifest_key(name)
-    if store.head(key) is None:
+    found = store.head(key)
+    if found is None:
         raise OperationFailed(
             f"backup {name} is not off-site in {store.describe()} (no {key}); "
             "run `velocity-pg list --remote`"
         )
     try:
-        return remote.loads(store.get_bytes(key))
-    except (ValueError, TypeError, KeyError) as exc:
+        return remote.read_manifest(store, found)
+    except ValueError as exc:
         raise OperationFailed(f"the off-site manifest {key} is damaged ({exc})") from exc
 
 

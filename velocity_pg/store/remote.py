@@ -201,6 +201,13 @@ def loads(data: bytes) -> RemoteManifest:
     return record
 
 
+def read_manifest(store: RemoteStore, obj: RemoteObject) -> RemoteManifest:
+    """Read and validate the manifest object ``obj``; one too large is not even read."""
+    if obj.size > manifest.MAX_BYTES:
+        raise ValueError(f"it is larger than {manifest.MAX_BYTES} bytes")
+    return loads(store.get_bytes(obj.key))
+
+
 @dataclass(frozen=True)
 class RemoteBackup:
     """One complete off-site backup (its manifest exists), or one whose manifest is damaged."""
@@ -256,9 +263,7 @@ def list_backups(store: RemoteStore) -> Listing:
         if name is None:
             continue
         try:
-            if obj.size > manifest.MAX_BYTES:  # not read at all: it is not a manifest
-                raise ValueError(f"it is larger than {manifest.MAX_BYTES} bytes")
-            record = loads(store.get_bytes(key))
+            record = read_manifest(store, obj)
         except ValueError as exc:
             backups.append(RemoteBackup(name, None, obj, f"manifest is damaged ({exc})"))
             continue
