@@ -276,9 +276,10 @@ def auth_server() -> Iterator[AuthServer]:
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
-    """Every file in the backup folder with its bytes, but the lock file (readers create it)."""
+    """Every file in the backup folder with its bytes, but the lock file (readers create it)
+    and the folder's identity (the first push makes it)."""
     return {
         p.name: p.read_bytes()
         for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != ".velocity.lock"
+        if p.is_file() and p.name not in (".velocity.lock", ".velocity-folder-id")
     }

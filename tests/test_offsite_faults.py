@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import Target, load_varied_schema
@@ -28,6 +29,8 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
+from velocity_pg import offsite
+from velocity_pg.settings import load_settings
 from velocity_pg.store import catalog
 
 OLD = "velocity_2026-01-01_000000.dump"
@@ -128,9 +131,19 @@ def test_upload_killed_halfway(target: Target, bucket: Bucket) -> None:
     assert '"backups": []' in listed.stdout
     assert local_files(target.backup_dir) == before
     assert bucket.uploads()  # the unfinished upload is still there...
+    # ... and for an hour after its last part it may be a live push: never touched.
+    soon = target.run("push", name, env=env)
+    assert soon.returncode == 1
+    assert f"another push of {name} is uploading it" in soon.stdout
+    assert len(bucket.uploads()) == 1 and f"db/{name}" not in bucket.names()
+    # An hour later it is a killed push's leftover: the next push aborts it.
+    settings = load_settings(environ=env)
+    store = offsite.prepare(settings).store
+    later = datetime.now(UTC) + offsite.LEFTOVER_MIN_AGE + timedelta(minutes=1)
+    offsite.clear_stale_uploads(store, name, name, now=lambda: later)
+    assert bucket.uploads() == []
     again = target.run("push", name, env=env)
     assert again.returncode == 0, again.stderr
-    assert bucket.uploads() == []  # ... and the next push aborted it
     assert bucket.names() == [f"db/{name}", f"db/{name}.json"]
     assert bucket.read(f"db/{name}") == (target.backup_dir / name).read_bytes()
     assert local_files(target.backup_dir) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,6 +132,36 @@ def test_remote_manifest_round_trip_and_own_time() -> None:
     assert back.created == datetime(2026, 11, 30, 12, tzinfo=UTC)
     with pytest.raises(ValueError):
         remote.loads(remote.dumps(record).replace(b"velocity-pg-offsite/1", b"other"))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: b"[" * 1000 + b"]" * 1000, "nested deeper than"),
+        (lambda d: d + b" " * manifest.MAX_BYTES, "larger than"),
+        (lambda d: d.replace(b'"object_size": 99', b'"object_size": "99"'), "object_size"),
+        (lambda d: d.replace(b'"encryption": "age"', b'"encryption": 1'), "encryption"),
+        (lambda d: d.replace(b'"origin": null', b'"origin": "host-a"'), "origin"),
+        (lambda d: d.replace(b'"toc_entries": 3', b'"toc_entries": -3'), "dump.toc_entries"),
+        (lambda d: d.replace(b'"sha256": "a', b'"sha256": "X'), "dump.sha256"),
+    ],
+)
+def test_off_site_manifests_are_read_with_care(change: Any, problem: str) -> None:
+    name = "velocity_2026-11-30_120000.dump"
+    record = remote.RemoteManifest(
+        name=name,
+        object_key=name + ".age",
+        object_size=99,
+        object_sha256="b" * 64,
+        encryption="age",
+        recipients=(KEY,),
+        uploaded_at="2026-12-01T00:00:00+00:00",
+        dump=sample_manifest("2026-11-30T12:00:00+00:00"),
+    )
+    good = remote.dumps(record)
+    assert remote.loads(good).origin is None  # pushed before identities existed
+    with pytest.raises(ValueError, match=problem):
+        remote.loads(change(good))
 
 
 def test_retention_input_uses_the_backups_own_time_not_last_modified() -> None:

@@ -241,6 +241,13 @@ def test_reasons_name_the_setting() -> None:
     assert result.bytes_to_free == 100
 
 
+def test_off_site_reasons_name_the_off_site_settings() -> None:
+    result = plan(ages(1, 2, 40), Policy(30, 2, 1, settings_prefix="BACKUP_S3_"), NOW)
+    (gone,) = result.delete
+    assert "BACKUP_S3_MAX_AGE_DAYS" in gone.reason and "BACKUP_S3_MAX_COUNT" in gone.reason
+    assert "(BACKUP_S3_MIN_KEEP)" in result.keep[0].reason
+
+
 @pytest.mark.parametrize(
     "values", [(0, 50, 1), (30, 0, 1), (30, 50, 0), (-1, 50, 1), (30, 50, True)]
 )

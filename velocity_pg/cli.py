@@ -172,8 +172,12 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
         )
     payload = result.to_json()
     if ctx is not None:
+        from velocity_pg.store import lock
+
         try:
-            pushed = offsite.push_backup(ctx, result.path)
+            # Held shared like `push`: an off-site cleanup never cuts this upload.
+            with lock.shared(settings.backup_dir, f"push {result.name}"):
+                pushed = offsite.push_backup(ctx, result.path)
         except OperationFailed as exc:
             if as_json:
                 emit_json(payload | {"offsite": {"status": "failed", "problem": exc.message}})
@@ -270,12 +274,15 @@ def list_remote(settings: Settings, as_json: bool) -> None:
     from velocity_pg.store.catalog import human_age, human_size
 
     where, listing = offsite.list_remote(settings)
+    owner = offsite.owners(settings.backup_dir, listing.backups)
     now = datetime.now(UTC)
     if as_json:
         emit_json(
             {
                 "where": where,
-                "backups": [offsite.remote_backup_json(b, now) for b in listing.backups],
+                "backups": [
+                    offsite.remote_backup_json(b, now, owner[b.name]) for b in listing.backups
+                ],
                 "unfinished_uploads": [o.key for o in listing.orphans],
             }
         )
@@ -293,10 +300,11 @@ def list_remote(settings: Settings, as_json: bool) -> None:
                     b.created.strftime("%Y-%m-%d %H:%M:%S"),
                     human_age(now - b.created),
                     ("age" if rec.encrypted else "no") if rec else "?",
+                    owner[b.name] if rec else "?",
                     describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                 )
             )
-        header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "VERIFIED")
+        header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "WHOSE", "VERIFIED")
         click.echo(format_table(header, rows, right=(1, 3)))
         click.echo(f"{len(listing.backups)} off-site backup(s) in {where}")
     if listing.orphans:
@@ -361,6 +369,8 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
         from velocity_pg import offsite
 
         remote_report = offsite.remote_status(settings, now)
+        if (warning := remote_report.warning()) is not None:
+            click.echo(f"velocity-pg: warning: {warning}", err=True)
     # What a restore keeps beside the database (a server we cannot reach is said, not fatal).
     kept = copies.report(settings, endpoint.database_name(settings.connection) or "")
     if as_json:
@@ -582,6 +592,8 @@ def cleanup(
             ) from exc
         if not as_json:
             click.echo("\n".join([*remote_pending, offsite.format_remote_summary(remote_result)]))
+        if (warning := remote_result.warning()) is not None:
+            click.echo(f"velocity-pg: warning: {warning}", err=True)
     if as_json:
         payload = result.to_json()
         if remote_result is not None:

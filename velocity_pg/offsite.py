@@ -45,12 +45,14 @@ from velocity_pg.errors import (
 )
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import OffSite, Settings
-from velocity_pg.store import age, catalog, lock, manifest, pipe, remote, retention
+from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote, retention
 from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
 
 #: Leftovers in the bucket (objects without a manifest, unfinished multipart
 #: uploads) are removed by cleanup only when older than this: a push may be
-#: writing them right now.
+#: writing them right now. A multipart upload's age is counted from its newest
+#: part (a live push uploads parts all along), and neither ``push`` nor off-site
+#: cleanup touches one younger than this.
 LEFTOVER_MIN_AGE = timedelta(hours=1)
 
 
@@ -217,14 +219,12 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
             f"{name} has no manifest (it was not made by velocity-pg), so its copy could not "
             "be checked; it was not pushed"
         )
+    origin = identity.ensure(dump.parent)  # recorded in the manifest: whose copy it is
     key = remote.object_key(name, offsite.encrypted)
     existing = store.head(remote.manifest_key(name))
     if existing is not None:
         return PushResult(name, "already off-site", key, existing.size, offsite.encrypted)
-    # A killed push of this backup left an unfinished upload: it is ours to abort.
-    for upload in store.incomplete_uploads():
-        if upload.key == key:
-            store.abort_upload(upload)
+    clear_stale_uploads(store, key, name)
     try:
         fd = catalog.open_regular(dump)  # never a FIFO, a device or a symlink
     except FileNotFoundError:
@@ -266,6 +266,7 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
             recipients=tuple(age.public_keys(offsite)) if offsite.encrypted else (),
             uploaded_at=remote.now_iso(),
             dump=record,
+            origin=origin,
         )
         data = remote.dumps(remote_record)
         store.put_bytes(remote.manifest_key(name), data)
@@ -284,6 +285,36 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
             ) from None
         raise
     return PushResult(name, "pushed", key, sent.size, offsite.encrypted, time.monotonic() - clock)
+
+
+def clear_stale_uploads(
+    store: RemoteStore, key: str, name: str, now: Callable[[], datetime] = utcnow
+) -> None:
+    """Abort a killed push's unfinished upload of ``key``; refuse while one is alive.
+
+    An upload whose newest part is younger than :data:`LEFTOVER_MIN_AGE` may be
+    another push of this backup (on this host or another) at work: it is never
+    aborted, and this push uploads nothing over it.
+    """
+    for upload in store.incomplete_uploads():
+        if upload.key != key:
+            continue
+        active = store.upload_activity(upload)
+        if active is None:
+            continue  # it completed or was aborted meanwhile
+        if now() - active <= LEFTOVER_MIN_AGE:
+            raise OperationFailed(
+                f"another push of {name} is uploading it to {store.describe()} right now "
+                f"(last part at {active:%Y-%m-%d %H:%M:%S} UTC); nothing was uploaded: retry "
+                f"when it has finished (an upload silent for {leftover_hours()} counts as "
+                "killed and is replaced)"
+            )
+        store.abort_upload(upload)
+
+
+def leftover_hours() -> str:
+    hours = LEFTOVER_MIN_AGE / timedelta(hours=1)
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
 def check_object(store: RemoteStore, key: str, size: int, sha256: str, meter: Meter) -> None:
@@ -374,14 +405,15 @@ def read_record(store: RemoteStore, name: str) -> RemoteManifest:
             f"{name!r} is not a backup name; run `velocity-pg list --remote` to see them"
         )
     key = remote.manifest_key(name)
-    if store.head(key) is None:
+    found = store.head(key)
+    if found is None:
         raise OperationFailed(
             f"backup {name} is not off-site in {store.describe()} (no {key}); "
             "run `velocity-pg list --remote`"
         )
     try:
-        return remote.loads(store.get_bytes(key))
-    except (ValueError, TypeError, KeyError) as exc:
+        return remote.read_manifest(store, found)
+    except ValueError as exc:
         raise OperationFailed(f"the off-site manifest {key} is damaged ({exc})") from exc
 
 
@@ -520,11 +552,67 @@ def list_remote(settings: Settings) -> tuple[str, remote.Listing]:
     return ctx.store.describe(), remote.list_backups(ctx.store)
 
 
-def remote_backup_json(backup: RemoteBackup, now: datetime) -> dict[str, object]:
+# -- whose copies: this backup folder's, or another's ------------------------------------------
+
+#: What ``list --remote`` shows for this folder's copies, and for copies whose folder is
+#: unknown (pushed before velocity-pg recorded it, and not matched by a local manifest).
+THIS_FOLDER = "this folder"
+UNKNOWN_OWNER = "unknown"
+
+
+def owner_of(folder: Path, own: str | None, backup: RemoteBackup) -> str:
+    """:data:`THIS_FOLDER`, another folder's short identity, or :data:`UNKNOWN_OWNER`.
+
+    A copy records the identity of the folder that pushed it. One pushed before
+    identities existed (no ``origin``) is this folder's only while a local
+    manifest of that name with the same dump SHA-256 is in the folder; else its
+    owner is unknown, and cleanup never deletes it.
+    """
+    record = backup.record
+    if record is None:
+        return UNKNOWN_OWNER
+    if record.origin is not None:
+        return THIS_FOLDER if record.origin == own else identity.short(record.origin)
+    try:
+        local = manifest.read(folder / backup.name)
+    except (ManifestUnreadable, OSError):
+        local = None
+    if local is not None and local.sha256 == record.dump.sha256:
+        return THIS_FOLDER
+    return UNKNOWN_OWNER
+
+
+def owners(folder: Path, backups: list[RemoteBackup]) -> dict[str, str]:
+    """Each listed backup's owner (see :func:`owner_of`), by name."""
+    own = identity.read(folder)
+    return {b.name: owner_of(folder, own, b) for b in backups}
+
+
+def foreign_warning(where: str, foreign: list[tuple[str, str]], shown: int = 20) -> str | None:
+    """The one warning naming the copies under the prefix that are not this folder's."""
+    if not foreign:
+        return None
+    names = ", ".join(
+        f"{name} ({'owner unknown' if owner == UNKNOWN_OWNER else f'folder {owner}'})"
+        for name, owner in foreign[:shown]
+    )
+    more = f" and {len(foreign) - shown} more" if len(foreign) > shown else ""
+    return (
+        f"{len(foreign)} off-site copy(ies) in {where} are not this backup folder's and are "
+        f"left alone (never counted or deleted here): {names}{more}; "
+        "`velocity-pg list --remote` shows whose each is"
+    )
+
+
+def remote_backup_json(
+    backup: RemoteBackup, now: datetime, owner: str = UNKNOWN_OWNER
+) -> dict[str, object]:
     record = backup.record
     return {
         "name": backup.name,
         "ok": record is not None,
+        "owner": owner,
+        "origin": record.origin if record else None,
         "problem": backup.problem,
         "created_at": backup.created.isoformat(),
         "age_seconds": int((now - backup.created).total_seconds()),
@@ -723,6 +811,13 @@ class RemoteCleanup:
     deletions: list[RemoteDeletion] = field(default_factory=list)
     leftovers: list[RemoteDeletion] = field(default_factory=list)
     damaged: list[RemoteBackup] = field(default_factory=list)
+    #: (name, owner) of the copies that are not this folder's: never counted or deleted.
+    foreign: list[tuple[str, str]] = field(default_factory=list)
+    #: Why the unfinished uploads were not looked at this time ("" when they were).
+    leftovers_skipped: str = ""
+
+    def warning(self) -> str | None:
+        return foreign_warning(self.where, self.foreign)
 
     @property
     def failed(self) -> list[RemoteDeletion]:
@@ -737,14 +832,29 @@ class RemoteCleanup:
             "delete": [d.to_json() for d in self.deletions],
             "leftovers": [d.to_json() for d in self.leftovers],
             "damaged": [b.name for b in self.damaged],
+            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
+            "leftovers_skipped": self.leftovers_skipped or None,
             "partial": bool(self.failed),
         }
 
 
 def remote_policy(offsite: OffSite) -> retention.Policy:
     return retention.Policy(
-        max_age_days=offsite.max_age_days, max_count=offsite.max_count, min_keep=offsite.min_keep
+        max_age_days=offsite.max_age_days,
+        max_count=offsite.max_count,
+        min_keep=offsite.min_keep,
+        settings_prefix="BACKUP_S3_",
     )
+
+
+def split_owned(
+    folder: Path, backups: list[RemoteBackup]
+) -> tuple[list[RemoteBackup], list[tuple[str, str]]]:
+    """This folder's readable copies, and (name, owner) of every other readable copy."""
+    good = [b for b in backups if b.record is not None]
+    owner = owners(folder, good)
+    mine = [b for b in good if owner[b.name] == THIS_FOLDER]
+    return mine, [(b.name, owner[b.name]) for b in good if owner[b.name] != THIS_FOLDER]
 
 
 def cleanup_remote(
@@ -755,11 +865,12 @@ def cleanup_remote(
     on_plan: Callable[[RemoteCleanup], None] | None = None,
     on_outcome: Callable[[RemoteDeletion], None] | None = None,
 ) -> RemoteCleanup:
-    """Apply the off-site retention plan: the backups' own times, the floor always kept."""
+    """Apply the off-site retention plan to this folder's copies only: the backups' own
+    times, the floor always kept; another folder's copies are named, never deleted."""
     ctx = prepare(settings, for_upload=False)
     store = ctx.store
     listing = remote.list_backups(store)
-    good = [b for b in listing.backups if b.record is not None]
+    good, foreign = split_owned(settings.backup_dir, listing.backups)
     by_name = {b.name: b for b in good}
     moment = now()
     plan = retention.plan([b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment)
@@ -768,6 +879,7 @@ def cleanup_remote(
         plan=plan,
         dry_run=dry_run,
         damaged=[b for b in listing.backups if b.record is None],
+        foreign=foreign,
     )
     if on_plan is not None:
         on_plan(result)
@@ -782,11 +894,28 @@ def cleanup_remote(
         )
         result.deletions.append(deletion)
         report(deletion)
-    for leftover in leftovers(store, listing, moment):
-        outcome = leftover(dry_run)
-        result.leftovers.append(outcome)
-        report(outcome)
+    with leftovers_lock(settings.backup_dir, dry_run) as busy:
+        result.leftovers_skipped = busy
+        for leftover in [] if busy else leftovers(store, listing, moment):
+            outcome = leftover(dry_run)
+            result.leftovers.append(outcome)
+            report(outcome)
     return result
+
+
+@contextlib.contextmanager
+def leftovers_lock(folder: Path, dry_run: bool) -> Iterator[str]:
+    """Hold the folder lock exclusively while unfinished uploads are removed; yields why
+    not ("" when held). Every push holds it shared: a push of this folder, however long,
+    is never cut by a cleanup (one on another host is judged by its parts' times)."""
+    with contextlib.ExitStack() as stack:
+        why = ""
+        if not dry_run:
+            try:
+                stack.enter_context(lock.exclusive(folder, "remove unfinished off-site uploads"))
+            except OperationFailed as exc:
+                why = f"unfinished uploads were left for the next cleanup ({exc.message})"
+        yield why
 
 
 def delete_remote(store: RemoteStore, record: RemoteManifest, reason: str) -> RemoteDeletion:
@@ -828,6 +957,9 @@ def leftovers(
     for upload in store.incomplete_uploads():
         if now - upload.initiated <= LEFTOVER_MIN_AGE:
             continue
+        active = store.upload_activity(upload)  # a live push renews it with each part
+        if active is None or now - active <= LEFTOVER_MIN_AGE:
+            continue
 
         def abort(dry: bool, upload: remote.Upload = upload) -> RemoteDeletion:
             why = "multipart upload never completed (a push that was killed)"
@@ -854,6 +986,8 @@ def format_remote_plan(result: RemoteCleanup) -> list[str]:
         for d in result.plan.keep
     ]
     lines += [f"{'left alone':<12} {b.name}  {'':>9}  {b.problem}" for b in result.damaged]
+    if result.leftovers_skipped:
+        lines.append(f"Note: {result.leftovers_skipped}.")
     return lines
 
 
@@ -885,12 +1019,18 @@ class RemoteStatus:
     newest: RemoteBackup | None
     newest_age: timedelta | None
     problem: str = ""
+    #: (name, owner) of the copies under the prefix that are not this folder's.
+    foreign: tuple[tuple[str, str], ...] = ()
+
+    def warning(self) -> str | None:
+        return foreign_warning(self.where, list(self.foreign))
 
     def to_json(self) -> dict[str, object]:
         return {
             "where": self.where,
             "count": self.count,
             "problem": self.problem or None,
+            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
             "newest": None
             if self.newest is None or self.newest_age is None
             else {
@@ -905,12 +1045,14 @@ class RemoteStatus:
         if self.problem:
             return [f"Off-site:      cannot be read ({self.problem})"]
         if self.newest is None or self.newest_age is None:
-            return [f"Off-site:      none in {self.where}"]
+            others = f" (but {len(self.foreign)} not this folder's)" if self.foreign else ""
+            return [f"Off-site:      none of this folder's in {self.where}{others}"]
         enc = (
             "encrypted" if self.newest.record and self.newest.record.encrypted else "not encrypted"
         )
+        others = f" (and {len(self.foreign)} not this folder's)" if self.foreign else ""
         return [
-            f"Off-site:      {self.count} in {self.where}",
+            f"Off-site:      {self.count} in {self.where}{others}",
             f"Newest off-site: {self.newest.name} "
             f"({catalog.human_age(self.newest_age)} old, {enc})",
         ]
@@ -921,9 +1063,9 @@ def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
     try:
         ctx = prepare(settings, for_upload=False)
         listing = remote.list_backups(ctx.store)
+        good, foreign = split_owned(settings.backup_dir, listing.backups)
     except OperationFailed as exc:
         return RemoteStatus(offsite.url, 0, None, None, exc.message)
-    good = [b for b in listing.backups if b.record is not None]
     ranked = newest_remote(good, settings.database)
     newest = ranked[0] if ranked else None
     return RemoteStatus(
@@ -931,4 +1073,5 @@ def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
         len(good),
         newest,
         None if newest is None else now - newest.created,
+        foreign=tuple(foreign),
     )

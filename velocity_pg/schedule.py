@@ -154,8 +154,11 @@ class Scheduler:
         if self.settings.offsite is not None:
             try:
                 self.totals.backups["remote"] = count_remote(self.settings, self.database)
-            except VelocityError as exc:
-                self.log(f"metrics: cannot count the off-site backups: {exc.message}")
+            except (KeyboardInterrupt, Terminated):
+                raise
+            except Exception as exc:  # nothing off-site may stop the local backups
+                why = exc.message if isinstance(exc, VelocityError) else f"unexpected {exc!r}"
+                self.log(f"metrics: cannot count the off-site backups: {why}")
         try:
             metrics.write(path, self.totals)
         except OSError as exc:
@@ -236,17 +239,15 @@ class Scheduler:
 
 
 def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
-    """The off-site backups of ``database`` (all when None): how many, and their bytes."""
+    """This folder's off-site backups of ``database`` (all when None): how many, and their
+    bytes (another folder's copies under the prefix are not counted)."""
     from velocity_pg import offsite
     from velocity_pg.store import remote
 
     ctx = offsite.prepare(settings, for_upload=False)
     listing = remote.list_backups(ctx.store)
-    good = [
-        b
-        for b in listing.backups
-        if b.record is not None and (database is None or b.database == database)
-    ]
+    mine, _foreign = offsite.split_owned(settings.backup_dir, listing.backups)
+    good = [b for b in mine if database is None or b.database == database]
     return len(good), sum(b.record.object_size for b in good if b.record is not None)
 
 

@@ -142,11 +142,14 @@ def step_verify(ctx: RunContext) -> str:
 
 def step_push(ctx: RunContext) -> str:
     from velocity_pg import offsite
+    from velocity_pg.store import lock
     from velocity_pg.store.catalog import human_size
 
     assert ctx.backup is not None
     remote = offsite.prepare(ctx.settings)
-    pushed = offsite.push_backup(remote, ctx.backup.path)
+    # Held shared like `push`: an off-site cleanup never cuts this upload.
+    with lock.shared(ctx.settings.backup_dir, f"push {ctx.backup.name}"):
+        pushed = offsite.push_backup(remote, ctx.backup.path)
     how = "encrypted" if pushed.encrypted else "not encrypted"
     return (
         f"{pushed.name} {pushed.status}: {pushed.object_key} ({human_size(pushed.size)}, "
@@ -164,7 +167,11 @@ def step_cleanup_offsite(ctx: RunContext) -> str:
         raise OperationFailed(
             f"off-site cleanup was partial: {len(result.failed)} deletion(s) failed ({problems})"
         )
-    return offsite.format_remote_summary(result)
+    summary = offsite.format_remote_summary(result)
+    if result.leftovers_skipped:
+        summary += f" Note: {result.leftovers_skipped}."
+    warning = result.warning()
+    return summary if warning is None else f"{summary} Warning: {warning}"
 
 
 def plan_steps(settings: Settings, config: ScheduleConfig) -> list[Step]:

@@ -124,11 +124,12 @@ _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 _METHODS = ("checksum", "restore")
 
 
-def loads(data: bytes) -> Manifest:
-    """Parse and validate a manifest, field by field; ValueError says what is wrong.
+def parse_document(data: bytes, what: str = "manifest") -> dict[str, Any]:
+    """The JSON object in ``data``, read with care; ValueError says what is wrong.
 
     The size and the nesting depth are checked before ``json.loads`` runs, so a
-    hostile file costs neither memory nor a RecursionError.
+    hostile file costs neither memory nor a RecursionError. Off-site manifests
+    (:mod:`velocity_pg.store.remote`) are read through it too.
     """
     if len(data) > MAX_BYTES:
         raise ValueError(f"it is larger than {MAX_BYTES} bytes")
@@ -149,43 +150,57 @@ def loads(data: bytes) -> Manifest:
         raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"not a velocity-pg {what}")
+    return raw
+
+
+def loads(data: bytes) -> Manifest:
+    """Parse and validate a manifest, field by field; ValueError says what is wrong."""
+    return from_json(parse_document(data))
+
+
+def from_json(raw: object, where: str = "") -> Manifest:
+    """Validate a manifest's parsed JSON object (``where``: its place in a larger one)."""
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ValueError("not a velocity-pg manifest")
-    verification = raw.get("last_verification")
+        raise ValueError(f"{where.rstrip('.') + ' is ' if where else ''}not a velocity-pg manifest")
     manifest = Manifest(
-        sha256=_text(raw, "sha256", pattern=_SHA256),
-        size_bytes=_count(raw, "size_bytes"),
-        started_at=_moment(raw, "started_at"),
-        finished_at=_moment(raw, "finished_at"),
-        duration_seconds=_seconds(raw, "duration_seconds"),
-        database=_text(raw, "database"),
-        server_version=_text(raw, "server_version"),
-        pg_dump_version=_text(raw, "pg_dump_version"),
-        velocity_pg_version=_text(raw, "velocity_pg_version"),
-        toc_entries=_count(raw, "toc_entries"),
-        compression_method=_optional(raw, "compression_method", _text),
-        compression_level=_optional(raw, "compression_level", _count),
+        sha256=text(raw, "sha256", where=where, pattern=_SHA256),
+        size_bytes=count(raw, "size_bytes", where),
+        started_at=moment(raw, "started_at", where=where),
+        finished_at=moment(raw, "finished_at", where=where),
+        duration_seconds=_seconds(raw, "duration_seconds", where),
+        database=text(raw, "database", where=where),
+        server_version=text(raw, "server_version", where=where),
+        pg_dump_version=text(raw, "pg_dump_version", where=where),
+        velocity_pg_version=text(raw, "velocity_pg_version", where=where),
+        toc_entries=count(raw, "toc_entries", where),
+        compression_method=_optional(raw, "compression_method", text),
+        compression_level=_optional(raw, "compression_level", count),
     )
+    verification = verification_from(raw, where)
+    return manifest if verification is None else manifest.with_verification(verification)
+
+
+def verification_from(raw: dict[str, Any], where: str = "") -> Verification | None:
+    """The ``last_verification`` of a parsed manifest (local or off-site), validated."""
+    verification = raw.get("last_verification")
     if verification is None:
-        return manifest
+        return None
+    where += "last_verification."
     if not isinstance(verification, dict):
-        raise ValueError("last_verification is not an object")
-    method = _text(verification, "method", where="last_verification.")
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    method = text(verification, "method", where=where)
     if method not in _METHODS:
-        raise ValueError(f"last_verification.method {method!r} is not one of {_METHODS}")
+        raise ValueError(f"{where}method {method!r} is not one of {_METHODS}")
     ok = verification.get("ok")
     if not isinstance(ok, bool):
-        raise ValueError("last_verification.ok is not true or false")
+        raise ValueError(f"{where}ok is not true or false")
     detail = verification.get("detail", "")
     if not isinstance(detail, str) or len(detail) > _MAX_TEXT:
-        raise ValueError("last_verification.detail is not a string")
-    return manifest.with_verification(
-        Verification(
-            at=_moment(verification, "at", where="last_verification."),
-            method=method,
-            ok=ok,
-            detail=detail,
-        )
+        raise ValueError(f"{where}detail is not a string")
+    return Verification(
+        at=moment(verification, "at", where=where), method=method, ok=ok, detail=detail
     )
 
 
@@ -199,7 +214,7 @@ def _field(raw: dict[str, Any], key: str, where: str) -> object:
     return raw[key]
 
 
-def _text(
+def text(
     raw: dict[str, Any], key: str, *, where: str = "", pattern: re.Pattern[str] | None = None
 ) -> str:
     value = _field(raw, key, where)
@@ -210,32 +225,32 @@ def _text(
     return value
 
 
-def _moment(raw: dict[str, Any], key: str, *, where: str = "") -> str:
-    value = _text(raw, key, where=where)
+def moment(raw: dict[str, Any], key: str, *, where: str = "") -> str:
+    value = text(raw, key, where=where)
     try:
-        moment = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"field {where}{key} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
+    if parsed.tzinfo is None:
         raise ValueError(f"field {where}{key} has no time zone")
     return value
 
 
-def _count(raw: dict[str, Any], key: str) -> int:
-    value = _field(raw, key, "")
+def count(raw: dict[str, Any], key: str, where: str = "") -> int:
+    value = _field(raw, key, where)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"field {key} is {type(value).__name__}, not a whole number")
+        raise ValueError(f"field {where}{key} is {type(value).__name__}, not a whole number")
     if value < 0:
-        raise ValueError(f"field {key} is negative")
+        raise ValueError(f"field {where}{key} is negative")
     return value
 
 
-def _seconds(raw: dict[str, Any], key: str) -> float:
-    value = _field(raw, key, "")
+def _seconds(raw: dict[str, Any], key: str, where: str = "") -> float:
+    value = _field(raw, key, where)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {key} is {type(value).__name__}, not a number")
+        raise ValueError(f"field {where}{key} is {type(value).__name__}, not a number")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"field {key} is not a duration")
+        raise ValueError(f"field {where}{key} is not a duration")
     return float(value)
 
 

@@ -10,21 +10,27 @@ Layout under ``s3://BUCKET/PREFIX/``, for a backup NAME (as ``list`` shows it):
 * ``NAME.json``: the off-site manifest, uploaded **last**, after the dump was
   uploaded and checked. It is the commit marker: a dump object without its
   manifest is an unfinished upload and never counts as a backup. It records
-  the uploaded object (key, size, SHA-256), the recipients' public keys, and
-  the dump's own manifest (its SHA-256 before encryption).
+  the uploaded object (key, size, SHA-256), the recipients' public keys, the
+  dump's own manifest (its SHA-256 before encryption), and ``origin``: the
+  identity of the backup folder that pushed it (:mod:`velocity_pg.store.identity`).
+
+Off-site manifests are read as carefully as local ones: at most
+:data:`manifest.MAX_BYTES`, nested no deeper than :data:`manifest.MAX_DEPTH`,
+every field checked; one that fails is reported for that copy only.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from velocity_pg.store import catalog, manifest, pipe
+from velocity_pg.store import catalog, identity, manifest, pipe
 
 FORMAT = "velocity-pg-offsite/1"
 MANIFEST_SUFFIX = ".json"
@@ -81,6 +87,10 @@ class RemoteStore(Protocol):
 
     def abort_upload(self, upload: Upload) -> None: ...
 
+    def upload_activity(self, upload: Upload) -> datetime | None:
+        """When an unfinished upload last showed life (its newest part, else its start);
+        None when it is gone."""
+
 
 @dataclass(frozen=True)
 class RemoteManifest:
@@ -96,6 +106,9 @@ class RemoteManifest:
     dump: manifest.Manifest
     format: str = FORMAT
     last_verification: manifest.Verification | None = field(default=None)
+    #: The identity of the backup folder that pushed it; None in copies pushed before
+    #: velocity-pg recorded it.
+    origin: str | None = None
 
     @property
     def encrypted(self) -> bool:
@@ -152,26 +165,47 @@ def dumps(record: RemoteManifest) -> bytes:
     return (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+_ENCRYPTIONS = (None, "age")
+
+
 def loads(data: bytes) -> RemoteManifest:
-    raw = json.loads(data)
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    """Parse and validate an off-site manifest, as carefully as a local one (size cap,
+    nesting, every field's type); ValueError says what is wrong."""
+    raw = manifest.parse_document(data, "off-site manifest")
+    if raw.get("format") != FORMAT:
         raise ValueError("not a velocity-pg off-site manifest")
-    dump = manifest.loads(json.dumps(raw["dump"]).encode())
-    verification = raw.get("last_verification")
+    encryption = raw.get("encryption")
+    if encryption not in _ENCRYPTIONS:
+        raise ValueError(f"field encryption {encryption!r} is not one of {_ENCRYPTIONS}")
+    recipients = raw.get("recipients") or []
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise ValueError("field recipients is not a list of public keys")
+    origin = raw.get("origin")
+    if origin is not None and not (isinstance(origin, str) and identity.PATTERN.match(origin)):
+        raise ValueError("field origin is not a backup folder identity")
     record = RemoteManifest(
-        name=str(raw["name"]),
-        object_key=str(raw["object_key"]),
-        object_size=int(raw["object_size"]),
-        object_sha256=str(raw["object_sha256"]),
-        encryption=None if raw.get("encryption") is None else str(raw["encryption"]),
-        recipients=tuple(str(r) for r in raw.get("recipients") or ()),
-        uploaded_at=str(raw["uploaded_at"]),
-        dump=dump,
-        last_verification=None if verification is None else manifest.Verification(**verification),
+        name=manifest.text(raw, "name"),
+        object_key=manifest.text(raw, "object_key"),
+        object_size=manifest.count(raw, "object_size"),
+        object_sha256=manifest.text(raw, "object_sha256", pattern=_SHA256),
+        encryption=encryption,
+        recipients=tuple(recipients),
+        uploaded_at=manifest.text(raw, "uploaded_at"),
+        dump=manifest.from_json(raw.get("dump"), "dump."),
+        last_verification=manifest.verification_from(raw),
+        origin=origin,
     )
-    if len(record.object_sha256) != 64 or name_of_object_key(record.object_key) != record.name:
+    if name_of_object_key(record.object_key) != record.name:
         raise ValueError("inconsistent off-site manifest")
     return record
+
+
+def read_manifest(store: RemoteStore, obj: RemoteObject) -> RemoteManifest:
+    """Read and validate the manifest object ``obj``; one too large is not even read."""
+    if obj.size > manifest.MAX_BYTES:
+        raise ValueError(f"it is larger than {manifest.MAX_BYTES} bytes")
+    return loads(store.get_bytes(obj.key))
 
 
 @dataclass(frozen=True)
@@ -229,8 +263,8 @@ def list_backups(store: RemoteStore) -> Listing:
         if name is None:
             continue
         try:
-            record = loads(store.get_bytes(key))
-        except (ValueError, TypeError, KeyError) as exc:
+            record = read_manifest(store, obj)
+        except ValueError as exc:
             backups.append(RemoteBackup(name, None, obj, f"manifest is damaged ({exc})"))
             continue
         if record.name != name:

@@ -61,6 +61,9 @@ class Policy:
     max_age_days: int
     max_count: int
     min_keep: int
+    #: The settings' names, as reasons show them: ``BACKUP_MIN_KEEP`` locally,
+    #: ``BACKUP_S3_MIN_KEEP`` off-site.
+    settings_prefix: str = "BACKUP_"
 
     def __post_init__(self) -> None:
         for name in ("max_age_days", "max_count", "min_keep"):
@@ -207,7 +210,10 @@ def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now:
             broken.append(Rule.MAX_COUNT)
         limits = _describe_limits(broken, policy, rank, age)
         if backup.name in floor:
-            why = f"one of the newest {policy.min_keep}, always kept (BACKUP_MIN_KEEP)"
+            why = (
+                f"one of the newest {policy.min_keep}, always kept "
+                f"({policy.settings_prefix}MIN_KEEP)"
+            )
             reason = f"{why} although {limits}" if broken else f"{why}; {_describe_fresh(age)}"
             rules = (Rule.MIN_KEEP,) if broken else ()
             keep.append(Decision(backup, False, rules, reason, rank, age))
@@ -234,8 +240,11 @@ def _describe_limits(broken: list[Rule], policy: Policy, rank: int, age: timedel
     if Rule.MAX_AGE in broken:
         parts.append(
             f"older than {policy.max_age_days} day(s) (modified {human_age(age)} ago, "
-            "BACKUP_MAX_AGE_DAYS)"
+            f"{policy.settings_prefix}MAX_AGE_DAYS)"
         )
     if Rule.MAX_COUNT in broken:
-        parts.append(f"beyond the newest {policy.max_count} (number {rank}, BACKUP_MAX_COUNT)")
+        parts.append(
+            f"beyond the newest {policy.max_count} (number {rank}, "
+            f"{policy.settings_prefix}MAX_COUNT)"
+        )
     return " and ".join(parts)

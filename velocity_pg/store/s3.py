@@ -225,6 +225,24 @@ class S3Store:
         except Exception as exc:
             self._fail(exc, f"abort the unfinished upload of {upload.key}")
 
+    def upload_activity(self, upload: Upload) -> datetime | None:
+        """When the upload last showed life: its newest part's time (a live push uploads
+        parts all along), else its start; None when it is gone (completed or aborted)."""
+        newest = upload.initiated
+        try:
+            paginator = self.client.get_paginator("list_parts")
+            pages = paginator.paginate(
+                Bucket=self.bucket, Key=self._key(upload.key), UploadId=upload.upload_id
+            )
+            for page in pages:
+                for part in page.get("Parts", []):
+                    newest = max(newest, part["LastModified"].astimezone(UTC))
+        except Exception as exc:
+            if _code(exc) == "NoSuchUpload":
+                return None
+            self._fail(exc, f"list the parts of the unfinished upload of {upload.key}")
+        return newest
+
     def _fail(self, exc: BaseException, doing: str) -> NoReturn:
         raise OperationFailed(f"cannot {doing} in {self.describe()}: {explain(exc, self)}") from exc
 
