@@ -31,7 +31,7 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg.store import manifest
+from velocity_pg.store import catalog, manifest
 
 A = "velocity_2026-11-30_120000.dump"
 B = "velocity_2026-11-29_120000.dump"
@@ -54,6 +54,8 @@ class Proxy:
         self._hold: Callable[[str, str], bool] = lambda _m, _p: False
         self._drop: Callable[[str, str], bool] = lambda _m, _p: False
         self.requests: list[tuple[str, str]] = []
+        #: Answer conditional PUTs (If-Match) 501 NotImplemented, as Swift's S3 layer does.
+        self.refuse_conditional_puts = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -91,6 +93,18 @@ class Proxy:
         if self._hold(method, path):
             self.held.set()
             assert self._released.wait(60), "the test never released the request"
+        if self.refuse_conditional_puts and method == "PUT" and "If-Match" in handler.headers:
+            self.requests.append(("refused", path))
+            error = (
+                b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>NotImplemented</Code>"
+                b"<Message>Conditional object PUTs are not supported.</Message></Error>"
+            )
+            handler.send_response(501)
+            handler.send_header("Content-Type", "application/xml")
+            handler.send_header("Content-Length", str(len(error)))
+            handler.end_headers()
+            handler.wfile.write(error)
+            return
         upstream = http.client.HTTPConnection(
             self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=60
         )
@@ -182,6 +196,41 @@ def test_a_different_backup_under_the_same_name_is_never_taken_for_this_one(
     assert f"retry with `velocity-pg push {A}`" in everything.stderr
     assert bucket.read(f"db/{A}") == before[f"db/{A}"]
     assert bucket.read(f"db/{A}.json") == before[f"db/{A}.json"]
+
+
+def test_the_push_inside_backup_uploads_nothing_over_another_hosts_backup(
+    target: Target, bucket: Bucket, tmp_path: Path
+) -> None:
+    """Host B pushed backups of the same database under every name host A's next backup
+    can get (the next minute): A's `backup` is made locally, and its push is an error
+    naming both checksums; B's copies are untouched."""
+    from datetime import UTC, datetime, timedelta
+
+    load_varied_schema(target)
+    other_host = tmp_path / "host-b"
+    other_host.mkdir()
+    start = datetime.now(UTC)
+    for second in range(-2, 60):
+        fake_backup(
+            other_host,
+            catalog.format_name(start + timedelta(seconds=second), target.dbname),
+            database=target.dbname,
+        )
+    env_b = target.env(**offsite_env(bucket)) | {"BACKUP_DIR": str(other_host)}
+    assert target.run("push", "--all", env=env_b).returncode == 0
+    before = bucket.snapshot()
+    env = target.env(**offsite_env(bucket))
+    result = target.run("backup", env=env)
+    assert result.returncode == 1, result.stdout
+    (name,) = [p.name for p in target.backup_dir.iterdir() if catalog.is_backup_name(p.name)]
+    (line,) = result.stderr.strip().splitlines()
+    mine = manifest.read(target.backup_dir / name)
+    theirs = manifest.read(other_host / name)
+    assert mine is not None and theirs is not None
+    assert f"{name} was created locally" in line and "NOT copied off-site" in line
+    assert f"a different backup named {name} is off-site" in line
+    assert mine.sha256 in line and theirs.sha256 in line
+    assert bucket.snapshot() == before
 
 
 def test_a_plaintext_copy_is_replaced_once_recipients_are_set(
@@ -324,13 +373,17 @@ def test_a_lost_answer_to_the_manifest_upload_deletes_nothing(
     assert again.returncode == 0 and "already off-site" in again.stdout
 
 
-@pytest.mark.parametrize("meanwhile", ["deleted", "replaced"])
+@pytest.mark.parametrize("conditional", ["If-Match", "refused"])
+@pytest.mark.parametrize("meanwhile", ["deleted", "replaced", "nothing"])
 def test_verify_remote_writes_no_verdict_over_a_copy_gone_or_changed_meanwhile(
-    target: Target, bucket: Bucket, proxy: Proxy, meanwhile: str
+    target: Target, bucket: Bucket, proxy: Proxy, meanwhile: str, conditional: str
 ) -> None:
+    """A verdict goes only onto the manifest that was read, whether the store does
+    conditional writes (moto) or answers them 501 (as Swift's S3 layer does)."""
     fake_backup(target.backup_dir, A, size=1 << 20)
     env = target.env(**offsite_env(bucket)) | {"BACKUP_S3_ENDPOINT_URL": proxy.endpoint}
     assert target.run("push", A, env=env).returncode == 0
+    proxy.refuse_conditional_puts = conditional == "refused"
     proxy.hold(lambda method, path: method == "GET" and path == f"/{bucket.name}/db/{A}")
     proc = target.popen("verify", "--remote", A, env=env)
     try:
@@ -338,13 +391,21 @@ def test_verify_remote_writes_no_verdict_over_a_copy_gone_or_changed_meanwhile(
         if meanwhile == "deleted":  # as an off-site cleanup does: the manifest first
             bucket.client.delete_object(Bucket=bucket.name, Key=f"db/{A}.json")
             bucket.client.delete_object(Bucket=bucket.name, Key=f"db/{A}")
-        else:  # another push wrote a new manifest
+        elif meanwhile == "replaced":  # another push wrote a new manifest
             changed = remote_manifest(bucket, A) | {"uploaded_at": "2026-12-01T00:00:00+00:00"}
             bucket.write(f"db/{A}.json", json.dumps(changed).encode())
         after = bucket.snapshot()
     finally:
         proxy.release()
     out, err = proc.communicate(timeout=60)
+    if meanwhile == "nothing":  # the verdict is written
+        assert proc.returncode == 0, err
+        verdict = remote_manifest(bucket, A)["last_verification"]
+        assert isinstance(verdict, dict) and verdict["ok"] is True
+        assert (("refused", f"/{bucket.name}/db/{A}.json") in proxy.requests) == (
+            conditional == "refused"
+        )
+        return
     assert bucket.snapshot() == after  # no manifest back from the dead, none overwritten
     if meanwhile == "deleted":
         assert proc.returncode == 1
@@ -358,9 +419,10 @@ def test_verify_remote_writes_no_verdict_over_a_copy_gone_or_changed_meanwhile(
 
 
 def versions_of(bucket: Bucket, key: str) -> list[str]:
-    """Every version and delete marker the bucket ever kept of ``key``."""
+    """Every version of ``key`` the bucket ever kept (deleted ones too; delete markers
+    are not versions: a delete of a key that never existed makes one on Swift)."""
     answer = bucket.client.list_object_versions(Bucket=bucket.name, Prefix=key)
-    return [v["VersionId"] for v in answer.get("Versions", []) + answer.get("DeleteMarkers", [])]
+    return [v["VersionId"] for v in answer.get("Versions", [])]
 
 
 def first_part_of(name: str) -> Callable[[str, str], bool]:

@@ -83,6 +83,8 @@ class S3Store:
 
         self.bucket = offsite.bucket
         self.prefix = offsite.prefix
+        #: False once the store refused a conditional PUT (If-Match): checked, then written.
+        self._conditional_puts = True
         self.endpoint = offsite.endpoint_url
         aws = offsite.aws
         session = boto3.session.Session(
@@ -151,6 +153,9 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes, if_match: str | None = None) -> None:
         from botocore.exceptions import ClientError
 
+        if if_match is not None and not self._conditional_puts:
+            self._put_after_check(key, data, if_match)
+            return
         condition = {} if if_match is None else {"IfMatch": if_match}
         try:
             self.client.put_object(
@@ -161,11 +166,24 @@ class S3Store:
                 **condition,  # type: ignore[arg-type]
             )
         except ClientError as exc:
+            if if_match is not None and _code(exc) in ("NotImplemented", "501"):
+                # Swift's S3 layer (and others) refuse conditional PUTs: check, then write.
+                self._conditional_puts = False
+                self._put_after_check(key, data, if_match)
+                return
             if if_match is not None and _code(exc) in _CHANGED_CODES:
                 raise Changed(f"{key} changed or was deleted in {self.describe()}") from exc
             self._fail(exc, f"upload {key}")
         except Exception as exc:
             self._fail(exc, f"upload {key}")
+
+    def _put_after_check(self, key: str, data: bytes, if_match: str) -> None:
+        """A conditional write where the store has none: the ETag is checked just before
+        an unconditional write (a window of one request instead of none)."""
+        current = self.head(key)
+        if current is None or current.etag.strip('"') != if_match.strip('"'):
+            raise Changed(f"{key} changed or was deleted in {self.describe()}")
+        self.put_bytes(key, data)
 
     def head(self, key: str) -> RemoteObject | None:
         from botocore.exceptions import ClientError
