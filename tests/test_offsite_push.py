@@ -15,6 +15,8 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,7 +33,10 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg.store import catalog, manifest
+from velocity_pg import offsite
+from velocity_pg.errors import OperationFailed
+from velocity_pg.store import catalog, manifest, remote
+from velocity_pg.store.remote import RemoteManifest
 
 A = "velocity_2026-11-30_120000.dump"
 B = "velocity_2026-11-29_120000.dump"
@@ -204,8 +209,6 @@ def test_the_push_inside_backup_uploads_nothing_over_another_hosts_backup(
     """Host B pushed backups of the same database under every name host A's next backup
     can get (the next minute): A's `backup` is made locally, and its push is an error
     naming both checksums; B's copies are untouched."""
-    from datetime import UTC, datetime, timedelta
-
     load_varied_schema(target)
     other_host = tmp_path / "host-b"
     other_host.mkdir()
@@ -464,7 +467,6 @@ def test_a_read_error_on_the_dump_is_one_clear_failure_and_push_all_goes_on(
 ) -> None:
     """A real read error (the kernel's EISDIR: the dump's descriptor now refers to a
     folder) while age encrypts: no object, one clear line, the next backup is pushed."""
-    from velocity_pg import offsite
     from velocity_pg.settings import load_settings
 
     bucket.client.put_bucket_versioning(
@@ -503,3 +505,90 @@ def test_a_read_error_on_the_dump_is_one_clear_failure_and_push_all_goes_on(
     assert versions_of(bucket, f"db/{B}") == []
     assert bucket.uploads() == []
     assert bucket.names() == [f"db/{A}.age", f"db/{A}.json"]
+
+
+# -- the judgements themselves, without a server --------------------------------------------
+
+
+def sample_record(name: str, *, started: str, database: str = "velocity") -> RemoteManifest:
+    dump = manifest.Manifest(
+        sha256="a" * 64,
+        size_bytes=10,
+        started_at=started,
+        finished_at=started,
+        duration_seconds=1,
+        database=database,
+        server_version="15",
+        pg_dump_version="15",
+        velocity_pg_version="0",
+        toc_entries=3,
+    )
+    return RemoteManifest(
+        name=name,
+        object_key=name + ".age",
+        object_size=99,
+        object_sha256="b" * 64,
+        encryption="age",
+        recipients=("age1key",),
+        uploaded_at="2026-12-01T00:00:00+00:00",
+        dump=dump,
+    )
+
+
+def test_a_manifest_describes_a_backup_by_name_database_and_time() -> None:
+    assert remote.not_describing(sample_record(A, started="2026-11-30T12:00:00+00:00"), A) is None
+    # Two backups in one second: the second name is a second later than its start.
+    late = sample_record(A, started="2026-11-30T11:59:59.5+00:00")
+    assert remote.not_describing(late, A) is None
+    assert "describes backup" in (
+        remote.not_describing(sample_record(B, started="2026-11-29T12:00:00+00:00"), A) or ""
+    )
+    other_db = sample_record(A, started="2026-11-30T12:00:00+00:00", database="shop")
+    assert "of database 'shop'" in (remote.not_describing(other_db, A) or "")
+    for started in ("2026-11-29T12:00:00+00:00", "2026-11-30T12:00:01+00:00"):
+        wrong_time = sample_record(A, started=started)
+        assert "started at" in (remote.not_describing(wrong_time, A) or "")
+    in_paris = sample_record(A, started="2026-11-30T13:00:00+01:00")
+    assert remote.not_describing(in_paris, A) is None
+
+
+def test_a_copy_counts_by_checksums_object_and_recipients() -> None:
+    record = sample_record(A, started="2026-11-30T12:00:00+00:00")
+    obj = remote.RemoteObject(record.object_key, 99, datetime(2026, 12, 1, tzinfo=UTC))
+    local = record.dump
+    assert offsite.copy_problem(record, obj, local, ("age1key",)) is None
+    assert offsite.copy_problem(record, obj, local, ()) is None  # encryption now off
+    other = replace(local, sha256="c" * 64)
+    ours, why = offsite.copy_problem(record, obj, other, ("age1key",)) or (None, "")
+    assert ours is False and "a" * 64 in why and "c" * 64 in why
+    assert offsite.copy_problem(record, obj, replace(local, size_bytes=11), ()) is not None
+    assert offsite.copy_problem(record, None, local, ()) == (
+        True,
+        f"a copy whose object {A}.age was missing",
+    )
+    assert (offsite.copy_problem(record, replace(obj, size=98), local, ()) or (False,))[0]
+    assert offsite.copy_problem(record, obj, local, ("age1other",)) == (
+        True,
+        "a copy encrypted to other recipients",
+    )
+    plain = replace(record, encryption=None, recipients=(), object_key=A)
+    assert offsite.copy_problem(plain, obj, local, ("age1key",)) == (
+        True,
+        f"a plaintext copy ({A})",
+    )
+
+
+def test_the_dump_reader_refuses_a_short_or_long_dump(tmp_path: Path) -> None:
+    dump = tmp_path / A
+    dump.write_bytes(b"x" * 10)
+    for expected, reads in ((10, True), (11, False), (9, False)):
+        with dump.open("rb") as raw:
+            reader = offsite.DumpReader(raw, dump, expected)
+            if reads:
+                assert reader.read(4) + reader.read(100) + reader.read(100) == b"x" * 10
+                assert reader.error is None
+                continue
+            with pytest.raises(OperationFailed, match="changed while it was being read"):
+                while reader.read(4):
+                    pass
+            assert reader.error is not None
