@@ -246,9 +246,12 @@ def test_bad_recipient_refused_before_anything_runs(
     assert bucket.names() == []
 
 
-def test_restore_check_pulls_before_any_downtime(target: Target, bucket: Bucket) -> None:
-    """`just db-restore NAME` runs `restore --check` first: the download happens then,
-    before the app is stopped; the database is not touched."""
+def test_restore_check_of_an_off_site_copy_downloads_nothing(
+    target: Target, bucket: Bucket
+) -> None:
+    """`restore --check` of a backup that is only off-site reads its manifest only, says
+    what it could not check, and downloads nothing (`just db-restore` downloads in its
+    --stage step, still before the app is stopped); the database is not touched."""
     load_varied_schema(target)
     env = target.env(**offsite_env(bucket))
     name = make_backup(target, env)
@@ -257,12 +260,24 @@ def test_restore_check_pulls_before_any_downtime(target: Target, bucket: Bucket)
     with target.connect() as conn:
         conn.execute("INSERT INTO public.customers (name) VALUES ('after the backup')")
         expected = table_contents(conn)
+    before = snapshot_dir(target.backup_dir)
     checked = target.run("restore", "--check", name, "--yes", env=env)
     assert checked.returncode == 0, checked.stderr
-    assert "downloading it from" in checked.stderr and "Check passed" in checked.stdout
-    assert backups_in(target.backup_dir) == [name]
+    assert "nothing was downloaded" in checked.stdout
+    assert "Not checked without downloading it" in checked.stdout
+    assert "downloading" not in checked.stderr
+    assert snapshot_dir(target.backup_dir) == before
+    as_json = target.run("restore", "--check", name, "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["not_checked"]
     with target.connect() as conn:
         assert table_contents(conn) == expected
+    # The copy's object gone: the check says so, still downloading nothing.
+    bucket.client.delete_object(Bucket=bucket.name, Key=f"db/{name}")
+    gone = target.run("restore", "--check", name, env=env)
+    assert gone.returncode == 1
+    assert f"its object {name} is missing" in gone.stderr
+    assert snapshot_dir(target.backup_dir) == before
 
 
 def test_credentials_from_the_env_file(target: Target, bucket: Bucket) -> None:

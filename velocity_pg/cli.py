@@ -191,6 +191,7 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
             click.echo(
                 f"Off-site copy checked: {pushed.object_key} ({human_size(pushed.size)}, {how}) "
                 f"in {ctx.store.describe()}"
+                + (f"; it replaced {pushed.replaced}" if pushed.replaced else "")
             )
     if as_json:
         emit_json(payload)
@@ -794,6 +795,14 @@ def restore(
     assert name is not None
     from velocity_pg import offsite
 
+    if check and offsite.needs_pull(settings, name):
+        # A check downloads nothing: the off-site manifest only, and what it cannot check.
+        remote_check = offsite.check_remote(settings, name)
+        if as_json:
+            emit_json(remote_check.to_json())
+        else:
+            click.echo("\n".join(remote_check.lines()))
+        return
     if offsite.needs_pull(settings, name):
         where = offsite.offsite_of(settings).url
         click.echo(

@@ -13,12 +13,17 @@ Push, in order, so that nothing in the bucket looks like a backup unless it is o
    end to end);
 4. only then upload the off-site manifest ``NAME.json``: the commit marker.
    Any failure before it removes the object again (best effort; an object
-   without its manifest never counts, and ``cleanup`` removes such leftovers).
+   without its manifest never counts, and ``cleanup`` removes such leftovers);
+   after an uncertain manifest upload, only once the bucket shows no manifest.
 
-Pull streams the object back (through ``age --decrypt -i FILE``) into a
-temporary file in BACKUP_DIR, checks both SHA-256s (object and dump) and only
-then gives it its name, with its manifest: from then on it is an ordinary
-local backup.
+A copy already under the name counts only when it is this backup's (dump SHA-256
+and size), its object is there, and it is encrypted to the configured recipients
+(:func:`existing_copy`); another backup's copy is never overwritten.
+
+Pull follows only a manifest that describes the backup asked for, and streams
+the object back (through ``age --decrypt -i FILE``) into a temporary file in
+BACKUP_DIR, checks both SHA-256s (object and dump) and only then gives it its
+name, with its manifest: from then on it is an ordinary local backup.
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class Context:
     offsite: OffSite
     store: RemoteStore
     age_program: str | None  # set when copies are encrypted
+    recipients: tuple[str, ...] = ()  # their public keys (set with age_program)
 
 
 def prepare(settings: Settings, *, for_upload: bool = True) -> Context:
@@ -166,7 +172,8 @@ def prepare(settings: Settings, *, for_upload: bool = True) -> Context:
     offsite = offsite_of(settings)
     s3.require_boto3()
     program = age.check_can_encrypt(offsite) if offsite.encrypted and for_upload else None
-    return Context(offsite=offsite, store=s3.S3Store(offsite), age_program=program)
+    keys = tuple(age.public_keys(offsite)) if program is not None else ()
+    return Context(offsite=offsite, store=s3.S3Store(offsite), age_program=program, recipients=keys)
 
 
 def retry_hint(name: str) -> str:
@@ -184,6 +191,8 @@ class PushResult:
     size: int
     encrypted: bool
     seconds: float = 0.0
+    #: What this push replaced ("a plaintext copy (NAME), removed", ...); "" when nothing.
+    replaced: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -193,6 +202,7 @@ class PushResult:
             "size_bytes": self.size,
             "encrypted": self.encrypted,
             "seconds": round(self.seconds, 3),
+            "replaced": self.replaced or None,
         }
 
     def line(self) -> str:
@@ -201,8 +211,133 @@ class PushResult:
         how = "encrypted" if self.encrypted else "not encrypted"
         return (
             f"{'pushed':<16} {self.name} ({catalog.human_size(self.size)}, {how}) "
-            f"in {self.seconds:.1f} s"
+            f"in {self.seconds:.1f} s" + (f"; it replaced {self.replaced}" if self.replaced else "")
         )
+
+
+def copy_problem(
+    record: RemoteManifest,
+    obj: remote.RemoteObject | None,
+    local: manifest.Manifest,
+    recipients: tuple[str, ...],
+) -> tuple[bool, str] | None:
+    """Why an off-site copy named like a local backup does not count as its copy; None
+    when it does.
+
+    (False, why): another backup under this name, never to be overwritten;
+    (True, what): this backup's copy, but it must be uploaded again (its object is
+    gone or changed, it is plaintext while recipients are set, or encrypted to
+    other recipients). ``obj`` is what the store holds under the copy's object key.
+    """
+    if (record.dump.sha256, record.dump.size_bytes) != (local.sha256, local.size_bytes):
+        return False, (
+            f"a different backup named {record.name} is off-site: its dump has SHA-256 "
+            f"{record.dump.sha256} ({record.dump.size_bytes} bytes), this one's has "
+            f"{local.sha256} ({local.size_bytes} bytes)"
+        )
+    if obj is None:
+        return True, f"a copy whose object {record.object_key} was missing"
+    if obj.size != record.object_size:
+        return True, (
+            f"a copy whose object {record.object_key} had changed ({obj.size} bytes, "
+            f"its manifest said {record.object_size})"
+        )
+    if recipients and not record.encrypted:
+        return True, f"a plaintext copy ({record.object_key})"
+    if recipients and sorted(set(record.recipients)) != sorted(set(recipients)):
+        return True, "a copy encrypted to other recipients"
+    return None
+
+
+@dataclass(frozen=True)
+class Existing:
+    """The off-site copy already under a backup's name that must be uploaded again."""
+
+    record: RemoteManifest
+    what: str  # what it is, for the output ("a plaintext copy (NAME)")
+
+
+def existing_copy(
+    ctx: Context, name: str, local: manifest.Manifest
+) -> tuple[RemoteManifest | None, Existing | None]:
+    """What the store holds under ``name``: (a copy that counts, None), (None, one to
+    replace), or (None, None) when there is none. A copy of another backup, or a
+    manifest that cannot be read, is an OperationFailed: nothing is uploaded over it."""
+    store = ctx.store
+    key = remote.manifest_key(name)
+    if store.head(key) is None:
+        return None, None
+    where = store.describe()
+    try:
+        record = remote.loads(store.get_bytes(key))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OperationFailed(
+            f"the off-site manifest {key} in {where} is damaged ({exc}); nothing was uploaded "
+            f"over it: look at it, and delete it to push {name} again"
+        ) from exc
+    wrong = remote.not_describing(record, name)
+    if wrong is not None:
+        raise OperationFailed(
+            f"{key} in {where} is not {name}'s: {wrong}; nothing was uploaded over it: "
+            f"look at it, and delete it to push {name} again"
+        )
+    problem = copy_problem(record, store.head(record.object_key), local, ctx.recipients)
+    if problem is None:
+        return record, None
+    ours, what = problem
+    if not ours:
+        raise OperationFailed(
+            f"{what}; nothing was uploaded over it (two hosts writing to the same "
+            f"BACKUP_S3_URL? give each its own prefix), {name} is safe in the backup folder"
+        )
+    return None, Existing(record, what)
+
+
+def manifest_state(store: RemoteStore, key: str, data: bytes) -> str:
+    """After an uncertain manifest upload: "ours" (the store holds ``data``), "absent",
+    "other" (someone else's), or "unknown" (the store could not be read)."""
+    try:
+        if store.head(key) is None:
+            return "absent"
+        return "ours" if store.get_bytes(key) == data else "other"
+    except OperationFailed:
+        return "unknown"
+
+
+class DumpReader:
+    """The local dump being pushed: a read error, or an end before (or after) the size in
+    its manifest, raises :class:`OperationFailed` instead of ending the stream early, so
+    a truncated dump is never encrypted and uploaded whole-looking."""
+
+    def __init__(self, raw: pipe.Reader, dump: Path, expected: int) -> None:
+        self._raw = raw
+        self._dump = dump
+        self._expected = expected
+        self._size = 0
+        self.error: OperationFailed | None = None
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data = self._raw.read(size)
+        except OSError as exc:
+            raise self._failed(
+                f"cannot read {self._dump.name} in {self._dump.parent} ({exc.strerror or exc})"
+            ) from exc
+        self._size += len(data)
+        if (not data and size != 0 and self._size < self._expected) or (
+            self._size > self._expected
+        ):
+            raise self._failed(
+                f"{self._dump.name} changed while it was being read ({self._size} bytes "
+                f"read, its manifest says {self._expected})"
+            )
+        return data
+
+    def _failed(self, problem: str) -> OperationFailed:
+        self.error = OperationFailed(
+            f"{problem}; nothing was uploaded: run `velocity-pg verify {self._dump.name}`"
+        )
+        return self.error
 
 
 def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushResult:
@@ -221,9 +356,13 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
         )
     origin = identity.ensure(dump.parent)  # recorded in the manifest: whose copy it is
     key = remote.object_key(name, offsite.encrypted)
-    existing = store.head(remote.manifest_key(name))
-    if existing is not None:
-        return PushResult(name, "already off-site", key, existing.size, offsite.encrypted)
+    counted, replacing = existing_copy(ctx, name, record)
+    if counted is not None:
+        return PushResult(
+            name, "already off-site", counted.object_key, counted.object_size, counted.encrypted
+        )
+    # Overwriting the object a manifest still names: a failure must not delete it then.
+    in_place = replacing is not None and replacing.record.object_key == key
     clear_stale_uploads(store, key, name)
     try:
         fd = catalog.open_regular(dump)  # never a FIFO, a device or a symlink
@@ -231,25 +370,38 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
         raise OperationFailed(f"{name} is gone from {dump.parent}; it was not pushed") from None
     clock = time.monotonic()
     committed = False
+    keep_object = in_place
+    manifest_sent: bytes | None = None
+    mkey = remote.manifest_key(name)
     try:
         with os.fdopen(fd, "rb") as raw:
-            plain = Hashing(raw)
+            reader = DumpReader(raw, dump, record.size_bytes)
+            plain = Hashing(reader)
             progress = meter.start(f"uploading {name}", record.size_bytes)
             if offsite.encrypted:
                 assert ctx.age_program is not None
                 with age.encrypting(plain, offsite, ctx.age_program) as encrypted:
                     sent = Hashing(encrypted, progress)
-                    store.put(key, sent, size_hint=record.size_bytes)
                     try:
+                        store.put(key, sent, size_hint=record.size_bytes)
                         encrypted.finish()
                     except CommandFailed as exc:
                         raise OperationFailed(
                             f"age failed while encrypting {name}: "
                             f"{describe_failure(exc.returncode, exc.stderr)}"
                         ) from exc
+                    except OperationFailed:
+                        if reader.error is not None:  # the local dump, not the store
+                            raise reader.error from None
+                        raise
             else:
                 sent = Hashing(plain, progress)
-                store.put(key, sent, size_hint=record.size_bytes)
+                try:
+                    store.put(key, sent, size_hint=record.size_bytes)
+                except OperationFailed:
+                    if reader.error is not None:
+                        raise reader.error from None
+                    raise
             meter.end()
         if (plain.size, plain.sha256) != (record.size_bytes, record.sha256):
             raise OperationFailed(
@@ -263,28 +415,67 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
             object_size=sent.size,
             object_sha256=sent.sha256,
             encryption="age" if offsite.encrypted else None,
-            recipients=tuple(age.public_keys(offsite)) if offsite.encrypted else (),
+            recipients=ctx.recipients,
             uploaded_at=remote.now_iso(),
             dump=record,
             origin=origin,
         )
-        data = remote.dumps(remote_record)
-        store.put_bytes(remote.manifest_key(name), data)
+        data = manifest_sent = remote.dumps(remote_record)
+        try:
+            store.put_bytes(mkey, data)
+        except OperationFailed as exc:
+            # The server may have stored it all the same (a lost answer): look first.
+            state = manifest_state(store, mkey, data)
+            if state != "ours":
+                keep_object = keep_object or state != "absent"
+                if state == "unknown":
+                    raise OperationFailed(
+                        f"{exc.message}; whether {mkey} was stored could not be checked, so "
+                        f"nothing was deleted: run `{retry_hint(name)}` again to check and "
+                        "finish it"
+                    ) from exc
+                raise
         committed = True
-        if store.get_bytes(remote.manifest_key(name)) != data:
+        if store.get_bytes(mkey) != data:
             raise OperationFailed(f"the off-site manifest of {name} does not read back")
     except BaseException as exc:
         meter.end()
-        if not committed:
+        state = "absent"
+        if not committed and manifest_sent is not None and not keep_object:
+            # Stopped during the manifest's upload: it may be stored; never leave it
+            # naming a deleted object.
+            state = manifest_state(store, mkey, manifest_sent)
+            keep_object = state != "absent"
+        if not committed and not keep_object:
             with contextlib.suppress(Exception):
                 store.delete(key)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
+            where = (
+                "and its off-site copy was complete before the stop"
+                if committed or state == "ours"
+                else "but not off-site"
+            )
             raise Interrupted(
-                f"{pgtools.stop_word(exc)}; {name} is safe in the backup folder but not off-site; "
+                f"{pgtools.stop_word(exc)}; {name} is safe in the backup folder {where}; "
                 f"retry with `{retry_hint(name)}`"
             ) from None
         raise
-    return PushResult(name, "pushed", key, sent.size, offsite.encrypted, time.monotonic() - clock)
+    replaced = ""
+    if replacing is not None:
+        replaced = replacing.what
+        old_key = replacing.record.object_key
+        if old_key != key:  # the old object, now that the new copy is checked and committed
+            try:
+                store.delete(old_key)
+                replaced += ", removed"
+            except OperationFailed as exc:
+                replaced += (
+                    f"; its object {old_key} could not be removed ({exc.message}): delete it "
+                    "by hand, or `velocity-pg cleanup` removes it after an hour"
+                )
+    return PushResult(
+        name, "pushed", key, sent.size, offsite.encrypted, time.monotonic() - clock, replaced
+    )
 
 
 def clear_stale_uploads(
@@ -347,8 +538,30 @@ def select_for_push(
         newest = catalog.newest_of(backups, database)
         return [newest.path] if newest is not None else []
     listing = remote.list_backups(ctx.store)
-    present = {b.name for b in listing.backups}
-    return [b.path for b in reversed(backups) if b.name not in present]
+    copies = {b.name: b.record for b in listing.backups}
+    return [b.path for b in reversed(backups) if not counts_off_site(ctx, b, copies, listing)]
+
+
+def counts_off_site(
+    ctx: Context,
+    backup: catalog.Backup,
+    copies: dict[str, RemoteManifest | None],
+    listing: remote.Listing,
+) -> bool:
+    """True when the listing holds a copy that counts as this local backup's (by its
+    checksums, object and encryption, never by its name alone)."""
+    record = copies.get(backup.name)
+    if record is None:
+        # Not off-site, or a damaged manifest: push_backup says which.
+        return False
+    try:
+        local = manifest.read(backup.path)
+    except ManifestUnreadable:
+        return False  # push_backup reports it
+    if local is None or remote.not_describing(record, backup.name) is not None:
+        return False
+    obj = listing.objects.get(record.object_key)
+    return copy_problem(record, obj, local, ctx.recipients) is None
 
 
 @dataclass
@@ -502,7 +715,7 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
     folder = settings.backup_dir
     catalog.require_dir(folder, writable=True)
     ctx = prepare(settings, for_upload=False)
-    record = read_record(ctx.store, name)
+    record = described_record(ctx.store, name)
     identity = age.identity_for(ctx.offsite, name) if record.encrypted else None
     if (folder / name).exists():
         raise OperationFailed(f"{name} is already in {folder}; nothing was downloaded")
@@ -532,6 +745,76 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
         if side is not None:
             side.unlink(missing_ok=True)
     return final
+
+
+def described_record(store: RemoteStore, name: str) -> RemoteManifest:
+    """The off-site manifest of ``name``, checked to describe that very backup (its name,
+    database and time): a manifest that names another is never followed."""
+    record = read_record(store, name)
+    wrong = remote.not_describing(record, name)
+    if wrong is not None:
+        raise OperationFailed(
+            f"the off-site copy of {name} in {store.describe()} cannot be used: {wrong}; "
+            "nothing was written"
+        )
+    return record
+
+
+@dataclass(frozen=True)
+class RemoteCheck:
+    """``restore NAME --check`` of a backup that is only off-site: its manifest, read
+    without downloading the dump."""
+
+    name: str
+    where: str
+    record: RemoteManifest
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": True,
+            "name": self.name,
+            "where": self.where,
+            "checked": "the off-site manifest and the object's size (nothing was downloaded)",
+            "not_checked": [
+                "the object's and the dump's SHA-256",
+                "the archive",
+                "the target database",
+            ],
+            "database": self.record.dump.database,
+            "archive_entries": self.record.dump.toc_entries,
+            "size_bytes": self.record.object_size,
+            "encrypted": self.record.encrypted,
+        }
+
+    def lines(self) -> list[str]:
+        how = "encrypted" if self.record.encrypted else "not encrypted"
+        return [
+            f"Check of the off-site copy only (nothing was downloaded): {self.name} is in "
+            f"{self.where} ({catalog.human_size(self.record.object_size)}, {how}), a backup of "
+            f"database {self.record.dump.database!r} with {self.record.dump.toc_entries} "
+            "archive entries; its manifest describes it and its object has the size the "
+            "manifest gives.",
+            "Not checked without downloading it: the checksums (`velocity-pg verify --remote "
+            f"{self.name}`), the archive and the target database (`velocity-pg pull "
+            f"{self.name}`, then `velocity-pg restore --check {self.name}`). Nothing was "
+            "changed.",
+        ]
+
+
+def check_remote(settings: Settings, name: str) -> RemoteCheck:
+    """Check an off-site-only backup for ``restore --check``, from its manifest only."""
+    ctx = prepare(settings, for_upload=False)
+    record = described_record(ctx.store, name)
+    if record.encrypted:
+        age.identity_for(ctx.offsite, name)  # the restore would need it: say so now
+    found = ctx.store.head(record.object_key)
+    if found is None or found.size != record.object_size:
+        what = "is missing" if found is None else f"is {found.size} bytes, not {record.object_size}"
+        raise OperationFailed(
+            f"the off-site copy of {name} cannot be restored: its object {record.object_key} "
+            f"{what} in {ctx.store.describe()}"
+        )
+    return RemoteCheck(name, ctx.store.describe(), record)
 
 
 def needs_pull(settings: Settings, name: str) -> bool:
@@ -734,17 +1017,62 @@ def verify_one_remote(
                 outcome.checks += checks_done(record, found)
     except OperationFailed as exc:
         outcome.fail(exc.message)
-    check = manifest.Verification(
-        at=manifest.now_iso(now()),
-        method="restore" if drill else "checksum",
+    record_verdict(ctx.store, backup, outcome, "restore" if drill else "checksum", now())
+    return outcome
+
+
+def record_verdict(
+    store: RemoteStore, backup: RemoteBackup, outcome: RemoteOutcome, method: str, at: datetime
+) -> None:
+    """Write the verdict into the very manifest that was read, and only while it is still
+    there: a copy deleted meanwhile (an off-site cleanup deletes the manifest first) gets
+    no verdict, and no manifest comes back to life without its object. The verdict is
+    reported either way."""
+    record = backup.record
+    assert record is not None
+    key = remote.manifest_key(record.name)
+    gone = (
+        f"{record.name} was deleted from {store.describe()} while it was being verified "
+        "(an off-site cleanup?); no verdict was written"
+    )
+    try:
+        current = store.head(key)
+        found = store.head(record.object_key) if outcome.ok and current is not None else None
+    except OperationFailed:
+        return
+    if current is None:
+        outcome.fail(gone)
+        return
+    if outcome.ok and (found is None or found.size != record.object_size):
+        outcome.fail(f"its object {record.object_key} vanished or changed while it was verified")
+    verdict = manifest.Verification(
+        at=manifest.now_iso(at),
+        method=method,
         ok=outcome.ok,
         detail=outcome.problem or ", ".join(outcome.checks),
     )
-    with contextlib.suppress(OperationFailed):  # the verdict is reported either way
-        ctx.store.put_bytes(
-            remote.manifest_key(record.name), remote.dumps(record.with_verification(check))
+    try:
+        store.put_bytes(
+            key,
+            remote.dumps(record.with_verification(verdict)),
+            if_match=backup.manifest_object.etag or current.etag,
         )
-    return outcome
+    except remote.Changed:
+        try:
+            vanished = store.head(key) is None
+        except OperationFailed:
+            vanished = False
+        if vanished:
+            outcome.fail(gone)
+            return
+        # A push replaced it meanwhile: the copy verified is not the one there now.
+        note = "no verdict was written: its manifest changed meanwhile"
+        if outcome.ok:
+            outcome.checks.append(note)
+        else:
+            outcome.problem += f"; {note}"
+    except OperationFailed:
+        pass
 
 
 def checks_done(record: RemoteManifest, found: Fetched) -> list[str]:

@@ -63,6 +63,10 @@ class Filter:
             pass  # the program died: its exit status says why
         except BaseException as exc:  # the source failed (network, disk)
             self._feed_error = exc
+            # Killed, not given an end of input: its output must not end as if the
+            # input had been whole (age would finish a truncated stream cleanly).
+            with contextlib.suppress(OSError):
+                self._proc.kill()
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
@@ -75,9 +79,16 @@ class Filter:
                 self._stderr.extend(chunk)
 
     def read(self, size: int = -1, /) -> bytes:
+        """The program's output; at its end, the source's failure is raised (never a
+        clean end of a stream cut short)."""
         stdout = self._proc.stdout
         assert stdout is not None
-        return stdout.read(size)
+        data = stdout.read(size)
+        if not data and size != 0:
+            self._feeder.join()
+            if self._feed_error is not None:
+                raise self._feed_error
+        return data
 
     def readinto_all(self, sink: Writer) -> None:
         """Copy the program's whole output into ``sink``, chunk by chunk."""

@@ -26,10 +26,11 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from velocity_pg.errors import OperationFailed
 from velocity_pg.store import catalog, identity, manifest, pipe
 
 FORMAT = "velocity-pg-offsite/1"
@@ -44,6 +45,11 @@ class RemoteObject:
     key: str  # relative to the prefix
     size: int
     last_modified: datetime
+    etag: str = ""  # the store's version tag (for conditional writes); "" when unknown
+
+
+class Changed(OperationFailed):
+    """A conditional write found its object changed or gone since it was read."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,9 @@ class RemoteStore(Protocol):
     ) -> None:
         """Stream ``source`` into ``key`` (multipart, flat memory); atomic for readers."""
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes, if_match: str | None = None) -> None:
+        """Write a small object whole; with ``if_match`` (an ETag) only over that very
+        version of it: :class:`Changed` when it changed or is gone."""
 
     def head(self, key: str) -> RemoteObject | None: ...
 
@@ -295,6 +303,36 @@ def problem_with(backup: RemoteBackup, objects: dict[str, RemoteObject]) -> str 
         return (
             f"its object is {obj.size} bytes, the manifest says {backup.record.object_size}: "
             "it changed in the bucket"
+        )
+    return None
+
+
+#: Two backups started in one second get consecutive seconds in their names (see
+#: :func:`catalog.candidate_names`): a name's time is at most this much after the start.
+NAME_TIME_SLACK = timedelta(seconds=3600)
+
+
+def not_describing(record: RemoteManifest, name: str) -> str | None:
+    """Why an off-site manifest does not describe backup ``name`` (its name, its
+    database, its time); None when it does."""
+    if record.name != name:
+        return f"its manifest describes backup {record.name}, not {name}"
+    database = catalog.database_of(name)
+    if record.dump.database != database:
+        return (
+            f"its manifest describes a backup of database {record.dump.database!r}, "
+            f"not {database!r}"
+        )
+    named = catalog.parse_name(name)
+    try:
+        started = datetime.fromisoformat(record.dump.started_at).astimezone(UTC)
+    except ValueError:
+        return "its manifest's start time is not a time"
+    assert named is not None  # a backup name (its database was read from it)
+    if not timedelta(0) <= named - started.replace(microsecond=0) <= NAME_TIME_SLACK:
+        return (
+            f"its manifest describes a backup started at {record.dump.started_at}, "
+            f"not at the time in the name {name}"
         )
     return None
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from velocity_pg.errors import ConfigError, OperationFailed
 from velocity_pg.settings import OffSite
 from velocity_pg.store import pipe
-from velocity_pg.store.remote import Progress, RemoteObject, Upload
+from velocity_pg.store.remote import Changed, Progress, RemoteObject, Upload
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -38,6 +38,16 @@ CONCURRENCY = 3
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
 MAX_ATTEMPTS = 3
+
+#: A conditional write's object changed (412) or is gone (404).
+_CHANGED_CODES = {
+    "PreconditionFailed",
+    "412",
+    "NoSuchKey",
+    "404",
+    "ConditionalRequestConflict",
+    "409",
+}
 
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
@@ -73,6 +83,8 @@ class S3Store:
 
         self.bucket = offsite.bucket
         self.prefix = offsite.prefix
+        #: False once the store refused a conditional PUT (If-Match): checked, then written.
+        self._conditional_puts = True
         self.endpoint = offsite.endpoint_url
         aws = offsite.aws
         session = boto3.session.Session(
@@ -138,16 +150,40 @@ class S3Store:
         except Exception as exc:
             self._fail(exc, f"upload {key}")
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, if_match: str | None = None) -> None:
+        from botocore.exceptions import ClientError
+
+        if if_match is not None and not self._conditional_puts:
+            self._put_after_check(key, data, if_match)
+            return
+        condition = {} if if_match is None else {"IfMatch": if_match}
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self._key(key),
                 Body=data,
                 ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
             )
+        except ClientError as exc:
+            if if_match is not None and _code(exc) in ("NotImplemented", "501"):
+                # Swift's S3 layer (and others) refuse conditional PUTs: check, then write.
+                self._conditional_puts = False
+                self._put_after_check(key, data, if_match)
+                return
+            if if_match is not None and _code(exc) in _CHANGED_CODES:
+                raise Changed(f"{key} changed or was deleted in {self.describe()}") from exc
+            self._fail(exc, f"upload {key}")
         except Exception as exc:
             self._fail(exc, f"upload {key}")
+
+    def _put_after_check(self, key: str, data: bytes, if_match: str) -> None:
+        """A conditional write where the store has none: the ETag is checked just before
+        an unconditional write (a window of one request instead of none)."""
+        current = self.head(key)
+        if current is None or current.etag.strip('"') != if_match.strip('"'):
+            raise Changed(f"{key} changed or was deleted in {self.describe()}")
+        self.put_bytes(key, data)
 
     def head(self, key: str) -> RemoteObject | None:
         from botocore.exceptions import ClientError
@@ -156,6 +192,7 @@ class S3Store:
             answer = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                self._require_bucket(key)  # a HEAD's 404 is the same for a missing bucket
                 return None
             self._fail(exc, f"look at {key}")
         except Exception as exc:
@@ -164,7 +201,21 @@ class S3Store:
             key=key,
             size=int(answer["ContentLength"]),
             last_modified=answer["LastModified"].astimezone(UTC),
+            etag=str(answer.get("ETag", "")),
         )
+
+    def _require_bucket(self, key: str) -> None:
+        """An OperationFailed saying the bucket does not exist, when it does not."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                self._fail(_NoBucket(), f"look at {key}")
+            self._fail(exc, f"look at {key}")
+        except Exception as exc:
+            self._fail(exc, f"look at {key}")
 
     def list(self) -> Iterator[RemoteObject]:
         found: builtins.list[RemoteObject] = []
@@ -177,6 +228,7 @@ class S3Store:
                             key=item["Key"][len(self.prefix) :],
                             size=int(item["Size"]),
                             last_modified=item["LastModified"].astimezone(UTC),
+                            etag=str(item.get("ETag", "")),
                         )
                     )
         except Exception as exc:
@@ -261,6 +313,12 @@ class _Body:
         except Exception as exc:
             self._store._fail(exc, f"download {self._key}")
         return data
+
+
+class _NoBucket(Exception):
+    """The bucket does not exist (found by a HEAD, which carries no error code)."""
+
+    response: ClassVar[dict[str, dict[str, str]]] = {"Error": {"Code": "NoSuchBucket"}}
 
 
 def _code(exc: BaseException) -> str:
