@@ -798,3 +798,55 @@ def test_db_backup_logs_shows_the_db_backup_service_log(harness: Harness) -> Non
     plain = harness.just("db-backup-logs")
     assert plain.returncode == 0, plain.stderr
     assert harness.calls()[-1].argv == ["compose", "logs", "db-backup"]
+
+
+# -- one source of backup settings (issue 18, item 2) -------------------------------------
+
+
+def test_a_setting_in_env_reaches_every_recipe_and_the_service(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """.env as Compose resolves it (docker-compose.yml, `config`) gives db's environment
+    to `just db-backup`, `db-backup-cleanup`, `db-backup-status` (the stand-in runs them
+    with it) and db-backup's to the scheduler's commands: both keep 2 and judge by
+    "@every 30s" (a max age of seconds, not @daily's 26h24m)."""
+    from test_compose import compose_config, service_environment
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = compose_config(folder, 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\n')
+    envs = {s: service_environment(config, s) for s in ("db", "db-backup")}
+    envs_file = tmp_path / "service-env.json"
+    envs_file.write_text(json.dumps(envs))
+    env = harness.just_env() | {"STANDIN_SERVICE_ENV": str(envs_file)}
+
+    def just(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            harness.just_cmd(*args), env=env, capture_output=True, text=True, timeout=120
+        )
+
+    for _ in range(3):
+        made = just("db-backup")
+        assert made.returncode == 0, made.stderr
+        time.sleep(1.1)  # distinct names
+    by_recipe = just("db-backup-cleanup", "--dry-run", "--json")
+    assert by_recipe.returncode == 0, by_recipe.stderr
+    status = just("db-backup-status", "--max-age", "auto", "--json")
+    assert status.returncode == 0, status.stderr
+
+    # The service: its own environment, over the test's connection and folder.
+    service = harness.target.env() | {
+        k: v for k, v in envs["db-backup"].items() if k != "BACKUP_DIR" and not k.startswith("PG")
+    }
+    del service["DATABASE_URL"]
+    by_service = harness.target.run("cleanup", "--dry-run", "--json", env=service)
+    assert by_service.returncode == 0, by_service.stderr
+    health = harness.target.run("status", "--max-age", "auto", "--json", env=service)
+    assert health.returncode == 0, health.stderr
+
+    for result in (by_recipe, by_service):
+        plan = json.loads(result.stdout)
+        assert plan["policy"]["max_count"] == 2, plan["policy"]
+        assert len(plan["delete"]) == 1
+    ages = [json.loads(r.stdout)["max_age_seconds"] for r in (status, health)]
+    assert ages[0] == ages[1] < 3600  # by "@every 30s", not @daily's 95040 s
