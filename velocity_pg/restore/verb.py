@@ -394,6 +394,25 @@ def read_listing(program: pgtools.Program, path: Path) -> str:
         ) from exc
 
 
+def read_every_block(program: pgtools.Program, path: Path) -> None:
+    """Refuse a truncated or damaged dump that has no manifest to compare with.
+
+    ``pg_restore --list`` reads only the table of contents, which sits at the
+    start: the first 3,000 bytes of a dump list as well as the whole. So every
+    data block is read and decompressed too (``pg_restore --data-only`` into
+    nothing, streamed), as a restore would, before anything is staged or stopped.
+    A dump with a manifest is checked by its size and SHA-256 instead.
+    """
+    try:
+        pgtools.count_output(pgtools.pg_restore_data_cmd(program.path, path), {})
+    except CommandFailed as exc:
+        raise OperationFailed(
+            f"{path.name} is truncated or damaged: pg_restore cannot read its data "
+            f"({describe_failure(exc.returncode, exc.stderr)}); it has no manifest to "
+            "compare with; restore another backup (`velocity-pg list`); nothing was changed"
+        ) from exc
+
+
 def read_toc(program: pgtools.Program, path: Path) -> Toc:
     """The archive's table of contents; refuses what pg_restore cannot read."""
     return parse_toc(read_listing(program, path))
@@ -410,6 +429,8 @@ def prepare(
     record = check_against_manifest(path)
     check_compression(program, path)
     listing = read_listing(program, path)
+    if record is None:
+        read_every_block(program, path)
     toc = parse_toc(listing)
     # The database the backup was made of: as recorded by `backup`, else the archive's.
     source = record.database if record is not None and record.database else toc.dbname
