@@ -828,6 +828,18 @@ def restore(
         f"({result.objects_total} objects); it was unavailable for "
         f"{result.unavailable_seconds:.2f} s, {ended}."
     )
+    since = result.commits_since_stage
+    if since is not None:
+        where = (
+            f"in the rollback point {result.previous_kept_as}"
+            if result.rollback_point
+            else "dropped with the previous contents"
+        )
+        click.echo(
+            f"{since} transaction{'' if since == 1 else 's'} committed in {result.database!r} "
+            f"between the stage and the swap (pg_stat_database, an upper bound: read-only "
+            f"ones count too); their writes are not in the restored database, they are {where}."
+        )
     if result.rollback_point:
         click.echo(
             f"Its previous contents are kept as database {result.previous_kept_as}, its "

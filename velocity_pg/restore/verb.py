@@ -242,6 +242,9 @@ class RestoreResult:
     previous_kept_as: str | None
     #: Swapped in a copy staged earlier (no pg_restore in this run).
     used_staged_copy: bool = False
+    #: Transactions committed in the live database between the stage and the swap
+    #: (pg_stat_database; an upper bound, read-only ones included); None: not known.
+    commits_since_stage: int | None = None
     #: The previous contents are the database's rollback point (``previous_kept_as``).
     rollback_point: bool = False
     #: The older rollback point this restore replaced (dropped), described.
@@ -271,6 +274,7 @@ class RestoreResult:
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
             "used_staged_copy": self.used_staged_copy,
+            "commits_since_stage": self.commits_since_stage,
             "rollback_point": self.previous_kept_as if self.rollback_point else None,
             "replaced_rollback_point": self.replaced_rollback,
             "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
@@ -650,6 +654,8 @@ def execute(
         else f"renaming the restored copy to {target!r}"
     )
     previous_kept_as: str | None = plan.previous if keep else None
+    # Sampled just before the swap: what was committed to the old contents since the stage.
+    since_stage = stage.commits_since_stage(admin, plan) if plan.live is not None else None
     with shielded() as held_back:
         try:
             swapped = swap.swap_in(
@@ -716,6 +722,7 @@ def execute(
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
         used_staged_copy=plan.reuse,
+        commits_since_stage=since_stage,
         rollback_point=keep,
         replaced_rollback=stage.describe_rollback(plan.rollback) if keep else None,
         untouched_rollback=None if keep else stage.describe_rollback(plan.rollback),
