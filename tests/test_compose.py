@@ -315,3 +315,76 @@ def test_every_env_line_the_readme_shows_loads_in_just(tmp_path: Path) -> None:
     by_just = just_dotenv(tmp_path, text, sorted(env_lines(text)))
     for name, value in dotenv_values(tmp_path / "readme.env").items():
         assert by_just[name] == (value or ""), name
+
+
+# -- the guide's result on both of the template's compose files (README: Adopting) ---------
+
+#: The `db` service's environment in the Django Velocity template's two compose files
+#: (rbrenaget/django-velocity): docker-compose.yml writes the values, and
+#: docker-compose.production.yml reads them from .env with defaults. Only this shape is
+#: kept here; the template's .env names the database in DATABASE_URL alone.
+TEMPLATE_DB_ENVIRONMENTS = {
+    "docker-compose.yml": {
+        "POSTGRES_DB": "velocity",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "postgres",
+    },
+    "docker-compose.production.yml": {
+        "POSTGRES_DB": "${POSTGRES_DB:-velocity}",
+        "POSTGRES_USER": "${POSTGRES_USER:-postgres}",
+        "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-postgres}",
+    },
+}
+TEMPLATE_ENV = "DATABASE_URL=postgres://postgres:postgres@db:5432/velocity\n"
+
+
+def block(text: str, start: str) -> str:
+    """The lines of this repository's docker-compose.yml from ``start`` to the next blank
+    line at the same or a lower indentation: what the guide has users copy."""
+    lines = text.splitlines()
+    first = lines.index(start)
+    indent = len(start) - len(start.lstrip())
+    end = first + 1
+    while end < len(lines) and (
+        not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+    ):
+        end += 1
+    return "\n".join(lines[first:end]).rstrip() + "\n"
+
+
+def adopted(db_environment: dict[str, str]) -> str:
+    """A template compose file after the guide's steps 2 and 4: db builds Dockerfile.db and
+    merges x-backup-settings into its own environment; db-backup copied as it is."""
+    ours = (REPO / "docker-compose.yml").read_text()
+    image = block(ours, "x-db-image: &db-image").replace("context: .", "context: ./velocity-pg")
+    shared = block(ours, "x-backup-settings: &backup-settings")
+    db_backup = block(ours, "  db-backup:")
+    template_env = "".join(f'      {k}: "{v}"\n' for k, v in db_environment.items())
+    return (
+        f"{image}\n{shared}\nservices:\n"
+        "  db:\n    build: *db-image\n    environment:\n      <<: *backup-settings\n"
+        f"{template_env}    volumes:\n      - postgres-data:/var/lib/postgresql/data\n"
+        f"      - backup-data:/backups\n\n{db_backup}\n"
+        "volumes:\n  postgres-data:\n  backup-data:\n"
+    )
+
+
+@pytest.mark.parametrize("template_file", sorted(TEMPLATE_DB_ENVIRONMENTS))
+def test_the_guide_on_the_templates_files_gives_one_source_of_settings(
+    tmp_path: Path, template_file: str
+) -> None:
+    text = adopted(TEMPLATE_DB_ENVIRONMENTS[template_file])
+    env_text = TEMPLATE_ENV + 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\n'
+    config = compose_config(tmp_path, env_text, text)
+    db_env, backup_env = (service_environment(config, s) for s in ("db", "db-backup"))
+    for name in ("BACKUP_MAX_COUNT", "BACKUP_SCHEDULE", "TZ", "BACKUP_MAX_AGE_DAYS"):
+        assert db_env[name] == backup_env[name], name
+    assert db_env["BACKUP_MAX_COUNT"] == "2"
+    assert db_env["BACKUP_SCHEDULE"] == "@every 30s"
+    # The template's .env unchanged: db-backup reaches db's database with its password.
+    connection = settings.settings_from_values(backup_env).connection
+    assert (connection.host, connection.user, connection.dbname) == ("db", "postgres", "velocity")
+    assert connection.password == "postgres"
+    # And velocity-pg in db (just db-*) reads db's own values: the same database.
+    in_db = settings.settings_from_values(db_env).connection
+    assert (in_db.user, in_db.dbname) == ("postgres", "velocity")
