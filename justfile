@@ -10,9 +10,12 @@ set positional-arguments
 # again. Override for one run: just app_services="web worker" db-restore NAME
 app_services := "web celery-worker " + long_lived
 
-# Services that keep one database connection for as long as they run
-# (Celery beat's DatabaseScheduler stops scheduling once the swap ends it):
-# restarted around a swap whenever they run, even if app_services leaves them out.
+# Services that may keep a database connection for as long as they run: with
+# persistent connections (CONN_MAX_AGE > 0) the swap ends it and their next query
+# fails. Restarted around a swap whenever they run, even if app_services leaves
+# them out. (With the Django Velocity template's settings, no persistent
+# connection, the DatabaseScheduler of django_celery_beat 2.9 reconnected at
+# each tick and kept scheduling through a swap: README, "Running with Docker".)
 long_lived := "celery-beat"
 
 # The scheduled backups' service (velocity-pg schedule): paused for the swap
