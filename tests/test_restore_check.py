@@ -86,3 +86,17 @@ def test_reading_every_block_takes_about_what_listing_does_for_a_small_dump(
     started = time.monotonic()
     assert check(target, OLD_NAME)[0] == 0
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verify_reads_every_data_block_without_a_manifest(target: Target, kind: str) -> None:
+    """`velocity-pg verify` (just db-backup-verify) is a check too: the same cut fails it."""
+    good = dump_with_data(target)
+    (target.backup_dir / OLD_NAME).write_bytes(damaged(good, kind))
+    result = target.run("verify", OLD_NAME, "--json")
+    assert result.returncode == 1, result.stderr
+    (outcome,) = json.loads(result.stdout)["backups"]
+    assert "truncated or damaged" in json.dumps(outcome), outcome
+    (target.backup_dir / OLD_NAME).write_bytes(good.read_bytes())
+    whole = target.run("verify", OLD_NAME, "--json")
+    assert whole.returncode == 0, whole.stderr
