@@ -10,9 +10,12 @@ set positional-arguments
 # again. Override for one run: just app_services="web worker" db-restore NAME
 app_services := "web celery-worker " + long_lived
 
-# Services that keep one database connection for as long as they run
-# (Celery beat's DatabaseScheduler stops scheduling once the swap ends it):
-# restarted around a swap whenever they run, even if app_services leaves them out.
+# Services that may keep a database connection for as long as they run: with
+# persistent connections (CONN_MAX_AGE > 0) the swap ends it and their next query
+# fails. Restarted around a swap whenever they run, even if app_services leaves
+# them out. (With the Django Velocity template's settings, no persistent
+# connection, the DatabaseScheduler of django_celery_beat 2.9 reconnected at
+# each tick and kept scheduling through a swap: README, "Running with Docker".)
 long_lived := "celery-beat"
 
 # The scheduled backups' service (velocity-pg schedule): paused for the swap
@@ -38,13 +41,20 @@ db-backup *args:
 db-backup-list *args:
     @docker compose exec -u postgres db velocity-pg list "$@"
 
-# Restore a backup: check, stage it with the app running, stop the app only for the swap
+# Restore a backup: check, stage it with the app running, stop the app only for the swap (--online: stop nothing)
 [no-exit-message]
 db-restore file *args:
     #!/usr/bin/env bash
     set -uo pipefail
     file=$1
     shift
+    # --online (the recipe's, not velocity-pg's): swap with the app running, stop nothing.
+    online=
+    rest=()
+    for arg in "$@"; do
+        if [ "$arg" = --online ]; then online=1; else rest+=("$arg"); fi
+    done
+    set -- ${rest[@]+"${rest[@]}"}
     # Ctrl+C must not skip restarting the services: remember it, let the
     # running step end, and decide afterwards.
     interrupted=
@@ -66,8 +76,9 @@ db-restore file *args:
     yes=
     for arg in "$@"; do case "$arg" in --yes|-y) yes=1 ;; esac; done
     remaining={{ restore_countdown }}
+    if [ -n "$online" ]; then what="restoring $file with the app running"; else what="stopping the app and restoring $file"; fi
     if [ -z "$yes" ] && [ "$remaining" -gt 0 ]; then
-        say "stopping the app and restoring $file in $remaining s; press Ctrl+C to cancel"
+        say "$what in $remaining s; press Ctrl+C to cancel"
         while [ "$remaining" -gt 0 ]; do
             sleep 1
             if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
@@ -85,6 +96,20 @@ db-restore file *args:
         exit 130
     fi
     if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
+
+    # 2b. --online: swap with every service running. Sessions are ended by the swap
+    #     (persistent connections see one error each); a scheduled pg_dump running
+    #     at that moment fails and is retried at its next due time.
+    if [ -n "$online" ]; then
+        say "swapping with the app running (--online): no service is stopped"
+        vpg restore --yes --drop-later "$file" "$@"
+        status=$?
+        if [ -n "$interrupted" ]; then status=130; fi
+        if [ "$status" -eq 0 ]; then
+            vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
+        fi
+        exit "$status"
+    fi
 
     # 3. Stop the app services that are running (and only those).
     running=$(docker compose ps --services --filter status=running)

@@ -69,11 +69,13 @@ def postgresql_proc(request: pytest.FixtureRequest) -> object:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without any PG*/POSTGRES_*/BACKUP_*/VELOCITY_PG* variable."""
+    """The caller's environment without any PG*/POSTGRES_*/BACKUP_*/VELOCITY_PG* variable
+    or DATABASE_URL."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("PG", "POSTGRES_", "BACKUP_", "VELOCITY_PG"))
+        and key != "DATABASE_URL"
     }
     env.update(extra)
     return env

@@ -10,6 +10,11 @@ It understands the few `docker compose` calls the justfile makes:
 - ``compose stop|start SERVICE...`` removes the services from / adds them to that file;
 - ``compose logs [OPTIONS] SERVICE`` prints one line naming the service.
 
+With STANDIN_SERVICE_ENV (a JSON file: service -> its environment, as
+``docker compose config`` resolved it from the compose file and .env), ``exec``
+runs velocity-pg with the db service's environment over the caller's, as the
+container would have it (BACKUP_DIR excepted: the test's folder stands for /backups).
+
 Every call is appended to STANDIN_LOG as one JSON line ``{"argv", "user", "status", "at"}``
 (``at``: when it started and ended, epoch seconds).
 STANDIN_STATUS (JSON: a list of ``{"when": [token, ...], "status": N}``) makes a call
@@ -82,9 +87,19 @@ def compose_exec(argv: list[str], args: list[str]) -> int:
     status = forced_status(argv)
     if status is None:
         cmd = [sys.executable, "-m", "velocity_pg", *args[2:]]
-        status = subprocess.run(cmd, check=False).returncode
+        status = subprocess.run(cmd, check=False, env=service_env(args[0])).returncode
     log(argv, status, user)
     return status
+
+
+def service_env(service: str) -> dict[str, str]:
+    """The caller's environment with ``service``'s own over it (see STANDIN_SERVICE_ENV)."""
+    env = dict(os.environ)
+    path = os.environ.get("STANDIN_SERVICE_ENV")
+    if path:
+        theirs = json.loads(Path(path).read_text())[service]
+        env.update({k: v for k, v in theirs.items() if k != "BACKUP_DIR"})
+    return env
 
 
 def compose_ps(argv: list[str], args: list[str]) -> int:

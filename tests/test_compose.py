@@ -1,8 +1,13 @@
-"""docker-compose.yml, Dockerfile.db and .env.example, read as files (no engine needed)."""
+"""docker-compose.yml, Dockerfile.db and .env.example, read as files (no engine needed).
+
+Where Compose is installed, `docker compose config` (v2; else Compose v1's
+`docker-compose config`) resolves them with a .env, as every compose command does.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +77,8 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
     ):
         assert env[name] == f"${{{name}:-{default}}}"
     assert env["BACKUP_KEEP_PREVIOUS"] == "${BACKUP_KEEP_PREVIOUS:-true}"
-    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    # Never `:?`: it would make every compose command (every just recipe) fail.
+    assert env["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}"
     assert env["POSTGRES_USER"] == "${POSTGRES_USER:-postgres}"
     assert env["POSTGRES_DB"] == "${POSTGRES_DB:-velocity}"
 
@@ -125,8 +131,9 @@ def test_db_backup_connects_to_db_with_the_db_settings(
     assert env["PGUSER"] == db_env["POSTGRES_USER"]
     assert env["PGPASSWORD"] == db_env["POSTGRES_PASSWORD"]
     assert env["PGDATABASE"] == db_env["POSTGRES_DB"]
-    shared = [name for name in db_env if name.startswith(("BACKUP_", "AWS_"))]
-    assert {"BACKUP_S3_URL", "AWS_SECRET_ACCESS_KEY", "BACKUP_SCHEDULE"} <= set(shared)
+    assert env["DATABASE_URL"] == "${DATABASE_URL:-}"  # the password, when no POSTGRES_PASSWORD
+    shared = [name for name in db_env if name.startswith(("BACKUP_", "AWS_")) or name == "TZ"]
+    assert {"BACKUP_S3_URL", "AWS_SECRET_ACCESS_KEY", "BACKUP_SCHEDULE", "TZ"} <= set(shared)
     for name in shared:  # retention, off-site copies, the schedule: the same as db's
         assert env[name] == db_env[name], name
     assert env["BACKUP_SCHEDULE"] == f"${{BACKUP_SCHEDULE:-{settings.DEFAULT_SCHEDULE}}}"
@@ -140,3 +147,244 @@ def test_db_backup_health_is_freshness(db_backup: dict[str, Any]) -> None:
     check = db_backup["healthcheck"]
     assert check["test"] == ["CMD", "velocity-pg", "status", "--max-age", "auto"]
     assert {"interval", "timeout", "retries", "start_period"} <= set(check)
+    # `up --wait` waits for the first probe: 10 s, not a minute. Not start_interval:
+    # Compose v1 refuses the file with it (test_compose_v1_refuses_start_interval).
+    assert check["interval"] == "10s"
+    assert "start_interval" not in check
+
+
+def test_comments_name_the_stop_signal_the_image_sends() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "SIGTERM" not in text  # the postgres image's STOPSIGNAL is SIGINT
+    assert "SIGINT" in text
+    assert "built once" not in text  # Compose builds the image once per service
+
+
+# -- the files as Compose and just read them --------------------------------------------
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) where it runs, else Compose v1 (`docker-compose`)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("needs Docker Compose (v2 plugin or v1 docker-compose) for `config`")
+
+
+def compose_config(folder: Path, env_text: str, compose_text: str | None = None) -> dict[str, Any]:
+    """The project as Compose resolves it (`config`, no engine needed) with this .env."""
+    import subprocess
+
+    command = compose_command()
+    text = (REPO / "docker-compose.yml").read_text() if compose_text is None else compose_text
+    if command == ["docker-compose"]:
+        # Compose v1 knows no top-level `name:` (the project name); nothing else changes.
+        text = re.sub(r"^name: .*\n", "", text, flags=re.M)
+    (folder / "docker-compose.yml").write_text(text)
+    (folder / ".env").write_text(env_text)
+    result = subprocess.run(
+        [*command, "config"], cwd=folder, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def service_environment(config: dict[str, Any], service: str) -> dict[str, str]:
+    env = config["services"][service]["environment"]
+    if isinstance(env, list):  # v1 may print a list of NAME=value
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def test_every_compose_command_works_with_no_password_set(tmp_path: Path) -> None:
+    """The template's .env has no POSTGRES_PASSWORD: `config` (so every command) works."""
+    template_env = "DATABASE_URL=postgres://postgres:postgres@db:5432/velocity\n"
+    config = compose_config(tmp_path, template_env)
+    backup_env = service_environment(config, "db-backup")
+    assert backup_env["DATABASE_URL"] == "postgres://postgres:postgres@db:5432/velocity"
+    assert backup_env["PGPASSWORD"] == ""
+    # velocity-pg reads it so: db's host, user and database, DATABASE_URL's password.
+    connection = settings.settings_from_values(backup_env).connection
+    assert (connection.host, connection.user, connection.dbname) == ("db", "postgres", "velocity")
+    assert connection.password == "postgres"
+
+
+def test_a_setting_in_env_reaches_db_and_db_backup_alike(tmp_path: Path) -> None:
+    env_text = 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\nTZ=Europe/Berlin\n'
+    config = compose_config(tmp_path, env_text)
+    db_env, backup_env = (service_environment(config, s) for s in ("db", "db-backup"))
+    for name, value in (
+        ("BACKUP_MAX_COUNT", "2"),
+        ("BACKUP_SCHEDULE", "@every 30s"),
+        ("TZ", "Europe/Berlin"),
+    ):
+        assert db_env[name] == backup_env[name] == value, name
+    shared = {k for k in db_env if k.startswith(("BACKUP_", "AWS_")) or k == "TZ"}
+    assert shared == {k for k in backup_env if k.startswith(("BACKUP_", "AWS_")) or k == "TZ"}
+    assert all(db_env[k] == backup_env[k] for k in shared)
+
+
+def test_compose_v1_refuses_start_interval(tmp_path: Path) -> None:
+    """Why db-backup's health check has no start_interval: Compose v1 rejects the file
+    (Compose v2, 2.20 and later, accepts it)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("docker-compose"):
+        pytest.skip("needs Compose v1 (docker-compose)")
+    text = "services:\n  a:\n    image: x\n    healthcheck:\n      test: [CMD, 'true']\n"
+    (tmp_path / "docker-compose.yml").write_text(text + "      start_interval: 5s\n")
+    result = subprocess.run(
+        ["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "start_interval" in result.stderr
+
+
+def env_lines(text: str) -> dict[str, str]:
+    """NAME=value lines, as written (the values unparsed)."""
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
+def just_dotenv(folder: Path, env_text: str, names: list[str]) -> dict[str, str]:
+    """What the real `just` (set dotenv-load, as the template's justfile has) reads."""
+    import json
+    import subprocess
+
+    from conftest import just_program
+
+    (folder / ".env").write_text(env_text)
+    (folder / "show.py").write_text(
+        "import json, os, sys\n"
+        "print(json.dumps({n: os.environ.get(n, '<unset>') for n in sys.argv[1:]}))\n"
+    )
+    (folder / "justfile").write_text(
+        f"set dotenv-load := true\n\nshow:\n    @{sys.executable} show.py {' '.join(names)}\n"
+    )
+    result = subprocess.run(
+        [just_program(), "--justfile", str(folder / "justfile"), "show"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert isinstance(values, dict)
+    return values
+
+
+def test_env_example_loads_in_just_and_compose_alike(tmp_path: Path) -> None:
+    """The shipped .env.example, as just's dotenv loader and as Compose read it."""
+    from dotenv import dotenv_values
+
+    text = (REPO / ".env.example").read_text()
+    names = sorted(env_lines(text))
+    (tmp_path / "just").mkdir()
+    by_just = just_dotenv(tmp_path / "just", text, names)
+    config = compose_config(tmp_path, text)
+    by_compose = service_environment(config, "db-backup")
+    expected = {k: v or "" for k, v in dotenv_values(REPO / ".env.example").items()}
+    for name in names:
+        assert by_just[name] == expected[name], name
+        if name in by_compose:
+            assert by_compose[name] == (expected[name] or by_compose[name]), name
+
+
+def test_every_env_line_the_readme_shows_loads_in_just(tmp_path: Path) -> None:
+    """`BACKUP_SCHEDULE=@every 30s` unquoted makes just refuse the whole .env."""
+    from dotenv import dotenv_values
+
+    readme = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```(?:sh|ini|dotenv|env)?\n(.*?)```", readme, re.S))
+    lines = [f"{k}={v}" for k, v in env_lines(blocks).items() if "$" not in v]
+    assert any(line.startswith("BACKUP_SCHEDULE=") for line in lines)
+    text = "".join(f"{line}\n" for line in lines)
+    (tmp_path / "readme.env").write_text(text)
+    by_just = just_dotenv(tmp_path, text, sorted(env_lines(text)))
+    for name, value in dotenv_values(tmp_path / "readme.env").items():
+        assert by_just[name] == (value or ""), name
+
+
+# -- the guide's result on both of the template's compose files (README: Adopting) ---------
+
+#: The `db` service's environment in the Django Velocity template's two compose files
+#: (rbrenaget/django-velocity): docker-compose.yml writes the values, and
+#: docker-compose.production.yml reads them from .env with defaults. Only this shape is
+#: kept here; the template's .env names the database in DATABASE_URL alone.
+TEMPLATE_DB_ENVIRONMENTS = {
+    "docker-compose.yml": {
+        "POSTGRES_DB": "velocity",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "postgres",
+    },
+    "docker-compose.production.yml": {
+        "POSTGRES_DB": "${POSTGRES_DB:-velocity}",
+        "POSTGRES_USER": "${POSTGRES_USER:-postgres}",
+        "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-postgres}",
+    },
+}
+TEMPLATE_ENV = "DATABASE_URL=postgres://postgres:postgres@db:5432/velocity\n"
+
+
+def block(text: str, start: str) -> str:
+    """The lines of this repository's docker-compose.yml from ``start`` to the next blank
+    line at the same or a lower indentation: what the guide has users copy."""
+    lines = text.splitlines()
+    first = lines.index(start)
+    indent = len(start) - len(start.lstrip())
+    end = first + 1
+    while end < len(lines) and (
+        not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+    ):
+        end += 1
+    return "\n".join(lines[first:end]).rstrip() + "\n"
+
+
+def adopted(db_environment: dict[str, str]) -> str:
+    """A template compose file after the guide's steps 2 and 4: db builds Dockerfile.db and
+    merges x-backup-settings into its own environment; db-backup copied as it is."""
+    ours = (REPO / "docker-compose.yml").read_text()
+    image = block(ours, "x-db-image: &db-image").replace("context: .", "context: ./velocity-pg")
+    shared = block(ours, "x-backup-settings: &backup-settings")
+    db_backup = block(ours, "  db-backup:")
+    template_env = "".join(f'      {k}: "{v}"\n' for k, v in db_environment.items())
+    return (
+        f"{image}\n{shared}\nservices:\n"
+        "  db:\n    build: *db-image\n    environment:\n      <<: *backup-settings\n"
+        f"{template_env}    volumes:\n      - postgres-data:/var/lib/postgresql/data\n"
+        f"      - backup-data:/backups\n\n{db_backup}\n"
+        "volumes:\n  postgres-data:\n  backup-data:\n"
+    )
+
+
+@pytest.mark.parametrize("template_file", sorted(TEMPLATE_DB_ENVIRONMENTS))
+def test_the_guide_on_the_templates_files_gives_one_source_of_settings(
+    tmp_path: Path, template_file: str
+) -> None:
+    text = adopted(TEMPLATE_DB_ENVIRONMENTS[template_file])
+    env_text = TEMPLATE_ENV + 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\n'
+    config = compose_config(tmp_path, env_text, text)
+    db_env, backup_env = (service_environment(config, s) for s in ("db", "db-backup"))
+    for name in ("BACKUP_MAX_COUNT", "BACKUP_SCHEDULE", "TZ", "BACKUP_MAX_AGE_DAYS"):
+        assert db_env[name] == backup_env[name], name
+    assert db_env["BACKUP_MAX_COUNT"] == "2"
+    assert db_env["BACKUP_SCHEDULE"] == "@every 30s"
+    # The template's .env unchanged: db-backup reaches db's database with its password.
+    connection = settings.settings_from_values(backup_env).connection
+    assert (connection.host, connection.user, connection.dbname) == ("db", "postgres", "velocity")
+    assert connection.password == "postgres"
+    # And velocity-pg in db (just db-*) reads db's own values: the same database.
+    in_db = settings.settings_from_values(db_env).connection
+    assert (in_db.user, in_db.dbname) == ("postgres", "velocity")

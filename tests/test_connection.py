@@ -355,3 +355,89 @@ def test_layers_decide_the_database_and_password_of_a_real_run(
     finally:
         (target.workdir / ".env").unlink()
         drop_database(postgresql_proc, other)
+
+
+# -- DATABASE_URL: the Django project's own line, the lowest layer (issue 18, item 1) ----------
+
+
+def url_of(target: Target, *, user: str | None = None, password: str = PASSWORD) -> str:
+    who = f"{quote(user or target.user, safe='')}:{quote(password, safe='')}"
+    return f"postgres://{who}@{target.host}:{target.port}/{target.dbname}"
+
+
+def test_database_url_in_env_file_alone_is_enough(target: Target) -> None:
+    """The template's .env: DATABASE_URL and nothing else says where the database is."""
+    (target.workdir / ".env").write_text(f"DATABASE_URL={url_of(target)}\n")
+    env = clean_env(BACKUP_DIR=str(target.backup_dir))
+    made = target.run("backup", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["database"] == target.dbname
+    assert PASSWORD not in made.stdout + made.stderr
+
+
+def test_every_pg_and_postgres_variable_wins_over_database_url(
+    target: Target, postgresql_proc: object
+) -> None:
+    """Part by part: the URL names another database and a wrong password; the
+    POSTGRES_* variables (in .env, a lower layer than the URL's environment) win."""
+    from conftest import create_database, drop_database
+
+    other = f"{target.dbname}_url"
+    create_database(postgresql_proc, other)
+    try:
+        wrong = url_of(target, password="not-it").replace(f"/{target.dbname}", f"/{other}")
+        (target.workdir / ".env").write_text(
+            f"POSTGRES_PASSWORD={PASSWORD}\nPOSTGRES_DB={target.dbname}\n"
+        )
+        env = clean_env(BACKUP_DIR=str(target.backup_dir), DATABASE_URL=wrong)
+        made = target.run("backup", "--json", env=env)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["database"] == target.dbname
+        # Without them, the URL's own parts are used: its database, its (wrong) password.
+        (target.workdir / ".env").unlink()
+        refused = target.run("backup", env=env)
+        assert refused.returncode == 1
+        assert "password authentication failed" in refused.stderr
+        assert f"database '{other}'" in refused.stderr
+        assert "not-it" not in refused.stderr
+    finally:
+        drop_database(postgresql_proc, other)
+
+
+def test_a_percent_encoded_password_in_database_url(target: Target) -> None:
+    secret = "p@ss:w/rd%?#&é"
+    role = f"url_{target.dbname}"
+    with target.connect() as conn:
+        conn.execute(
+            psycopg.sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                psycopg.sql.Identifier(role), psycopg.sql.Literal(secret)
+            )
+        )
+    try:
+        env = clean_env(
+            BACKUP_DIR=str(target.backup_dir),
+            DATABASE_URL=url_of(target, user=role, password=secret),
+        )
+        made = target.run("backup", "--json", env=env)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["database"] == target.dbname
+    finally:
+        with target.connect() as conn:
+            conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
+
+
+def test_a_missing_password_says_which_variable_to_set(target: Target) -> None:
+    """The server asks for a password; no setting gives one: one line naming the settings."""
+    no_password = url_of(target).replace(f":{PASSWORD}@", "@")
+    env = clean_env(
+        BACKUP_DIR=str(target.backup_dir),
+        DATABASE_URL=no_password,
+        PGPASSFILE=str(target.workdir / "no-passfile"),
+    )
+    refused = target.run("backup", env=env)
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert lines[0].startswith("velocity-pg: error: cannot connect to ")
+    assert "set POSTGRES_PASSWORD (or PGPASSWORD)" in lines[0]
+    assert "DATABASE_URL" in lines[0]

@@ -39,7 +39,10 @@ def test_restore_a_relative_path_into_the_backup_folder(target: Target) -> None:
     assert "is not a file in the backup folder" in result.stderr
 
 
-VERBS = ["backup", "list", "verify", "status", "cleanup", "restore", "push", "pull", "schedule"]
+VERBS = [
+    *("backup", "list", "verify", "status", "cleanup", "restore", "push", "pull", "schedule"),
+    "entrypoint",
+]
 
 
 def test_global_options_after_the_verb(target: Target) -> None:

@@ -747,10 +747,8 @@ def test_db_restore_of_corrupt_file_changes_nothing(harness: Harness) -> None:
 
 
 def test_db_restore_of_cut_file_leaves_everything_as_it_was(harness: Harness) -> None:
-    """Needs restore: a file cut in its data may pass the check and fail in pg_restore.
-
-    Either way: non-zero exit, data unchanged, and whatever was stopped runs again.
-    """
+    """Needs restore: a file cut in its data (no manifest) fails the check, which reads
+    every data block (issue 18): non-zero exit, data unchanged, nothing stopped."""
     needs_verb("restore")
     target = harness.target
     load_varied_schema(target)
@@ -765,9 +763,8 @@ def test_db_restore_of_cut_file_leaves_everything_as_it_was(harness: Harness) ->
     assert result.returncode != 0
     with target.connect() as conn:
         assert table_contents(conn) == before
-    shorts = harness.shorts()
-    if ["stop", *APP_SERVICES] in shorts:
-        assert shorts[-1] == ["start", *APP_SERVICES]
+    assert harness.shorts() == [["velocity-pg", *CHECK, cut]]
+    assert "is truncated or damaged" in result.stderr
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
 
 
@@ -798,3 +795,112 @@ def test_db_backup_logs_shows_the_db_backup_service_log(harness: Harness) -> Non
     plain = harness.just("db-backup-logs")
     assert plain.returncode == 0, plain.stderr
     assert harness.calls()[-1].argv == ["compose", "logs", "db-backup"]
+
+
+# -- one source of backup settings (issue 18, item 2) -------------------------------------
+
+
+def test_a_setting_in_env_reaches_every_recipe_and_the_service(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """.env as Compose resolves it (docker-compose.yml, `config`) gives db's environment
+    to `just db-backup`, `db-backup-cleanup`, `db-backup-status` (the stand-in runs them
+    with it) and db-backup's to the scheduler's commands: both keep 2 and judge by
+    "@every 30s" (a max age of seconds, not @daily's 26h24m)."""
+    from test_compose import compose_config, service_environment
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = compose_config(folder, 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\n')
+    envs = {s: service_environment(config, s) for s in ("db", "db-backup")}
+    envs_file = tmp_path / "service-env.json"
+    envs_file.write_text(json.dumps(envs))
+    env = harness.just_env() | {"STANDIN_SERVICE_ENV": str(envs_file)}
+
+    def just(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            harness.just_cmd(*args), env=env, capture_output=True, text=True, timeout=120
+        )
+
+    for _ in range(3):
+        made = just("db-backup")
+        assert made.returncode == 0, made.stderr
+        time.sleep(1.1)  # distinct names
+    by_recipe = just("db-backup-cleanup", "--dry-run", "--json")
+    assert by_recipe.returncode == 0, by_recipe.stderr
+    status = just("db-backup-status", "--max-age", "auto", "--json")
+    assert status.returncode == 0, status.stderr
+
+    # The service: its own environment, over the test's connection and folder.
+    service = harness.target.env() | {
+        k: v for k, v in envs["db-backup"].items() if k != "BACKUP_DIR" and not k.startswith("PG")
+    }
+    del service["DATABASE_URL"]
+    by_service = harness.target.run("cleanup", "--dry-run", "--json", env=service)
+    assert by_service.returncode == 0, by_service.stderr
+    health = harness.target.run("status", "--max-age", "auto", "--json", env=service)
+    assert health.returncode == 0, health.stderr
+
+    for result in (by_recipe, by_service):
+        plan = json.loads(result.stdout)
+        assert plan["policy"]["max_count"] == 2, plan["policy"]
+        assert len(plan["delete"]) == 1
+    ages = [json.loads(r.stdout)["max_age_seconds"] for r in (status, health)]
+    assert ages[0] == ages[1] < 3600  # by "@every 30s", not @daily's 95040 s
+
+
+# -- db-restore --online: nothing stopped (issue 18) -----------------------------------------
+
+
+def test_online_restore_stops_nothing(harness: Harness) -> None:
+    force_steps(harness)
+    harness.set_running("db", *APP_SERVICES, "db-backup")
+    result = harness.just("db-restore", DUMP, "--online", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    assert harness.shorts() == [
+        ["velocity-pg", *CHECK, DUMP, "--jobs", "2"],
+        ["velocity-pg", *STAGE, DUMP, "--jobs", "2"],
+        ["velocity-pg", *SWAP, DUMP, "--jobs", "2"],
+        TIDY,
+    ]  # no ps, no stop, no start; --online is the recipe's, not velocity-pg's
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES, "db-backup"])
+    assert "no service is stopped" in result.stderr
+
+
+@pytest.mark.parametrize("status", [1, 130])
+def test_online_restore_passes_the_swap_status_through(harness: Harness, status: int) -> None:
+    force_steps(harness, swap=status)
+    result = harness.just("db-restore", DUMP, "--online")
+    assert result.returncode == status
+    assert [s for s in harness.shorts() if s[:1] != ["velocity-pg"]] == []
+    assert TIDY not in harness.shorts()
+
+
+def test_online_restore_counts_the_transactions_since_the_stage(harness: Harness) -> None:
+    """For real: the app keeps writing between the stage and the swap; the swap says how
+    many transactions committed there, and their rows are in the rollback point."""
+    needs_verb("restore")
+    target = harness.target
+    load_varied_schema(target)
+    assert harness.just("db-backup").returncode == 0
+    name, _manifest = snapshot_dir(target.backup_dir)
+    staged = harness.target.run("restore", name, "--stage", "--yes")
+    assert staged.returncode == 0, staged.stderr
+    for i in range(25):  # 25 write transactions, each its own session, committed
+        with target.connect() as conn:
+            conn.execute("INSERT INTO shop.orders (amount) VALUES (%s)", (424242 + i,))
+    result = harness.just("db-restore", name, "--online", "--yes", timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = re.search(
+        r"(\d+) transactions committed in '[^']+' between the stage and the swap", result.stdout
+    )
+    assert found, result.stdout
+    assert 25 <= int(found.group(1)) <= 60  # an upper bound: velocity-pg's own count too
+    assert "rollback point" in found.string
+    with target.connect() as conn:
+        late = "SELECT count(*) FROM shop.orders WHERE amount >= 424242"
+        assert conn.execute(late).fetchone() == (0,)
+        rollback = found.string.split("rollback point ")[1].split(",")[0].split()[0]
+    with target.connect(rollback.rstrip(".")) as conn:
+        assert conn.execute(late).fetchone() == (25,)
+    assert harness.running() == ["db", *APP_SERVICES]

@@ -128,7 +128,8 @@ def emit_json(payload: object) -> None:
 @global_options
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
-    restore, schedule, and off-site copies with push and pull.
+    restore, schedule, and off-site copies with push and pull; entrypoint starts the
+    db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
@@ -849,6 +850,18 @@ def restore(
         f"({result.objects_total} objects); it was unavailable for "
         f"{result.unavailable_seconds:.2f} s, {ended}."
     )
+    since = result.commits_since_stage
+    if since is not None:
+        where = (
+            f"in the rollback point {result.previous_kept_as}"
+            if result.rollback_point
+            else "dropped with the previous contents"
+        )
+        click.echo(
+            f"{since} transaction{'' if since == 1 else 's'} committed in {result.database!r} "
+            f"between the stage and the swap (pg_stat_database, an upper bound: read-only "
+            f"ones count too); their writes are not in the restored database, they are {where}."
+        )
     if result.rollback_point:
         click.echo(
             f"Its previous contents are kept as database {result.previous_kept_as}, its "
@@ -863,6 +876,23 @@ def restore(
             f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
             f"{result.untouched_rollback} is left as it was."
         )
+
+
+@cli.command(
+    short_help="The db image's entrypoint: give /backups to postgres, then run COMMAND.",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def entrypoint(command: tuple[str, ...]) -> None:
+    """Started as root, give the backup folder (BACKUP_DIR, default /backups) to the
+    postgres user (mode 0700) when it belongs to someone else, then become COMMAND
+    (exec: the same process and PID, the same arguments), e.g.
+
+    velocity-pg entrypoint -- docker-entrypoint.sh postgres
+    """
+    from velocity_pg import entrypoint as chain
+
+    chain.run(command)
 
 
 def tidy_up(settings: Settings, as_json: bool) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from velocity_pg.errors import ConfigError
 from velocity_pg.postgres import compression as compressions
+from velocity_pg.postgres import database_url
 from velocity_pg.postgres.compression import Compression
 
 DEFAULT_BACKUP_DIR = "/backups"
@@ -123,6 +124,8 @@ class Connection:
     dbname: str | None = None
     password: str | None = field(default=None, repr=False)
     service: str | None = None
+    #: libpq options from DATABASE_URL's query (``sslmode`` -> ``require``): lowest layer.
+    url_options: Mapping[str, str] = field(default_factory=dict)
     #: The fields given as command-line options (``--host``, ``-d`` ...): like
     #: psql's options they win over a service file; the others are read as
     #: libpq reads its environment variables, below a service file.
@@ -392,18 +395,24 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         return None if value is None else value.text
 
     port = pick(layers, "PGPORT")
+    # DATABASE_URL: the lowest layer, each of its parts under every PG*/POSTGRES_* name.
+    url = url_layer(layers)
     # Without a database name, the official image's default: the one named after POSTGRES_USER.
-    dbname = pick(layers, "PGDATABASE") or pick(layers, "PGDATABASE", ["POSTGRES_USER"])
+    dbname = pick(layers, "PGDATABASE")
+    fallback = pick(layers, "PGDATABASE", ["POSTGRES_USER"])
     fields = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE"}
     connection = Connection(
-        host=text("PGHOST"),
-        port=None
+        host=text("PGHOST") or url.host,
+        port=url.port
         if port is None
         else parse_int(port.named(), port.text, minimum=1, maximum=65535, example=5432),
-        user=text("PGUSER"),
-        dbname=None if dbname is None else dbname.text,
-        password=text("PGPASSWORD"),
+        user=text("PGUSER") or url.user,
+        dbname=dbname.text
+        if dbname is not None
+        else url.dbname or (None if fallback is None else fallback.text),
+        password=text("PGPASSWORD") or url.password,
         service=text("PGSERVICE"),
+        url_options=url.options,
         command_line=frozenset(
             key
             for key, setting in fields.items()
@@ -439,6 +448,16 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
         offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep)),
     )
+
+
+def url_layer(layers: Sequence[Layer]) -> database_url.DatabaseUrl:
+    """``DATABASE_URL`` from the highest layer that has it, parsed; empty when none has."""
+    value = pick(layers, "DATABASE_URL")
+    if value is None:
+        return database_url.DatabaseUrl()
+    where = "" if value.origin in (None, ENVIRONMENT) else f" (in {value.origin})"
+    # Named without its text: it holds the password.
+    return database_url.parse(value.text, name=f"DATABASE_URL{where}")
 
 
 _WHOLE_RE = re.compile(r"\A-?[0-9]+\Z")

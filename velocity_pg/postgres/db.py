@@ -64,6 +64,13 @@ def untimed_env(server_num: int, endpoint: Endpoint | None = None) -> dict[str, 
     return {"PGOPTIONS": untimed_options(server_num, theirs)}
 
 
+#: What to do when the server asks for a password and no setting gives one.
+ASK_FOR_IT = (
+    "the server asks for a password and none is set; set POSTGRES_PASSWORD "
+    "(or PGPASSWORD) in .env or the environment, or put it in DATABASE_URL"
+)
+
+
 def open_connection(
     endpoint: Endpoint, dbname: str | None = None, *, autocommit: bool = True
 ) -> psycopg.Connection[tuple[object, ...]]:
@@ -82,6 +89,9 @@ def open_connection(
         connection = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         target = endpoint.describe(dbname)
+        if getattr(exc.pgconn, "needs_password", False):
+            # libpq asked for a password and had none (no SQLSTATE: it never sent one).
+            raise ConnectFailed(f"cannot connect to {target}: {ASK_FOR_IT}", None) from exc
         raise ConnectFailed(f"cannot connect to {target}: {one_line(exc)}", exc.sqlstate) from exc
     try:
         untime_newer_settings(connection)

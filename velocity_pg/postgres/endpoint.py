@@ -92,7 +92,27 @@ def request_for(connection: Connection) -> Request:
             parameters[key] = value
         else:
             environment[_FIELDS[key]] = value
+    for key, value in url_options(connection.url_options).items():
+        variable = libpq_variables().get(key)
+        if variable is None:
+            parameters.setdefault(key, value)  # no variable: only as a parameter
+        elif variable not in environment and variable not in os.environ:
+            environment[variable] = value  # the lowest layer: any PG* variable wins
     return Request(parameters=parameters, environment=environment)
+
+
+def url_options(options: Mapping[str, str]) -> dict[str, str]:
+    """DATABASE_URL's query parameters, each a libpq option; any other is refused."""
+    from psycopg import pq
+
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"DATABASE_URL has the query parameter {key!r}, which is not a libpq "
+                "connection option (sslmode, connect_timeout, ...); remove it from DATABASE_URL"
+            )
+    return dict(options)
 
 
 def expand(conninfo: str) -> dict[str, str]:

@@ -38,6 +38,9 @@ class StagedMark:
     size_bytes: int
     at: str  # ISO 8601, UTC: when the copy was complete
     by: str  # who staged it: "user@host (role R)"
+    #: The live database's committed transactions (pg_stat_database.xact_commit) when
+    #: the copy was complete; None when it did not exist or had no statistics.
+    live_commits: int | None = None
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,7 @@ def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Stag
         size_bytes=plan.size,
         at=marks.now_iso(),
         by=marks.who(plan.role.name),
+        live_commits=committed(admin, plan.target),
     )
     with shielded():
         try:
@@ -312,6 +313,32 @@ def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Stag
         objects=plan.toc.entries,
         dropped_leftovers=dropped,
     )
+
+
+def committed(admin: Conn, database: str) -> int | None:
+    """The transactions committed in ``database`` so far, by the server's statistics.
+
+    ``pg_stat_database.xact_commit``: every committed transaction, read-only ones
+    and velocity-pg's own included (sessions report theirs within about a second).
+    None when the database does not exist (yet) or has no statistics.
+    """
+    row = admin.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
+    ).fetchone()
+    return None if row is None or row[0] is None else int(str(row[0]))
+
+
+def commits_since_stage(admin: Conn, plan: Plan) -> int | None:
+    """Transactions committed in the live database since its staged copy was complete:
+    their writes go to the rollback point, not the restored database (an upper bound).
+    None when it cannot be told (no staged copy, no live database, statistics reset)."""
+    staged = None if plan.staged is None else plan.staged.staged
+    if not plan.reuse or staged is None or staged.live_commits is None:
+        return None
+    now = committed(admin, plan.target)
+    if now is None or now < staged.live_commits:
+        return None
+    return now - staged.live_commits
 
 
 def flush_to_disk(admin: Conn, console: Console) -> None:

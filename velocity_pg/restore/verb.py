@@ -242,6 +242,9 @@ class RestoreResult:
     previous_kept_as: str | None
     #: Swapped in a copy staged earlier (no pg_restore in this run).
     used_staged_copy: bool = False
+    #: Transactions committed in the live database between the stage and the swap
+    #: (pg_stat_database; an upper bound, read-only ones included); None: not known.
+    commits_since_stage: int | None = None
     #: The previous contents are the database's rollback point (``previous_kept_as``).
     rollback_point: bool = False
     #: The older rollback point this restore replaced (dropped), described.
@@ -271,6 +274,7 @@ class RestoreResult:
             "dropped_leftovers": list(self.dropped_leftovers),
             "previous_kept_as": self.previous_kept_as,
             "used_staged_copy": self.used_staged_copy,
+            "commits_since_stage": self.commits_since_stage,
             "rollback_point": self.previous_kept_as if self.rollback_point else None,
             "replaced_rollback_point": self.replaced_rollback,
             "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
@@ -394,6 +398,25 @@ def read_listing(program: pgtools.Program, path: Path) -> str:
         ) from exc
 
 
+def read_every_block(program: pgtools.Program, path: Path) -> None:
+    """Refuse a truncated or damaged dump that has no manifest to compare with.
+
+    ``pg_restore --list`` reads only the table of contents, which sits at the
+    start: the first 3,000 bytes of a dump list as well as the whole. So every
+    data block is read and decompressed too (``pg_restore --data-only`` into
+    nothing, streamed), as a restore would, before anything is staged or stopped.
+    A dump with a manifest is checked by its size and SHA-256 instead.
+    """
+    try:
+        pgtools.count_output(pgtools.pg_restore_data_cmd(program.path, path), {})
+    except CommandFailed as exc:
+        raise OperationFailed(
+            f"{path.name} is truncated or damaged: pg_restore cannot read its data "
+            f"({describe_failure(exc.returncode, exc.stderr)}); it has no manifest to "
+            "compare with; restore another backup (`velocity-pg list`); nothing was changed"
+        ) from exc
+
+
 def read_toc(program: pgtools.Program, path: Path) -> Toc:
     """The archive's table of contents; refuses what pg_restore cannot read."""
     return parse_toc(read_listing(program, path))
@@ -410,6 +433,8 @@ def prepare(
     record = check_against_manifest(path)
     check_compression(program, path)
     listing = read_listing(program, path)
+    if record is None:
+        read_every_block(program, path)
     toc = parse_toc(listing)
     # The database the backup was made of: as recorded by `backup`, else the archive's.
     source = record.database if record is not None and record.database else toc.dbname
@@ -629,6 +654,8 @@ def execute(
         else f"renaming the restored copy to {target!r}"
     )
     previous_kept_as: str | None = plan.previous if keep else None
+    # Sampled just before the swap: what was committed to the old contents since the stage.
+    since_stage = stage.commits_since_stage(admin, plan) if plan.live is not None else None
     with shielded() as held_back:
         try:
             swapped = swap.swap_in(
@@ -702,6 +729,7 @@ def execute(
         dropped_leftovers=dropped,
         previous_kept_as=previous_kept_as,
         used_staged_copy=plan.reuse,
+        commits_since_stage=since_stage,
         rollback_point=keep,
         replaced_rollback=stage.describe_rollback(plan.rollback) if keep else None,
         untouched_rollback=None if keep else stage.describe_rollback(plan.rollback),

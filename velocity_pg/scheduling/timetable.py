@@ -45,7 +45,11 @@ MAX_DURATION = MAX_DAYS * 86400
 #: changes and every month length; the step cap keeps ``* * * * *`` cheap.
 _GAP_HORIZON = timedelta(days=400)
 _GAP_STEPS = 2000
-HINT = "use a cron expression like '0 3 * * *', @hourly, @daily, @weekly, @monthly or '@every 6h'"
+#: Values written as .env lines both just's dotenv loader and Compose read (quoted: spaces).
+HINT = (
+    'use a cron expression like BACKUP_SCHEDULE="0 3 * * *" (quoted in .env), '
+    '@hourly, @daily, @weekly, @monthly or BACKUP_SCHEDULE="@every 6h"'
+)
 
 
 def parse_duration(text: str, what: str) -> timedelta:
