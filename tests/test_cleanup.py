@@ -204,11 +204,8 @@ def test_cli_options_override_environment_and_env_file(folder: Folder) -> None:
         "cleanup", "--max-count", "4", "--json", BACKUP_MAX_COUNT="3", BACKUP_MAX_AGE_DAYS="1000"
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["policy"] == {
-        "max_age_days": 1000,
-        "max_count": 4,
-        "min_keep": 1,
-    } | NO_TIERS
+    policy = {"max_age_days": 1000, "max_count": 4, "min_keep": 1} | NO_TIERS
+    assert json.loads(result.stdout)["policy"] == policy
     assert folder.backups() == sorted(d.backup.name for d in expected.keep)
     assert len(folder.backups()) == 4
 
