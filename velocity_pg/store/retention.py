@@ -414,11 +414,9 @@ def tier_verdicts(
             )
     if order and found < count and isinstance(verdicts[order[-1].name], Miss):
         oldest = order[-1]
-        label = (
-            f"{tier} {period(tier, oldest.created)} "
-            f"(oldest; {found} of {_count(count, unit)} so far)"
-        )
-        verdicts[oldest.name] = Keep(tier, label, f"{label} ({setting})")
+        label = f"{tier} {period(tier, oldest.created)}"
+        so_far = f"oldest; {found} of {_count(count, unit)} so far"
+        verdicts[oldest.name] = Keep(tier, f"{label} ({so_far})", f"{label} ({so_far}, {setting})")
     return verdicts
 
 
