@@ -58,9 +58,10 @@ decision and its reasons follow from the verdicts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from velocity_pg.store.catalog import Backup, human_age
@@ -91,16 +92,20 @@ _UNITS = {Rule.DAILY: "day", Rule.WEEKLY: "week", Rule.MONTHLY: "month", Rule.YE
 def period(tier: Rule, created: datetime) -> str:
     """The period of ``tier`` a backup made at ``created`` falls in, in UTC: ``2026-12-05``,
     ``2026-W53`` (ISO week), ``2026-12``, ``2026``. Labels sort like the periods."""
-    moment = created.astimezone(UTC)
+    return _period_of_day(tier, created.astimezone(UTC).date())
+
+
+@functools.lru_cache(maxsize=8192)
+def _period_of_day(tier: Rule, day: date) -> str:
     if tier is Rule.DAILY:
-        return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
     if tier is Rule.WEEKLY:
-        year, week, _ = moment.isocalendar()
+        year, week, _ = day.isocalendar()
         return f"{year:04d}-W{week:02d}"
     if tier is Rule.MONTHLY:
-        return f"{moment.year:04d}-{moment.month:02d}"
+        return f"{day.year:04d}-{day.month:02d}"
     if tier is Rule.YEARLY:
-        return f"{moment.year:04d}"
+        return f"{day.year:04d}"
     raise ValueError(f"{tier!r} is not a tier")
 
 
@@ -397,21 +402,26 @@ def tier_verdicts(
     setting = policy.setting(tier)
     unit = _UNITS[tier]
     verdicts: dict[str, Verdict] = {}
+    misses: dict[str, Miss] = {}  # one per period: thousands of backups share a few
     last: str | None = None
     found = 0
     for backup in order:
         label = period(tier, backup.created)
         if label == last:
-            verdicts[backup.name] = Miss(tier, f"not the newest of {label} ({setting})")
+            miss = misses.get(f"in {label}")
+            if miss is None:
+                miss = misses[f"in {label}"] = Miss(tier, f"not the newest of {label} ({setting})")
+            verdicts[backup.name] = miss
         elif found < count:
             found += 1
             last = label
             verdicts[backup.name] = Keep(tier, f"{tier} {label}", f"{tier} {label} ({setting})")
         else:
-            verdicts[backup.name] = Miss(
-                tier,
-                f"{label} is not among the last {_count(count, unit)} with a backup ({setting})",
-            )
+            miss = misses.get(label)
+            if miss is None:
+                why = f"{label} is not among the last {_count(count, unit)} with a backup"
+                miss = misses[label] = Miss(tier, f"{why} ({setting})")
+            verdicts[backup.name] = miss
     if order and found < count and isinstance(verdicts[order[-1].name], Miss):
         oldest = order[-1]
         label = f"{tier} {period(tier, oldest.created)}"
