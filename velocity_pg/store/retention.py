@@ -53,7 +53,9 @@ off (a tier only ever keeps backups, never deletes one).
 Adding a rule (a pin, say) means: a function giving each backup of a database a
 :class:`Keep` or a :class:`Miss` (see :func:`floor_verdicts`,
 :func:`tier_verdicts`), and its place in :func:`plan_database`'s list; the
-decision and its reasons follow from the verdicts.
+decision and its reasons follow from the verdicts. A backup that must not count
+towards the floor or the count (a suspect one) would be left out of the ranking
+those two rules see, and get a :class:`Miss` from each.
 """
 
 from __future__ import annotations
