@@ -26,6 +26,8 @@ from velocity_pg.settings import load_settings
 from velocity_pg.store import catalog, lock, retention
 
 DAY = 86400.0
+#: The policy's tiers in --json when none is set (README: Retention).
+NO_TIERS = {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, "keep_yearly": 0}
 HOUR = 3600.0
 
 
@@ -161,7 +163,7 @@ def test_cleanup_deletes_exactly_the_plan(folder: Folder, tmp_path: Path) -> Non
     assert summary["deleted"] == len(expected.delete)
     assert summary["bytes_freed"] == expected.bytes_to_free == 1000 * len(expected.delete)
     assert summary["partial"] is False
-    assert data["policy"] == {"max_age_days": 30, "max_count": 6, "min_keep": 1}
+    assert data["policy"] == {"max_age_days": 30, "max_count": 6, "min_keep": 1} | NO_TIERS
 
 
 def test_text_output_prints_every_decision_and_a_summary(folder: Folder) -> None:
@@ -202,11 +204,8 @@ def test_cli_options_override_environment_and_env_file(folder: Folder) -> None:
         "cleanup", "--max-count", "4", "--json", BACKUP_MAX_COUNT="3", BACKUP_MAX_AGE_DAYS="1000"
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["policy"] == {
-        "max_age_days": 1000,
-        "max_count": 4,
-        "min_keep": 1,
-    }
+    policy = {"max_age_days": 1000, "max_count": 4, "min_keep": 1} | NO_TIERS
+    assert json.loads(result.stdout)["policy"] == policy
     assert folder.backups() == sorted(d.backup.name for d in expected.keep)
     assert len(folder.backups()) == 4
 

@@ -231,12 +231,17 @@ def test_reasons_name_the_setting() -> None:
     (gone,) = result.delete
     assert gone.reason == (
         "older than 30 day(s) (modified 40d 0h ago, BACKUP_MAX_AGE_DAYS) and "
-        "beyond the newest 2 (number 3, BACKUP_MAX_COUNT)"
+        "beyond the newest 2 (number 3, BACKUP_MAX_COUNT); "
+        "not one of the newest 1 (BACKUP_MIN_KEEP)"
     )
     newest, second = result.keep
+    # Every rule that keeps it: the floor and the limits.
     assert newest.reason == (
-        "one of the newest 1, always kept (BACKUP_MIN_KEEP); modified 1d 0h ago"
+        "one of the newest 1, always kept (BACKUP_MIN_KEEP); "
+        "within the limits: modified 1d 0h ago, number 1 of at most 2"
     )
+    assert [k.label for k in newest.kept_by] == ["floor", "newest 2, within 30 days"]
+    assert [m.rule for m in gone.not_kept_by] == [Rule.MIN_KEEP, Rule.LIMITS]
     assert second.reason == "within the limits: modified 2d 0h ago, number 2 of at most 2"
     assert result.bytes_to_free == 100
 

@@ -180,6 +180,7 @@ def policy_of(settings: Settings) -> Policy:
         max_age_days=settings.max_age_days,
         max_count=settings.max_count,
         min_keep=settings.min_keep,
+        tiers=settings.tiers,
     )
 
 

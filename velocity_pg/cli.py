@@ -531,7 +531,8 @@ def cleanup(
 ) -> None:
     """Delete old backups: older than the age limit or beyond the count, oldest first.
 
-    The newest backups (BACKUP_MIN_KEEP) are always kept. Only files named
+    The newest backups (BACKUP_MIN_KEEP) are always kept, and so are those the
+    retention tiers keep (BACKUP_KEEP_DAILY, _WEEKLY, _MONTHLY, _YEARLY). Only files named
     <database>_YYYY-MM-DD_HHMMSS.dump are considered, each database's on their own;
     other files are never touched.
     Fails at once, deleting nothing, while a restore or verify is reading the folder.

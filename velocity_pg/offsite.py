@@ -1172,6 +1172,7 @@ def remote_policy(offsite: OffSite) -> retention.Policy:
         max_count=offsite.max_count,
         min_keep=offsite.min_keep,
         settings_prefix="BACKUP_S3_",
+        tiers=offsite.tiers,
     )
 
 

@@ -18,11 +18,15 @@ from velocity_pg.errors import ConfigError
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import database_url
 from velocity_pg.postgres.compression import Compression
+from velocity_pg.store.retention import TIERS, Tiers
 
 DEFAULT_BACKUP_DIR = "/backups"
 DEFAULT_MAX_AGE_DAYS = 30
 DEFAULT_MAX_COUNT = 50
 DEFAULT_MIN_KEEP = 1
+#: Every tier (BACKUP_KEEP_DAILY ... _YEARLY) is off by default: 0 = that tier keeps
+#: nothing of its own, so the age, count and floor alone decide, as before tiers.
+DEFAULT_TIERS = Tiers()
 DEFAULT_DUMP_NICE = 10
 DEFAULT_SCHEDULE = "@daily"
 DEFAULT_VERIFY = "checksum"
@@ -164,6 +168,8 @@ class OffSite:
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     max_count: int = DEFAULT_MAX_COUNT
     min_keep: int = DEFAULT_MIN_KEEP
+    #: BACKUP_S3_KEEP_DAILY ... _YEARLY, each defaulting to the local value.
+    tiers: Tiers = DEFAULT_TIERS
     #: The standard AWS_* variables as layered here (a .env file never reaches
     #: os.environ, so boto3 would not see them otherwise); hidden from repr.
     aws: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -186,6 +192,8 @@ class Settings:
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     max_count: int = DEFAULT_MAX_COUNT
     min_keep: int = DEFAULT_MIN_KEEP
+    #: BACKUP_KEEP_DAILY, _WEEKLY, _MONTHLY, _YEARLY (store/retention.py, rule 5).
+    tiers: Tiers = DEFAULT_TIERS
     #: Added to pg_dump's niceness: its gzip work yields the CPU to the application.
     dump_nice: int = DEFAULT_DUMP_NICE
     #: A restore keeps the database's previous contents as a rollback point.
@@ -264,6 +272,7 @@ def offsite_from_values(
     lookup: Callable[[str], str | None],
     number: Callable[..., int],
     local: tuple[int, int, int],
+    local_tiers: Tiers = DEFAULT_TIERS,
 ) -> OffSite | None:
     """The off-site settings, or None when BACKUP_S3_URL is unset (pure but for file checks).
 
@@ -303,6 +312,19 @@ def offsite_from_values(
         max_age_days=number("BACKUP_S3_MAX_AGE_DAYS", max_age, minimum=1, maximum=MAX_DAYS),
         max_count=number("BACKUP_S3_MAX_COUNT", max_count, minimum=1),
         min_keep=number("BACKUP_S3_MIN_KEEP", min_keep, minimum=1),
+        tiers=tiers_from(number, "BACKUP_S3_", local_tiers),
+    )
+
+
+def tiers_from(number: Callable[..., int], prefix: str, default: Tiers) -> Tiers:
+    """``{prefix}KEEP_DAILY`` ... ``_YEARLY``: whole numbers, 0 (the tier off) and up."""
+    return Tiers(
+        **{
+            tier.value: number(
+                f"{prefix}KEEP_{tier.value.upper()}", getattr(default, tier.value), minimum=0
+            )
+            for tier in TIERS
+        }
     )
 
 
@@ -429,12 +451,14 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
     max_age_days = number("BACKUP_MAX_AGE_DAYS", DEFAULT_MAX_AGE_DAYS, minimum=1, maximum=MAX_DAYS)
     max_count = number("BACKUP_MAX_COUNT", DEFAULT_MAX_COUNT, minimum=1)
     min_keep = number("BACKUP_MIN_KEEP", DEFAULT_MIN_KEEP, minimum=1)
+    tiers = tiers_from(number, "BACKUP_", DEFAULT_TIERS)
     return Settings(
         backup_dir=backup_dir,
         connection=connection,
         max_age_days=max_age_days,
         max_count=max_count,
         min_keep=min_keep,
+        tiers=tiers,
         dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
         keep_previous=parse_bool("BACKUP_KEEP_PREVIOUS", text("BACKUP_KEEP_PREVIOUS"), True),
         compression=compressions.parse(compression_text)
@@ -446,7 +470,7 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         ping_url=text("BACKUP_PING_URL"),
         metrics_file=text("BACKUP_METRICS_FILE"),
         health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
-        offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep)),
+        offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep), tiers),
     )
 
 

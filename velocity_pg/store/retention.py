@@ -4,7 +4,7 @@
 hold the backups of several databases (``<database>_YYYY-MM-DD_HHMMSS.dump``):
 the rules below apply to **each database's backups separately**, so the
 backups of one database never push another's out (its count, its age limit,
-its floor). The rules, for the backups of one database, exactly:
+its floor, its tiers). The rules, for the backups of one database, exactly:
 
 1. **Order.** Backups are ranked newest first by file modification time (mtime);
    equal mtimes are ordered by name, and since a name holds its creation time
@@ -16,29 +16,54 @@ its floor). The rules, for the backups of one database, exactly:
    old is kept. A backup whose mtime lies in the future (clock skew, a copied
    file) has a negative age and is never too old.
 3. **Count** (``BACKUP_MAX_COUNT`` = M). A backup ranked after the M newest
-   (rank > M) is *beyond the count*.
-4. **Floor** (``BACKUP_MIN_KEEP`` = K). The K newest backups are never deleted,
+   (rank > M) is *beyond the count*. Rules 2 and 3 together are **the limits**:
+   a backup neither too old nor beyond the count is kept by them.
+4. **Floor** (``BACKUP_MIN_KEEP`` = K). The K newest backups are always kept,
    whatever their age or the count, where "newest" is judged both ways: the K
    newest by mtime (rule 1) and the K newest by the creation time in their name.
    A file whose mtime disagrees with its name (touched, copied without its
    times, written under a wrong clock) therefore cannot push the most recently
    made backups out of the floor; the floor may keep up to 2 x K backups then.
-   The floor wins over both limits, so more than M backups remain when K > M.
-5. **Decision.** A backup is deleted when it is too old or beyond the count (or
-   both) and not in the floor; every other backup is kept.
-6. **Order of deletion**: oldest first (the reverse of rule 1), so a run that
+5. **Tiers** (``BACKUP_KEEP_DAILY``, ``_WEEKLY``, ``_MONTHLY``, ``_YEARLY``; 0 =
+   that tier is off, the default), restic's ``--keep-daily`` etc.: each backup
+   falls in one day, one ISO week (``2026-W53`` runs from 2026-12-28 to
+   2027-01-03), one month and one year, taken in UTC from the **creation time in
+   its name** (off-site: its manifest), never from the mtime. Going from the
+   newest backup (by that time, ties by name) to the oldest, a tier of N keeps
+   the newest backup of each of the last N periods **that have a backup**: a
+   period without one does not count, so a week without backups does not use up
+   a weekly. While a tier has found fewer than N periods, it also keeps the
+   oldest backup, so a young project keeps its very first backup ("oldest").
+   One backup can be kept by several tiers at once (daily, weekly, monthly).
+   A backup named in the future (clock skew) counts like any other: it is the
+   newest of its day.
+6. **Decision.** A backup is kept when **any** rule keeps it: the limits (rules
+   2-3), the floor, a tier. It is deleted only when no rule keeps it. So a
+   backup too old or beyond the count is still kept by the floor or a tier. Each
+   decision names every rule that keeps the backup (:attr:`Decision.kept_by`),
+   or, for a deletion, why each rule does not (:attr:`Decision.not_kept_by`).
+7. **Order of deletion**: oldest first (the reverse of rule 1), so a run that
    is interrupted has removed the least valuable backups.
 
 Every limit must be at least 1: zero would mean "keep nothing" (or "keep no
 day"), which is never what a user wants from a backup tool; :func:`plan`
-refuses it even if a caller bypassed the settings' validation.
+refuses it even if a caller bypassed the settings' validation. A tier of 0 is
+off (a tier only ever keeps backups, never deletes one).
+
+Adding a rule (a pin, say) means: a function giving each backup of a database a
+:class:`Keep` or a :class:`Miss` (see :func:`floor_verdicts`,
+:func:`tier_verdicts`), and its place in :func:`plan_database`'s list; the
+decision and its reasons follow from the verdicts. A backup that must not count
+towards the floor or the count (a suspect one) would be left out of the ranking
+those two rules see, and get a :class:`Miss` from each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from velocity_pg.store.catalog import Backup, human_age
@@ -47,16 +72,81 @@ DAY = timedelta(days=1)
 
 
 class Rule(StrEnum):
-    """Why a backup is deleted (``MAX_AGE``, ``MAX_COUNT``) or kept (``MIN_KEEP``)."""
+    """A rule of the plan: the limits a deleted backup broke (``MAX_AGE``, ``MAX_COUNT``),
+    and the rules that keep a backup (``MIN_KEEP`` the floor, ``LIMITS`` within both
+    limits, the tiers ``DAILY`` ... ``YEARLY``)."""
 
     MAX_AGE = "max_age"
     MAX_COUNT = "max_count"
     MIN_KEEP = "min_keep"
+    LIMITS = "limits"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+
+
+#: The tiers, shortest period first, and what one period is called.
+TIERS: tuple[Rule, ...] = (Rule.DAILY, Rule.WEEKLY, Rule.MONTHLY, Rule.YEARLY)
+_UNITS = {Rule.DAILY: "day", Rule.WEEKLY: "week", Rule.MONTHLY: "month", Rule.YEARLY: "year"}
+
+
+def period(tier: Rule, created: datetime) -> str:
+    """The period of ``tier`` a backup made at ``created`` falls in, in UTC: ``2026-12-05``,
+    ``2026-W53`` (ISO week), ``2026-12``, ``2026``. Labels sort like the periods."""
+    return _period_of_day(tier, created.astimezone(UTC).date())
+
+
+@functools.lru_cache(maxsize=8192)
+def _period_of_day(tier: Rule, day: date) -> str:
+    if tier is Rule.DAILY:
+        return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+    if tier is Rule.WEEKLY:
+        year, week, _ = day.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if tier is Rule.MONTHLY:
+        return f"{day.year:04d}-{day.month:02d}"
+    if tier is Rule.YEARLY:
+        return f"{day.year:04d}"
+    raise ValueError(f"{tier!r} is not a tier")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """How many periods each tier keeps (rule 5 of the module docstring); 0 = off."""
+
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+
+    def __post_init__(self) -> None:
+        for tier in TIERS:
+            value = getattr(self, tier.value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"retention tier {tier} must be a whole number >= 0, not {value!r}"
+                )
+
+    def active(self) -> tuple[tuple[Rule, int], ...]:
+        """The tiers that are on, shortest period first, with their counts."""
+        return tuple((t, n) for t in TIERS if (n := getattr(self, t.value)) > 0)
+
+    def describe(self) -> str:
+        """``7 days, 4 weeks and 12 months``; "" when every tier is off."""
+        parts = [_count(n, _UNITS[tier]) for tier, n in self.active()]
+        if len(parts) <= 1:
+            return "".join(parts)
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The retention limits; see the module docstring for what each means."""
+    """The retention limits and tiers; see the module docstring for what each means."""
 
     max_age_days: int
     max_count: int
@@ -64,31 +154,76 @@ class Policy:
     #: The settings' names, as reasons show them: ``BACKUP_MIN_KEEP`` locally,
     #: ``BACKUP_S3_MIN_KEEP`` off-site.
     settings_prefix: str = "BACKUP_"
+    tiers: Tiers = Tiers()
 
     def __post_init__(self) -> None:
         for name in ("max_age_days", "max_count", "min_keep"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"retention {name} must be a whole number >= 1, not {value!r}")
+        if not isinstance(self.tiers, Tiers):
+            raise ValueError(f"retention tiers must be Tiers, not {self.tiers!r}")
 
     @property
     def max_age(self) -> timedelta:
         return self.max_age_days * DAY
 
+    def setting(self, rule: Rule) -> str:
+        """The setting behind a rule: ``BACKUP_MIN_KEEP``, ``BACKUP_S3_KEEP_DAILY`` ..."""
+        if rule in TIERS:
+            return f"{self.settings_prefix}KEEP_{rule.value.upper()}"
+        suffix = "MAX_AGE_DAYS" if rule is Rule.MAX_AGE else rule.value.upper()
+        return f"{self.settings_prefix}{suffix}"
+
     def describe(self) -> str:
         """One line for humans: what will be kept."""
-        return (
+        text = (
             f"keep backups modified within {self.max_age_days} day(s) "
             f"({self.max_age_days * 24} h), at most {self.max_count}, "
             f"and always the newest {self.min_keep}"
         )
+        if self.tiers.active():
+            text += (
+                f"; also the newest backup of each of the last {self.tiers.describe()} "
+                "that have one (UTC, by the time in its name)"
+            )
+        return text
 
     def to_json(self) -> dict[str, int]:
         return {
             "max_age_days": self.max_age_days,
             "max_count": self.max_count,
             "min_keep": self.min_keep,
+            **{f"keep_{tier.value}": getattr(self.tiers, tier.value) for tier in TIERS},
         }
+
+
+@dataclass(frozen=True)
+class Keep:
+    """One rule that keeps a backup: ``label`` says which, as a person says it
+    (``daily 2026-12-05``, ``weekly 2026-W48``, ``floor``, ``newest 50, within 30 days``);
+    ``text`` is how the reason line says it (with the setting's name)."""
+
+    rule: Rule
+    label: str
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": str(self.rule), "label": self.label}
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Why one rule does not keep a backup."""
+
+    rule: Rule
+    why: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": str(self.rule), "why": self.why}
+
+
+Verdict = Keep | Miss
 
 
 @dataclass(frozen=True)
@@ -97,23 +232,30 @@ class Decision:
 
     backup: Backup
     delete: bool
-    #: For a deletion: the limits it broke. For a keep: ``(MIN_KEEP,)`` when only
-    #: the floor saved it from a limit it broke, else empty.
+    #: For a deletion: the limits it broke. For a keep: the rules that saved it from
+    #: a limit it broke (``(MIN_KEEP,)`` for the floor alone, tiers too), else empty.
     rules: tuple[Rule, ...]
     reason: str
     rank: int  # 1 = newest by mtime among its database's backups
     age: timedelta  # now - mtime; negative when the mtime is in the future
+    #: Every rule that keeps it (empty for a deletion), in the order floor, limits, tiers.
+    kept_by: tuple[Keep, ...] = ()
+    #: For a deletion: why each rule does not keep it.
+    not_kept_by: tuple[Miss, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.backup.name,
             "database": self.backup.database,
             "size_bytes": self.backup.size,
+            "created_at": self.backup.created.isoformat(),
             "modified_at": self.backup.mtime.isoformat(),
             "age_seconds": int(self.age.total_seconds()),
             "rank": self.rank,
             "action": "delete" if self.delete else "keep",
             "rules": [str(rule) for rule in self.rules],
+            "kept_by": [keep.to_json() for keep in self.kept_by],
+            "not_kept_by": [miss.to_json() for miss in self.not_kept_by],
             "reason": self.reason,
         }
 
@@ -193,11 +335,13 @@ def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
 
 
 def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now: datetime) -> Group:
-    """Rules 1-6 for the backups of one database."""
+    """Rules 1-7 for the backups of one database."""
     ranked = sorted(backups, key=newest_first_key, reverse=True)
-    by_creation = sorted(ranked, key=lambda b: (b.created, b.name), reverse=True)
-    floor = {b.name for b in ranked[: policy.min_keep]}
-    floor |= {b.name for b in by_creation[: policy.min_keep]}
+    # Each rule's verdict on each backup, in the order reasons name them.
+    rules: list[Mapping[str, Verdict]] = [floor_verdicts(ranked, policy)]
+    limits: dict[str, Verdict] = {}
+    rules.append(limits)
+    rules.extend(tier_verdicts(ranked, tier, n, policy) for tier, n in policy.tiers.active())
 
     keep: list[Decision] = []
     delete: list[Decision] = []
@@ -208,25 +352,84 @@ def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now:
             broken.append(Rule.MAX_AGE)
         if rank > policy.max_count:
             broken.append(Rule.MAX_COUNT)
-        limits = _describe_limits(broken, policy, rank, age)
-        if backup.name in floor:
-            why = (
-                f"one of the newest {policy.min_keep}, always kept "
-                f"({policy.settings_prefix}MIN_KEEP)"
-            )
-            reason = f"{why} although {limits}" if broken else f"{why}; {_describe_fresh(age)}"
-            rules = (Rule.MIN_KEEP,) if broken else ()
-            keep.append(Decision(backup, False, rules, reason, rank, age))
-        elif broken:
-            delete.append(Decision(backup, True, tuple(broken), limits, rank, age))
-        else:
-            reason = (
+        broken_text = _describe_limits(broken, policy, rank, age)
+        limits[backup.name] = (
+            Miss(Rule.LIMITS, broken_text)
+            if broken
+            else Keep(
+                Rule.LIMITS,
+                f"newest {policy.max_count}, within {policy.max_age_days} days",
                 f"within the limits: {_describe_fresh(age)}, "
-                f"number {rank} of at most {policy.max_count}"
+                f"number {rank} of at most {policy.max_count}",
             )
-            keep.append(Decision(backup, False, (), reason, rank, age))
+        )
+        verdicts = [rule[backup.name] for rule in rules]
+        kept_by = tuple(v for v in verdicts if isinstance(v, Keep))
+        if kept_by:
+            reason = "; ".join(k.text for k in kept_by)
+            if broken:
+                reason += f" although {broken_text}"
+            saved_by = tuple(k.rule for k in kept_by) if broken else ()
+            keep.append(Decision(backup, False, saved_by, reason, rank, age, kept_by=kept_by))
+        else:
+            missed = tuple(v for v in verdicts if isinstance(v, Miss))
+            # The limits first (what today's reasons said), then every other rule.
+            ordered = sorted(missed, key=lambda m: m.rule is not Rule.LIMITS)
+            reason = "; ".join(m.why for m in ordered)
+            delete.append(
+                Decision(backup, True, tuple(broken), reason, rank, age, not_kept_by=missed)
+            )
     delete.reverse()  # oldest first
     return Group(database=database, keep=tuple(keep), delete=tuple(delete))
+
+
+def floor_verdicts(ranked: Sequence[Backup], policy: Policy) -> dict[str, Verdict]:
+    """Rule 4: the ``min_keep`` newest by mtime (``ranked``, rule 1) and by name's time."""
+    by_creation = sorted(ranked, key=lambda b: (b.created, b.name), reverse=True)
+    floor = {b.name for b in ranked[: policy.min_keep]}
+    floor |= {b.name for b in by_creation[: policy.min_keep]}
+    setting = policy.setting(Rule.MIN_KEEP)
+    kept = Keep(
+        Rule.MIN_KEEP, "floor", f"one of the newest {policy.min_keep}, always kept ({setting})"
+    )
+    missed = Miss(Rule.MIN_KEEP, f"not one of the newest {policy.min_keep} ({setting})")
+    return {b.name: kept if b.name in floor else missed for b in ranked}
+
+
+def tier_verdicts(
+    backups: Iterable[Backup], tier: Rule, count: int, policy: Policy
+) -> dict[str, Verdict]:
+    """Rule 5 for one tier of ``count`` periods (restic's ``--keep-daily`` and so on)."""
+    order = sorted(backups, key=lambda b: (b.created, b.name), reverse=True)
+    setting = policy.setting(tier)
+    unit = _UNITS[tier]
+    verdicts: dict[str, Verdict] = {}
+    misses: dict[str, Miss] = {}  # one per period: thousands of backups share a few
+    last: str | None = None
+    found = 0
+    for backup in order:
+        label = period(tier, backup.created)
+        if label == last:
+            miss = misses.get(f"in {label}")
+            if miss is None:
+                miss = misses[f"in {label}"] = Miss(tier, f"not the newest of {label} ({setting})")
+            verdicts[backup.name] = miss
+        elif found < count:
+            found += 1
+            last = label
+            verdicts[backup.name] = Keep(tier, f"{tier} {label}", f"{tier} {label} ({setting})")
+        else:
+            miss = misses.get(label)
+            if miss is None:
+                why = f"{label} is not among the last {_count(count, unit)} with a backup"
+                miss = misses[label] = Miss(tier, f"{why} ({setting})")
+            verdicts[backup.name] = miss
+    if order and found < count and isinstance(verdicts[order[-1].name], Miss):
+        oldest = order[-1]
+        label = f"{tier} {period(tier, oldest.created)}"
+        so_far = f"oldest; {found} of {_count(count, unit)} so far"
+        verdicts[oldest.name] = Keep(tier, f"{label} ({so_far})", f"{label} ({so_far}, {setting})")
+    return verdicts
 
 
 def _describe_fresh(age: timedelta) -> str:
@@ -240,11 +443,11 @@ def _describe_limits(broken: list[Rule], policy: Policy, rank: int, age: timedel
     if Rule.MAX_AGE in broken:
         parts.append(
             f"older than {policy.max_age_days} day(s) (modified {human_age(age)} ago, "
-            f"{policy.settings_prefix}MAX_AGE_DAYS)"
+            f"{policy.setting(Rule.MAX_AGE)})"
         )
     if Rule.MAX_COUNT in broken:
         parts.append(
             f"beyond the newest {policy.max_count} (number {rank}, "
-            f"{policy.settings_prefix}MAX_COUNT)"
+            f"{policy.setting(Rule.MAX_COUNT)})"
         )
     return " and ".join(parts)
