@@ -187,11 +187,12 @@ class S3Store:
             self._fail(exc, f"start the upload of {key}")
         upload_id = started["UploadId"]
         parts = _Parts(self, key, upload_id, progress)
+        number, data = 1, first
+        del first  # each part is held only while it is read or in flight
         try:
-            number, data = 1, first
             while data:
                 parts.submit(number, data)
-                number += 1
+                number, data = number + 1, b""
                 data = _read_part(source, part_size)
             done = parts.finish()
             try:
