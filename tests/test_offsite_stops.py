@@ -169,8 +169,11 @@ def one_line(err: str) -> str:
 # -- push ---------------------------------------------------------------------------------
 
 
-def test_sigterm_during_a_stalled_upload_ends_the_push_at_once(
-    target: Target, bucket: Bucket, proxies: list[StallProxy]
+@pytest.mark.parametrize(
+    ("sig", "word"), [(signal.SIGTERM, "terminated (SIGTERM)"), (signal.SIGINT, "interrupted")]
+)
+def test_a_stop_during_a_stalled_upload_ends_the_push_at_once(
+    target: Target, bucket: Bucket, proxies: list[StallProxy], sig: int, word: str
 ) -> None:
     name = name_at(12)
     fake_backup(target.backup_dir, name, size=BIG)
@@ -179,12 +182,12 @@ def test_sigterm_during_a_stalled_upload_ends_the_push_at_once(
     proc = target.popen("push", name, env=through(proxy, target.env(**offsite_env(bucket))))
     proxy.wait_stalled(proc)
     time.sleep(1)  # well into the stall
-    took, _out, err = stop(proc)
+    took, _out, err = stop(proc, sig)
 
     assert proc.returncode == 130, err
     assert took < STOP_WITHIN, took
     line = one_line(err)
-    assert "terminated (SIGTERM)" in line and f"{name} is safe in the backup folder" in line
+    assert line.startswith(f"velocity-pg: {word}; {name} is safe in the backup folder"), line
     assert "not off-site" in line
     assert bucket.names() == []  # no manifest, no object: nothing counts as a copy
     assert bucket.uploads() == []  # the unfinished upload was aborted

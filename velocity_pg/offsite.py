@@ -24,6 +24,12 @@ Pull follows only a manifest that describes the backup asked for, and streams
 the object back (through ``age --decrypt -i FILE``) into a temporary file in
 BACKUP_DIR, checks both SHA-256s (object and dump) and only then gives it its
 name, with its manifest: from then on it is an ordinary local backup.
+
+A stop (Ctrl+C, SIGTERM, SIGHUP) is never a failure here: it ends the verb at once
+(:class:`Interrupted`, exit 130) after a clean-up bounded by
+:data:`remote.CLEANUP_LIMIT` a step, so ``push --all`` does not go on with the next
+backup and ``verify --remote`` records no verdict. A store that stalls fails within
+:data:`velocity_pg.store.s3.STALL_LIMIT` seconds.
 """
 
 from __future__ import annotations
@@ -478,11 +484,12 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
         if not committed:
             state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
-            where = (
-                "and its off-site copy was complete before the stop"
-                if committed or state == "ours"
-                else "but not off-site"
-            )
+            if committed or state == "ours":
+                where = "and its off-site copy was complete before the stop"
+            elif state == "unknown":  # the store did not answer in time: nothing deleted
+                where = "but whether its off-site manifest was stored could not be checked"
+            else:
+                where = "but not off-site"
             raise Interrupted(
                 f"{pgtools.stop_word(exc)}; {name} is safe in the backup folder {where}; "
                 f"retry with `{retry_hint(name)}`"
