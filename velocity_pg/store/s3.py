@@ -1,4 +1,4 @@
-r"""The S3 implementation of :class:`velocity_pg.store.remote.RemoteStore`, with boto3.
+"""The S3 implementation of :class:`velocity_pg.store.remote.RemoteStore`, with boto3.
 
 * The client is built with ``request_checksum_calculation`` and
   ``response_checksum_validation`` set to ``"when_required"``: since boto3
@@ -19,7 +19,7 @@ r"""The S3 implementation of :class:`velocity_pg.store.remote.RemoteStore`, with
   ends an upload at once (its unfinished upload is aborted, within
   :data:`CLEANUP_LIMIT` seconds, best effort), and a thread stuck on a stalled
   connection never keeps the process alive. A stop is never caught as a failure
-  here: only ``Exception`` is, and the stops are ``BaseException``\ s.
+  here: only ``Exception`` is caught, and a stop is a ``BaseException``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from velocity_pg.errors import ConfigError, OperationFailed
 from velocity_pg.settings import OffSite
@@ -46,9 +46,10 @@ PART_SIZE = 6 * 1024 * 1024
 MAX_PARTS = 9000
 CONCURRENCY = 3
 
-#: Every request: at most this long to connect, then at most READ_TIMEOUT seconds
-#: without a byte moving (sent or received), and ATTEMPTS attempts in all (botocore's
-#: "standard" retries; their back-off is under a second here).
+#: Every request: at most CONNECT_TIMEOUT seconds to connect and, while it is sent,
+#: without the store taking a byte (urllib3 keeps the connect timeout on the socket
+#: while sending); at most READ_TIMEOUT seconds without a byte of the answer; and
+#: ATTEMPTS attempts in all (botocore's "standard" retries, back-off under a second).
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20
 ATTEMPTS = 3
@@ -64,8 +65,6 @@ CLEANUP_READ_TIMEOUT = 3
 STALL_LIMIT = REQUEST_LIMIT + 2 * CLEANUP_LIMIT + 2
 #: The main thread waits for the upload threads in steps this long.
 WAIT_STEP = 0.5
-
-T = TypeVar("T")
 
 #: A conditional write's object changed (412) or is gone (404).
 _CHANGED_CODES = {
