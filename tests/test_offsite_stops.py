@@ -424,3 +424,25 @@ def test_a_pulled_backup_whose_folder_cannot_be_synced_is_reported_as_written(
     assert f"{name} was written into {target.backup_dir} with its manifest" in line
     assert "nothing was written" not in line
     assert path.exists() and Path(str(path) + ".json").exists()
+
+
+# -- the bounded clean-up, without a server ------------------------------------------------
+
+
+def test_within_gives_the_result_the_error_or_gives_up_in_time() -> None:
+    from velocity_pg.store import remote
+
+    assert remote.within(5, lambda: 42) == 42
+
+    def broken() -> int:
+        raise ValueError("its own error")
+
+    with pytest.raises(ValueError, match="its own error"):
+        remote.within(5, broken)
+
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(remote.TimedOut, match=r"no answer within 0\.3 s"):
+        remote.within(0.3, release.wait)  # a clean-up stuck on a stalled store
+    assert time.monotonic() - started < 5
+    release.set()
