@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import builtins
+import io
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -172,13 +173,13 @@ class S3Store:
     ) -> None:
         part_size = max(PART_SIZE, -(-size_hint // MAX_PARTS))
         first = _read_part(source, part_size)
-        if len(first) < part_size:  # one part: one PUT
+        if first.size < part_size:  # one part: one PUT
             try:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=first)
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=first.body)
             except Exception as exc:
                 self._fail(exc, f"upload {key}")
             if progress is not None:
-                progress(len(first))
+                progress(first.size)
             return
         try:
             started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
@@ -189,9 +190,9 @@ class S3Store:
         number, data = 1, first
         del first  # each part is held only while it is read or in flight
         try:
-            while data:
+            while data.size:
                 parts.submit(number, data)
-                number, data = number + 1, b""
+                number, data = number + 1, _Part.empty()
                 data = _read_part(source, part_size)
             done = parts.finish()
             try:
@@ -365,17 +366,31 @@ class S3Store:
         raise OperationFailed(f"cannot {doing} in {self.describe()}: {explain(exc, self)}") from exc
 
 
-def _read_part(source: pipe.Reader, size: int) -> bytes:
+class _Part:
+    """One part of an upload, in memory once (no joined copy): a body to send (botocore
+    rewinds it for a retry) and its size."""
+
+    def __init__(self, body: io.BytesIO, size: int) -> None:
+        self.body = body
+        self.size = size
+
+    @classmethod
+    def empty(cls) -> _Part:
+        return cls(io.BytesIO(), 0)
+
+
+def _read_part(source: pipe.Reader, size: int) -> _Part:
     """Up to ``size`` bytes of ``source``: fewer only at its end."""
-    chunks: builtins.list[bytes] = []
+    body = io.BytesIO()
     left = size
     while left > 0:
         chunk = source.read(min(left, pipe.CHUNK))
         if not chunk:
             break
-        chunks.append(chunk)
+        body.write(chunk)
         left -= len(chunk)
-    return b"".join(chunks)
+    body.seek(0)
+    return _Part(body, size - left)
 
 
 class _suppressed:
@@ -403,7 +418,7 @@ class _Parts:
         self._upload_id = upload_id
         self._progress = progress
         self._cond = threading.Condition()
-        self._waiting: deque[tuple[int, bytes]] = deque()
+        self._waiting: deque[tuple[int, _Part]] = deque()
         self._in_flight = 0  # handed over and not yet uploaded
         self._etags: dict[int, str] = {}
         self._failure: tuple[int, BaseException] | None = None
@@ -411,7 +426,7 @@ class _Parts:
         self._threads: builtins.list[threading.Thread] = []
         self._sent = 0  # bytes uploaded, not yet reported to ``progress``
 
-    def submit(self, number: int, data: bytes) -> None:
+    def submit(self, number: int, data: _Part) -> None:
         self._wait(lambda: self._in_flight < CONCURRENCY)
         with self._cond:
             self._waiting.append((number, data))
@@ -467,7 +482,7 @@ class _Parts:
                     Key=self._store._key(self._key),
                     UploadId=self._upload_id,
                     PartNumber=number,
-                    Body=data,
+                    Body=data.body,
                 )
             except BaseException as exc:  # the main thread raises it
                 with self._cond:
@@ -478,8 +493,9 @@ class _Parts:
             with self._cond:
                 self._etags[number] = str(answer["ETag"])
                 self._in_flight -= 1
-                self._sent += len(data)
+                self._sent += data.size
                 self._cond.notify_all()
+            del data  # never held while this thread waits for the next part
 
 
 class _Body:
