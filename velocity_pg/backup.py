@@ -93,6 +93,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         raise OperationFailed(f"cannot create a file in {folder}: {exc.strerror}") from exc
     side_fd: int | None = None
     side_temp: Path | None = None
+    named: list[Path] = []  # the backup's name, once it has one
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # pg_dump gets the same parameters through PG* variables, password included.
@@ -127,18 +128,34 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             final = catalog.publish(
-                temp, folder, catalog.candidate_names(started, dbname), side_temp
+                temp,
+                folder,
+                catalog.candidate_names(started, dbname),
+                side_temp,
+                on_named=named.append,
             )
         except OSError as exc:
+            if named:  # it has its name: only the folder's fsync failed
+                raise OperationFailed(
+                    catalog.unsynced(
+                        named[0], f"the folder could not be synced ({exc.strerror or exc})"
+                    )
+                ) from exc
             raise OperationFailed(
                 f"cannot finish the backup in {folder}: {exc.strerror}; no backup was written"
             ) from exc
     except BaseException as exc:
+        # Once named, the temporary names are only other links to the backup.
         temp.unlink(missing_ok=True)
         if side_temp is not None:
             side_temp.unlink(missing_ok=True)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
-            raise Interrupted(f"{pgtools.stop_word(exc)}; no backup was written") from None
+            word = pgtools.stop_word(exc)
+            if named:
+                raise Interrupted(
+                    f"{word}: {catalog.unsynced(named[0], 'the stop came')}"
+                ) from None
+            raise Interrupted(f"{word}; no backup was written") from None
         raise
     finally:
         os.close(fd)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from velocity_pg import __version__
-from velocity_pg.errors import ExitStatus, VelocityError
+from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
 from velocity_pg.settings import Settings, load_settings, parse_int
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -959,13 +959,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("velocity-pg: interrupted", err=True)
         sys.exit(ExitStatus.INTERRUPTED)
+    except Interrupted as exc:  # a stop, after its clean-up: never "error"
+        click.echo(f"velocity-pg: {exc.message}", err=True)
+        sys.exit(ExitStatus.INTERRUPTED)
     except VelocityError as exc:
         if debug:
             import traceback
 
             traceback.print_exc()
-        kind = "" if exc.exit_status == ExitStatus.INTERRUPTED else "error: "
-        click.echo(f"velocity-pg: {kind}{exc.message}", err=True)
+        click.echo(f"velocity-pg: error: {exc.message}", err=True)
         sys.exit(exc.exit_status)
     except (KeyboardInterrupt, Terminated) as exc:
         from velocity_pg.postgres.pgtools import stop_word

@@ -40,13 +40,21 @@ class OperationFailed(VelocityError):
     exit_status = ExitStatus.FAILED
 
 
-class Interrupted(VelocityError):
-    """Ctrl+C or SIGTERM stopped an operation after it cleaned up.
+class Interrupted(BaseException):
+    """Ctrl+C, SIGTERM or SIGHUP stopped an operation after it cleaned up.
 
-    The message says what state things were left in ("nothing was changed").
+    The message says what state things were left in ("nothing was changed"). Like
+    ``KeyboardInterrupt`` and ``pgtools.Terminated`` (what a signal raises), it is a
+    ``BaseException``, never an ``Exception``: code that catches failures (a failed
+    S3 call, a failed scheduled step, a verification that failed) never takes a stop
+    for one; ``finally`` blocks still clean up. Exit status 130.
     """
 
     exit_status = ExitStatus.INTERRUPTED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class LockBusy(OperationFailed):

@@ -24,6 +24,12 @@ Pull follows only a manifest that describes the backup asked for, and streams
 the object back (through ``age --decrypt -i FILE``) into a temporary file in
 BACKUP_DIR, checks both SHA-256s (object and dump) and only then gives it its
 name, with its manifest: from then on it is an ordinary local backup.
+
+A stop (Ctrl+C, SIGTERM, SIGHUP) is never a failure here: it ends the verb at once
+(:class:`Interrupted`, exit 130) after a clean-up bounded by
+:data:`remote.CLEANUP_LIMIT` a step, so ``push --all`` does not go on with the next
+backup and ``verify --remote`` records no verdict. A store that stalls fails within
+:data:`velocity_pg.store.s3.STALL_LIMIT` seconds.
 """
 
 from __future__ import annotations
@@ -304,6 +310,40 @@ def manifest_state(store: RemoteStore, key: str, data: bytes) -> str:
         return "unknown"
 
 
+def manifest_state_now(store: RemoteStore, key: str, data: bytes) -> str:
+    """:func:`manifest_state` with short attempts, within ``CLEANUP_LIMIT`` seconds: a
+    store that stalls (or a stop) makes it "unknown", and then nothing is deleted."""
+    quick = store.hurried()
+    try:
+        return remote.within(remote.CLEANUP_LIMIT, lambda: manifest_state(quick, key, data))
+    except OperationFailed:
+        return "unknown"
+
+
+def discard_uncommitted(
+    store: RemoteStore, key: str, mkey: str, manifest_sent: bytes | None, keep_object: bool
+) -> str:
+    """After a push that failed or was stopped before its manifest counted: delete its
+    object, unless a manifest may name it. Returns what the store holds under ``mkey``
+    ("absent" when the manifest was never sent; see :func:`manifest_state`).
+
+    Bounded (short attempts, ``CLEANUP_LIMIT`` seconds for each step), so a stalled
+    store or a stop is never held up here; an object left behind has no manifest and
+    never counts (``cleanup`` removes it after an hour).
+    """
+    state = "absent"
+    if manifest_sent is not None and not keep_object:
+        # Stopped or failed during the manifest's upload: it may be stored; never leave
+        # it naming a deleted object.
+        state = manifest_state_now(store, mkey, manifest_sent)
+        keep_object = state != "absent"
+    if not keep_object:
+        quick = store.hurried()
+        with contextlib.suppress(OperationFailed):
+            remote.within(remote.CLEANUP_LIMIT, lambda: quick.delete(key))
+    return state
+
+
 class DumpReader:
     """The local dump being pushed: a read error, or an end before (or after) the size in
     its manifest, raises :class:`OperationFailed` instead of ending the stream early, so
@@ -425,7 +465,7 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
             store.put_bytes(mkey, data)
         except OperationFailed as exc:
             # The server may have stored it all the same (a lost answer): look first.
-            state = manifest_state(store, mkey, data)
+            state = manifest_state_now(store, mkey, data)
             if state != "ours":
                 keep_object = keep_object or state != "absent"
                 if state == "unknown":
@@ -441,20 +481,15 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
     except BaseException as exc:
         meter.end()
         state = "absent"
-        if not committed and manifest_sent is not None and not keep_object:
-            # Stopped during the manifest's upload: it may be stored; never leave it
-            # naming a deleted object.
-            state = manifest_state(store, mkey, manifest_sent)
-            keep_object = state != "absent"
-        if not committed and not keep_object:
-            with contextlib.suppress(Exception):
-                store.delete(key)
+        if not committed:
+            state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
-            where = (
-                "and its off-site copy was complete before the stop"
-                if committed or state == "ours"
-                else "but not off-site"
-            )
+            if committed or state == "ours":
+                where = "and its off-site copy was complete before the stop"
+            elif state == "unknown":  # the store did not answer in time: nothing deleted
+                where = "but whether its off-site manifest was stored could not be checked"
+            else:
+                where = "but not off-site"
             raise Interrupted(
                 f"{pgtools.stop_word(exc)}; {name} is safe in the backup folder {where}; "
                 f"retry with `{retry_hint(name)}`"
@@ -720,6 +755,7 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
     if (folder / name).exists():
         raise OperationFailed(f"{name} is already in {folder}; nothing was downloaded")
     side: Path | None = None
+    named: list[Path] = []  # the backup's name, once it has one
     try:
         with temp_file(folder) as (fd, temp):
             with os.fdopen(os.dup(fd), "wb") as sink:
@@ -732,15 +768,25 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
             side_fd, side = manifest.write_temp(folder, record.dump)
             try:
                 fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                final = catalog.publish(temp, folder, iter([name]), side)
+                final = catalog.publish(temp, folder, iter([name]), side, named.append)
             finally:
                 os.close(side_fd)
     except OSError as exc:
+        if named:  # it has its name: only the folder's fsync failed
+            raise OperationFailed(
+                catalog.unsynced(
+                    named[0], f"the folder could not be synced ({exc.strerror or exc})"
+                )
+            ) from exc
         raise OperationFailed(
             f"cannot write {name} into {folder}: {exc.strerror}; nothing was written"
         ) from exc
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
-        raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was written") from None
+        word = pgtools.stop_word(exc)
+        if named:
+            stopped = catalog.unsynced(named[0], "the stop came")
+            raise Interrupted(f"{word}: {stopped}") from None
+        raise Interrupted(f"{word}; nothing was written") from None
     finally:
         if side is not None:
             side.unlink(missing_ok=True)
@@ -973,7 +1019,25 @@ def verify_remote(
         chosen = newest_remote(listing.backups, settings.database)[:1]
     outcomes = []
     for backup in chosen:
-        outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter, now)
+        try:
+            outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter)
+        except (KeyboardInterrupt, pgtools.Terminated) as exc:
+            # A stop is no verdict: the copy's manifest is left as it was.
+            raise Interrupted(
+                f"{pgtools.stop_word(exc)} while {backup.name} was being verified off-site; "
+                "no verdict was recorded for it"
+            ) from None
+        if backup.record is not None:
+            try:
+                record_verdict(
+                    ctx.store, backup, outcome, "restore" if drill else "checksum", now()
+                )
+            except (KeyboardInterrupt, pgtools.Terminated) as exc:
+                verdict = "ok" if outcome.ok else f"FAILED: {outcome.problem}"
+                raise Interrupted(
+                    f"{pgtools.stop_word(exc)} while the verdict on {backup.name} ({verdict}) "
+                    "was being written into its off-site manifest; it may or may not be there"
+                ) from None
         if report is not None:
             report(outcome)
         outcomes.append(outcome)
@@ -987,8 +1051,8 @@ def verify_one_remote(
     identity: Path | None,
     drill: bool,
     meter: Meter,
-    now: Callable[[], datetime],
 ) -> RemoteOutcome:
+    """Read one copy end to end and check it (its verdict is recorded by the caller)."""
     outcome = RemoteOutcome(backup.name)
     record = backup.record
     if record is None:
@@ -1017,7 +1081,6 @@ def verify_one_remote(
                 outcome.checks += checks_done(record, found)
     except OperationFailed as exc:
         outcome.fail(exc.message)
-    record_verdict(ctx.store, backup, outcome, "restore" if drill else "checksum", now())
     return outcome
 
 

@@ -201,8 +201,9 @@ def child_env(extra: Mapping[str, str | None]) -> dict[str, str]:
     return env
 
 
-class Terminated(Exception):
-    """SIGTERM/SIGHUP arrived; unwinds like Ctrl+C so cleanup code runs."""
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP arrived; unwinds like Ctrl+C (a BaseException, never caught as a
+    failure by ``except Exception``) so cleanup code runs."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

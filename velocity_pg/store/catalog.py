@@ -469,7 +469,13 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def publish(temp: Path, folder: Path, names: Iterator[str], sidecar: Path | None = None) -> Path:
+def publish(
+    temp: Path,
+    folder: Path,
+    names: Iterator[str],
+    sidecar: Path | None = None,
+    on_named: Callable[[Path], None] | None = None,
+) -> Path:
     """Give a complete, fsynced temporary file the first free backup name.
 
     Uses link-then-unlink so an existing backup is never overwritten, even by a
@@ -477,6 +483,10 @@ def publish(temp: Path, folder: Path, names: Iterator[str], sidecar: Path | None
     manifest), it is linked to ``NAME.json`` first, so a named dump always has
     its manifest; a name whose dump or manifest is taken is skipped. The folder
     is fsynced afterwards so the new names survive a crash.
+
+    ``on_named`` is called with the new name's path as soon as the dump has it:
+    whatever fails or stops after that (the folder's fsync) happened to a backup
+    that exists, and the caller must say so.
     """
     for name in names:
         final = folder / name
@@ -487,12 +497,25 @@ def publish(temp: Path, folder: Path, names: Iterator[str], sidecar: Path | None
             if sidecar is not None:
                 side_final.unlink(missing_ok=True)
             continue
+        if on_named is not None:
+            on_named(final)
         temp.unlink(missing_ok=True)
         if sidecar is not None:
             sidecar.unlink(missing_ok=True)
         fsync_path(folder)
         return final
     raise OperationFailed(f"no free backup name left in {folder}")
+
+
+def unsynced(final: Path, what: str) -> str:
+    """The truth about a backup that got its name (with its manifest) when ``what``
+    ("the folder could not be synced (EIO)", "terminated (SIGTERM)") happened before
+    the folder's fsync finished."""
+    return (
+        f"{final.name} was written into {final.parent} with its manifest, but {what} before "
+        "the folder was synced to disk: until it is, a crash of the machine could lose it; "
+        f"`velocity-pg verify {final.name}` checks it and syncs the folder"
+    )
 
 
 def _link_no_replace(source: Path, target: Path) -> bool:

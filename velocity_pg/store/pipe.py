@@ -113,13 +113,17 @@ class Filter:
             )
 
     def abort(self) -> None:
-        """Stop the program and the feeder (after a failure elsewhere)."""
+        """Stop the program and the feeder (after a failure elsewhere, or a stop).
+
+        Waits briefly: a feeder stuck reading a stalled network source is a daemon
+        thread, left to its read timeout; it never holds up a stop.
+        """
         stop(self._proc, grace=2.0)
         with contextlib.suppress(OSError):
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
-        self._feeder.join(timeout=10)
-        self._drainer.join(timeout=10)
+        self._feeder.join(timeout=2)
+        self._drainer.join(timeout=2)
 
     def __enter__(self) -> Filter:
         return self

@@ -24,11 +24,12 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from velocity_pg.errors import OperationFailed
 from velocity_pg.store import catalog, identity, manifest, pipe
@@ -38,6 +39,13 @@ MANIFEST_SUFFIX = ".json"
 ENCRYPTED_SUFFIX = ".age"
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
+
+#: Clean-up after a failure or a stop (abort an unfinished upload, look at what the
+#: store holds, delete an object that never counted) is given up after this many
+#: seconds a step: what is left never counts as a copy, and ``velocity-pg cleanup``
+#: removes it after an hour. A stopped push is over within seconds.
+CLEANUP_LIMIT = 3.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,41 @@ class RemoteStore(Protocol):
     def upload_activity(self, upload: Upload) -> datetime | None:
         """When an unfinished upload last showed life (its newest part, else its start);
         None when it is gone."""
+
+    def hurried(self) -> RemoteStore:
+        """The same store for clean-up after a failure or a stop: each call is one short
+        attempt (run it with :func:`within` to bound the whole clean-up)."""
+
+
+class TimedOut(OperationFailed):
+    """Work given to :func:`within` did not finish in time (it may still finish)."""
+
+
+def within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()`` run in a daemon thread, waited for at most ``seconds``.
+
+    Its result, or its exception raised here; :class:`TimedOut` when it has not
+    finished by then: it goes on in the background, and never keeps the process
+    alive. The wait is in the main thread, so a signal ends it at once.
+    """
+    outcome: list[tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # raised again in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="velocity-pg-cleanup", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise TimedOut(f"no answer within {seconds:g} s")
+    ok, value = outcome[0]
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,31 @@
   stays flat whatever the size; downloads are one streamed GET.
 * Listing follows every page (never only the first 1,000 keys).
 * Timeouts and retries are short and bounded: an endpoint that is down fails
-  in seconds with one clear line.
+  in seconds with one clear line, and one that stalls (accepts the connection,
+  then stops reading or answering) fails within :data:`STALL_LIMIT` seconds,
+  naming the object (and part) and the endpoint.
+* Signals: the parts of an upload go out from daemon threads while the main
+  thread only reads the source and waits, in short steps: Ctrl+C or SIGTERM
+  ends an upload at once (its unfinished upload is aborted, within
+  :data:`CLEANUP_LIMIT` seconds, best effort), and a thread stuck on a stalled
+  connection never keeps the process alive. A stop is never caught as a failure
+  here: only ``Exception`` is caught, and a stop is a ``BaseException``.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+import io
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from velocity_pg.errors import ConfigError, OperationFailed
 from velocity_pg.settings import OffSite
 from velocity_pg.store import pipe
-from velocity_pg.store.remote import Changed, Progress, RemoteObject, Upload
+from velocity_pg.store.remote import CLEANUP_LIMIT, Changed, Progress, RemoteObject, Upload, within
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,9 +46,26 @@ if TYPE_CHECKING:
 PART_SIZE = 6 * 1024 * 1024
 MAX_PARTS = 9000
 CONCURRENCY = 3
+
+#: Every request: at most CONNECT_TIMEOUT seconds to connect and, while it is sent,
+#: without the store taking a byte (urllib3 keeps the connect timeout on the socket
+#: while sending); at most READ_TIMEOUT seconds without a byte of the answer; and
+#: ATTEMPTS attempts in all (botocore's "standard" retries, back-off under a second).
 CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 60
-MAX_ATTEMPTS = 3
+READ_TIMEOUT = 20
+ATTEMPTS = 3
+#: The longest one request to a store that stalls takes to fail.
+REQUEST_LIMIT = ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT)
+#: Clean-up after a failure or a stop (:meth:`S3Store.hurried`): one attempt with these
+#: short timeouts, each step given up after ``remote.CLEANUP_LIMIT`` seconds.
+CLEANUP_CONNECT_TIMEOUT = 2
+CLEANUP_READ_TIMEOUT = 3
+#: How long a transfer to (or from) a store that stalls takes to fail, at most: the
+#: stalled request, then up to two clean-up steps (the upload's, the push's), and
+#: botocore's back-off. The README gives this bound.
+STALL_LIMIT = REQUEST_LIMIT + 2 * CLEANUP_LIMIT + 2
+#: The main thread waits for the upload threads in steps this long.
+WAIT_STEP = 0.5
 
 #: A conditional write's object changed (412) or is gone (404).
 _CHANGED_CODES = {
@@ -99,18 +127,35 @@ class S3Store:
                 "BACKUP_S3_URL is set but no S3 credentials were found: set AWS_ACCESS_KEY_ID "
                 "and AWS_SECRET_ACCESS_KEY (or an AWS profile); nothing was done"
             )
-        config = Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-            s3={"addressing_style": "path"} if offsite.endpoint_url else None,
-        )
-        region = session.region_name or ("us-east-1" if offsite.endpoint_url else None)
-        self.client: S3Client = session.client(
-            "s3", endpoint_url=offsite.endpoint_url, region_name=region, config=config
-        )
+
+        def client(connect: float, read: float, attempts: int) -> S3Client:
+            config = Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                connect_timeout=connect,
+                read_timeout=read,
+                retries={"total_max_attempts": attempts, "mode": "standard"},
+                s3={"addressing_style": "path"} if offsite.endpoint_url else None,
+                max_pool_connections=CONCURRENCY + 2,
+            )
+            region = session.region_name or ("us-east-1" if offsite.endpoint_url else None)
+            made: S3Client = session.client(
+                "s3", endpoint_url=offsite.endpoint_url, region_name=region, config=config
+            )
+            return made
+
+        self.client = client(CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS)
+        #: For clean-up after a failure or a stop: one short attempt (see :meth:`hurried`).
+        self._quick_client = client(CLEANUP_CONNECT_TIMEOUT, CLEANUP_READ_TIMEOUT, 1)
+
+    def hurried(self) -> S3Store:
+        """This store for clean-up after a failure or a stop: each call one attempt with
+        short timeouts (CLEANUP_CONNECT_TIMEOUT, CLEANUP_READ_TIMEOUT)."""
+        import copy
+
+        quick = copy.copy(self)
+        quick.client = self._quick_client
+        return quick
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
@@ -126,29 +171,51 @@ class S3Store:
         progress: Progress | None = None,
         size_hint: int = 0,
     ) -> None:
-        from boto3.s3.transfer import TransferConfig
-
-        part = max(PART_SIZE, -(-size_hint // MAX_PARTS))
-        transfer = TransferConfig(
-            multipart_threshold=part,
-            multipart_chunksize=part,
-            max_concurrency=CONCURRENCY,
-            use_threads=True,
-            preferred_transfer_client="classic",
-        )
-        # A stream is read part by part into memory: at most this many parts wait
-        # there, so memory stays flat (about CONCURRENCY + 1 parts) whatever the size.
-        transfer.max_in_memory_upload_chunks = CONCURRENCY
+        part_size = max(PART_SIZE, -(-size_hint // MAX_PARTS))
+        first = _read_part(source, part_size)
+        if first.size < part_size:  # one part: one PUT
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=first.body)
+            except Exception as exc:
+                self._fail(exc, f"upload {key}")
+            if progress is not None:
+                progress(first.size)
+            return
         try:
-            self.client.upload_fileobj(
-                source,  # type: ignore[arg-type]
-                self.bucket,
-                self._key(key),
-                Config=transfer,
-                Callback=progress,
-            )
+            started = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            self._fail(exc, f"upload {key}")
+            self._fail(exc, f"start the upload of {key}")
+        upload_id = started["UploadId"]
+        parts = _Parts(self, key, upload_id, progress)
+        number, data = 1, first
+        del first  # each part is held only while it is read or in flight
+        try:
+            while data.size:
+                parts.submit(number, data)
+                number, data = number + 1, _Part.empty()
+                data = _read_part(source, part_size)
+            done = parts.finish()
+            try:
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": done},  # type: ignore[typeddict-item]
+                )
+            except Exception as exc:
+                self._fail(exc, f"finish the upload of {key} ({len(done)} parts)")
+        except BaseException:
+            # A failure, or a stop (Ctrl+C, SIGTERM): the threads stop taking parts, and
+            # the unfinished upload is aborted, best effort and briefly. A thread stuck on
+            # a stalled connection is left to its timeout; it never holds the process.
+            parts.cancel()
+            quick = self.hurried()
+            with _suppressed():
+                within(
+                    CLEANUP_LIMIT,
+                    lambda: quick.abort_upload(Upload(key, upload_id, datetime.now(UTC))),
+                )
+            raise
 
     def put_bytes(self, key: str, data: bytes, if_match: str | None = None) -> None:
         from botocore.exceptions import ClientError
@@ -299,6 +366,138 @@ class S3Store:
         raise OperationFailed(f"cannot {doing} in {self.describe()}: {explain(exc, self)}") from exc
 
 
+class _Part:
+    """One part of an upload, in memory once (no joined copy): a body to send (botocore
+    rewinds it for a retry) and its size."""
+
+    def __init__(self, body: io.BytesIO, size: int) -> None:
+        self.body = body
+        self.size = size
+
+    @classmethod
+    def empty(cls) -> _Part:
+        return cls(io.BytesIO(), 0)
+
+
+def _read_part(source: pipe.Reader, size: int) -> _Part:
+    """Up to ``size`` bytes of ``source``: fewer only at its end."""
+    body = io.BytesIO()
+    left = size
+    while left > 0:
+        chunk = source.read(min(left, pipe.CHUNK))
+        if not chunk:
+            break
+        body.write(chunk)
+        left -= len(chunk)
+    body.seek(0)
+    return _Part(body, size - left)
+
+
+class _suppressed:
+    r"""Ignore a clean-up's failure (never a stop: those are not ``Exception``\ s)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, Exception)
+
+
+class _Parts:
+    """The parts of one multipart upload, sent by up to CONCURRENCY daemon threads.
+
+    The main thread reads the source and hands parts over (:meth:`submit`), waiting
+    in short steps while CONCURRENCY parts are in flight, so memory stays flat and a
+    signal is acted on at once. A part that fails (after botocore's retries) fails
+    the upload: the main thread raises it, naming the part.
+    """
+
+    def __init__(self, store: S3Store, key: str, upload_id: str, progress: Progress | None) -> None:
+        self._store = store
+        self._key = key
+        self._upload_id = upload_id
+        self._progress = progress
+        self._cond = threading.Condition()
+        self._waiting: deque[tuple[int, _Part]] = deque()
+        self._in_flight = 0  # handed over and not yet uploaded
+        self._etags: dict[int, str] = {}
+        self._failure: tuple[int, BaseException] | None = None
+        self._stopped = False
+        self._threads: builtins.list[threading.Thread] = []
+        self._sent = 0  # bytes uploaded, not yet reported to ``progress``
+
+    def submit(self, number: int, data: _Part) -> None:
+        self._wait(lambda: self._in_flight < CONCURRENCY)
+        with self._cond:
+            self._waiting.append((number, data))
+            self._in_flight += 1
+            if len(self._threads) < min(CONCURRENCY, self._in_flight):
+                thread = threading.Thread(
+                    target=self._work, name=f"velocity-pg-upload-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify_all()
+
+    def finish(self) -> builtins.list[dict[str, object]]:
+        """Wait for every part; their numbers and ETags, in order."""
+        self._wait(lambda: self._in_flight == 0)
+        self.cancel()  # the threads end
+        return [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self._etags.items())]
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._waiting.clear()
+            self._cond.notify_all()
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        while True:
+            with self._cond:
+                if self._failure is None and not ready():
+                    self._cond.wait(WAIT_STEP)
+                failure = self._failure
+                done = ready()
+                sent, self._sent = self._sent, 0
+            if sent and self._progress is not None:
+                self._progress(sent)
+            if failure is not None:
+                number, exc = failure
+                self._store._fail(exc, f"upload part {number} of {self._key}")
+            if done:
+                return
+
+    def _work(self) -> None:
+        client = self._store.client
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                number, data = self._waiting.popleft()
+            try:
+                answer = client.upload_part(
+                    Bucket=self._store.bucket,
+                    Key=self._store._key(self._key),
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=data.body,
+                )
+            except BaseException as exc:  # the main thread raises it
+                with self._cond:
+                    if self._failure is None:
+                        self._failure = (number, exc)
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._etags[number] = str(answer["ETag"])
+                self._in_flight -= 1
+                self._sent += data.size
+                self._cond.notify_all()
+            del data  # never held while this thread waits for the next part
+
+
 class _Body:
     """A streamed GET body whose network errors become one clear line."""
 
@@ -328,6 +527,17 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
+def _send_timed_out(exc: BaseException) -> bool:
+    """A request whose sending timed out: the store stopped reading it (botocore calls
+    that a closed connection; the send timeout is the connect timeout)."""
+    from botocore import exceptions as bx
+
+    if not isinstance(exc, bx.ConnectionClosedError):
+        return False
+    cause = getattr(exc, "kwargs", {}).get("error")
+    return any(isinstance(arg, TimeoutError) for arg in getattr(cause, "args", ()))
+
+
 def explain(exc: BaseException, store: S3Store) -> str:
     """One line for a boto3/botocore error, naming the fix; never a credential."""
     from botocore import exceptions as bx
@@ -347,7 +557,13 @@ def explain(exc: BaseException, store: S3Store) -> str:
             f"cannot connect to {store.endpoint or 'the S3 endpoint'} (is it up? check "
             "BACKUP_S3_ENDPOINT_URL and the network)"
         )
-    if isinstance(exc, bx.ReadTimeoutError | bx.ConnectionClosedError):
+    if isinstance(exc, bx.ReadTimeoutError) or _send_timed_out(exc):
+        return (
+            f"the storage stalled: no data moved within the timeouts ({CONNECT_TIMEOUT} s to "
+            f"send, {READ_TIMEOUT} s to answer; up to {ATTEMPTS} attempts); is the endpoint, a "
+            "proxy or the network stuck?"
+        )
+    if isinstance(exc, bx.ConnectionClosedError):
         return "the connection to the storage broke off; try again"
     if isinstance(exc, bx.NoCredentialsError):
         return "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
