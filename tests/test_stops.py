@@ -53,13 +53,12 @@ def handler_raising() -> Iterator[list[int]]:
 
 def test_a_signal_in_a_shielded_section_is_acted_on_as_it_ends() -> None:
     finished = False
-    with handler_raising() as seen, pytest.raises(Raised):
-        with shielded() as held_back:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)  # Python runs handlers between bytecodes: it had its chance
-            assert held_back == [signal.SIGTERM]
-            assert seen == []
-            finished = True
+    with handler_raising() as seen, pytest.raises(Raised), shielded() as held_back:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # Python runs handlers between bytecodes: it had its chance
+        assert held_back == [signal.SIGTERM]
+        assert seen == []
+        finished = True
     assert finished
     assert seen == [signal.SIGTERM]
 
@@ -76,22 +75,20 @@ def test_a_signal_at_the_point_of_no_return_is_reported_not_acted_on() -> None:
 def test_a_signal_in_a_failing_section_still_stops_the_run() -> None:
     """An error that ends the section does not swallow the signal: a scheduler would
     record the error as a failed step and go on."""
-    with handler_raising(), pytest.raises(Raised) as raised:
-        with shielded():
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)
-            raise ValueError("the drop failed")
+    with handler_raising(), pytest.raises(Raised) as raised, shielded():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        raise ValueError("the drop failed")
     assert isinstance(raised.value.__context__, ValueError)
 
 
 def test_nested_sections_hand_the_signal_outwards() -> None:
-    with handler_raising() as seen, pytest.raises(Raised):
-        with shielded() as outer:
-            with shielded():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)
-            assert outer == [signal.SIGTERM]
-            assert seen == []
+    with handler_raising() as seen, pytest.raises(Raised), shielded() as outer:
+        with shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert outer == [signal.SIGTERM]
+        assert seen == []
     assert seen == [signal.SIGTERM]
 
 
@@ -101,10 +98,9 @@ def test_velocity_pgs_own_handler_raises_terminated_after_the_section() -> None:
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
     install_termination_handlers()
     try:
-        with pytest.raises(Terminated) as raised:
-            with shielded():
-                os.kill(os.getpid(), signal.SIGHUP)
-                time.sleep(0.05)
+        with pytest.raises(Terminated) as raised, shielded():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
         assert raised.value.signum == signal.SIGHUP
     finally:
         for sig, handler in saved.items():
