@@ -857,19 +857,25 @@ def run_pg_restore(
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
-    archive.restore_all_but_matviews(
-        plan.program.path,
-        plan.backup,
-        plan.staging,
-        plan.entries,
-        env,
-        jobs=plan.jobs,
-        verbose=True,
-        on_stderr_line=on_line,
-    )
-    unrefreshed = archive.refresh_matviews(
-        plan.program.path, plan.backup, plan.staging, plan.entries, env
-    )
+    try:
+        archive.restore_all_but_matviews(
+            plan.program.path,
+            plan.backup,
+            plan.where.conninfo(plan.staging),
+            plan.entries,
+            env,
+            jobs=plan.jobs,
+            verbose=True,
+            on_stderr_line=on_line,
+        )
+        unrefreshed = archive.refresh_matviews(
+            plan.program.path, plan.backup, plan.where.conninfo(plan.staging), plan.entries, env
+        )
+    except CommandFailed as exc:
+        if not pgtools.went_silent(exc.stderr):
+            raise
+        note = pgtools.silence_note(settings.connection.tcp_timeout)
+        raise OperationFailed(f"{exc.message} ({note})") from exc
     progress.finish()
     console.progress(f"restoring: {progress.describe()}", force=True)
     console.end_progress()
