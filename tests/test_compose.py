@@ -73,6 +73,7 @@ def test_settings_come_from_env_with_velocity_pg_defaults(db: dict[str, Any]) ->
         ("BACKUP_MAX_COUNT", settings.DEFAULT_MAX_COUNT),
         ("BACKUP_MIN_KEEP", settings.DEFAULT_MIN_KEEP),
         ("BACKUP_NICE", settings.DEFAULT_DUMP_NICE),
+        ("BACKUP_TCP_TIMEOUT", settings.DEFAULT_TCP_TIMEOUT),
         ("BACKUP_COMPRESSION", compression.DEFAULT.spec),
     ):
         assert env[name] == f"${{{name}:-{default}}}"

@@ -100,11 +100,18 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         env = where.libpq_env()
         try:
             cmd = pgtools.pg_dump_cmd(
-                program.path, temp, compression=compression, pg_dump_major=program.major
+                program.path,
+                temp,
+                compression=compression,
+                pg_dump_major=program.major,
+                conninfo=where.conninfo(),
             )
             pgtools.run(cmd, env, nice=settings.dump_nice)
         except CommandFailed as exc:
-            raise OperationFailed(f"{exc.message}; no backup was written") from exc
+            why = exc.message
+            if pgtools.went_silent(exc.stderr):
+                why = f"{why} ({pgtools.silence_note(settings.connection.tcp_timeout)})"
+            raise OperationFailed(f"{why}; no backup was written") from exc
         try:
             os.fsync(fd)
             os.fchmod(fd, catalog.FILE_MODE)

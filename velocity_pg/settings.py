@@ -28,6 +28,10 @@ DEFAULT_MIN_KEEP = 1
 #: nothing of its own, so the age, count and floor alone decide, as before tiers.
 DEFAULT_TIERS = Tiers()
 DEFAULT_DUMP_NICE = 10
+#: Seconds a server may stop answering before its connection is given up (BACKUP_TCP_TIMEOUT).
+DEFAULT_TCP_TIMEOUT = 60
+MIN_TCP_TIMEOUT = 4
+MAX_TCP_TIMEOUT = 86400
 DEFAULT_SCHEDULE = "@daily"
 DEFAULT_VERIFY = "checksum"
 #: The largest whole number any setting takes unless it says less (C's INT_MAX, which
@@ -134,6 +138,10 @@ class Connection:
     #: psql's options they win over a service file; the others are read as
     #: libpq reads its environment variables, below a service file.
     command_line: frozenset[str] = frozenset()
+    #: BACKUP_TCP_TIMEOUT: a server that stops answering over TCP (gone, unplugged,
+    #: recreated) is given up after about this many seconds, on every connection of
+    #: velocity-pg and of its pg_dump and pg_restore (see ``endpoint.dead_peer_options``).
+    tcp_timeout: int = DEFAULT_TCP_TIMEOUT
 
 
 #: Read for boto3 from every layer (options, environment, .env).
@@ -439,6 +447,12 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
             key
             for key, setting in fields.items()
             if (value := pick(layers, setting)) is not None and value.command_line
+        ),
+        tcp_timeout=number(
+            "BACKUP_TCP_TIMEOUT",
+            DEFAULT_TCP_TIMEOUT,
+            minimum=MIN_TCP_TIMEOUT,
+            maximum=MAX_TCP_TIMEOUT,
         ),
     )
     backup_dir_value = pick(layers, "BACKUP_DIR")

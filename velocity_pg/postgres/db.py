@@ -84,7 +84,9 @@ def open_connection(
 
     params = endpoint.connect_params(dbname)
     params.setdefault("connect_timeout", "10")
-    params["options"] = untimed_options(theirs=endpoint.options.get("options", ""))
+    # The server's keepalives first: the user's own options (PGOPTIONS) win over them.
+    theirs = f"{endpoint.server_keepalives()} {endpoint.options.get('options', '')}".strip()
+    params["options"] = untimed_options(theirs=theirs)
     try:
         connection = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
     except psycopg.OperationalError as exc:

@@ -15,6 +15,13 @@ out. Every connection of every verb, and every pg_dump/pg_restore (through
 its environment, password included, never argv), then uses exactly those
 parameters, so the database that is backed up, checked or replaced is the
 one libpq connects to, and never a name guessed from the settings.
+
+Every connection also notices a server that stops answering over TCP (a
+container stopped or recreated mid-dump, a cable pulled) within a bounded
+time, ``BACKUP_TCP_TIMEOUT`` seconds: see :func:`dead_peer_options`. Those
+libpq parameters have no environment variables, so pg_dump and pg_restore get
+them in the connection string of their ``--dbname`` (:meth:`Endpoint.conninfo`),
+which never holds the password.
 """
 
 from __future__ import annotations
@@ -45,6 +52,43 @@ _FIELDS = {
 }
 #: Variables that point libpq at a service file: once resolved, children must not re-read one.
 _SERVICE_VARIABLES = ("PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR")
+#: Keepalive probes sent to a silent server before its connection is given up.
+KEEPALIVE_PROBES = 3
+#: The libpq parameters that bound how long a dead server goes unnoticed. None has an
+#: environment variable: children get them in their ``--dbname`` connection string.
+DEAD_PEER_KEYWORDS = (
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+
+
+def dead_peer_options(seconds: int) -> dict[str, str]:
+    """libpq parameters under which a server that stops answering over TCP is given up
+    after about ``seconds`` (``BACKUP_TCP_TIMEOUT``), whatever the connection is doing (pure).
+
+    * Waiting for the server (pg_dump waiting for rows, a session waiting for a lock or a
+      long CREATE INDEX): TCP keepalive. After ``idle`` seconds without a packet from the
+      server the kernel sends a probe, then one every ``interval``; the server's kernel
+      answers them however busy PostgreSQL is, so only a dead or unreachable server
+      misses them, and after :data:`KEEPALIVE_PROBES` missed the connection fails:
+      ``idle + 3 * interval = seconds`` (for ``seconds`` of 6 and more).
+    * Sending to it (pg_restore's COPY data, a query): ``tcp_user_timeout``, the most
+      time sent data may stay unacknowledged, ``seconds`` too (in milliseconds).
+
+    Over a Unix socket libpq ignores them all.
+    """
+    interval = max(1, seconds // (2 * KEEPALIVE_PROBES))
+    idle = max(1, seconds - KEEPALIVE_PROBES * interval)
+    return {
+        "keepalives": "1",
+        "keepalives_idle": str(idle),
+        "keepalives_interval": str(interval),
+        "keepalives_count": str(KEEPALIVE_PROBES),
+        "tcp_user_timeout": str(seconds * 1000),
+    }
 
 
 def is_conninfo(text: str) -> bool:
@@ -171,6 +215,38 @@ class Endpoint:
                 env[variable] = value
         return env
 
+    def server_keepalives(self) -> str:
+        """Startup options that make the server probe this session as we probe it
+        (``tcp_keepalives_*``, the same values): a session of ours whose client vanished
+        (a network cut) then ends within the bound on the server too, with the locks it
+        held (a restore's lock would otherwise refuse the next restore for hours).
+        Nothing when keepalives are off; the server ignores them on a Unix socket.
+        """
+        if self.options.get("keepalives", "1") == "0":
+            return ""
+        settings = (
+            ("tcp_keepalives_idle", "keepalives_idle"),
+            ("tcp_keepalives_interval", "keepalives_interval"),
+            ("tcp_keepalives_count", "keepalives_count"),
+        )
+        return " ".join(
+            f"-c {name}={self.options[keyword]}"
+            for name, keyword in settings
+            if self.options.get(keyword, "").isdigit()
+        )
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        """``--dbname`` for pg_dump/pg_restore: a connection string with the database
+        (default ours) and the parameters that have no environment variable (the
+        dead-peer bounds, :data:`DEAD_PEER_KEYWORDS`); the rest, password included, is
+        in their environment (:meth:`libpq_env`). Nothing secret: it is in their argv.
+        """
+        from psycopg.conninfo import make_conninfo
+
+        params = {key: value for key, value in self.options.items() if key in DEAD_PEER_KEYWORDS}
+        params["dbname"] = self.dbname if dbname is None else dbname
+        return make_conninfo("", **params)
+
     def where(self) -> str:
         """The server, for messages: ``127.0.0.1:5432`` or ``/run/postgresql:5432``."""
         return f"{self.host or 'the local socket'}:{self.port}" if self.port else self.host
@@ -271,6 +347,10 @@ def resolve(connection: Connection) -> Endpoint:
 
     options = libpq_options(request_for(connection))
     options.pop("service", None)
+    # Below everything the user set (DATABASE_URL's query, a connection string, a
+    # service file): libpq has no default of its own for these.
+    for key, value in dead_peer_options(connection.tcp_timeout).items():
+        options.setdefault(key, value)
     endpoint = Endpoint(options=options, dbname=options.get("dbname", ""))
     try:
         with db.connect(endpoint) as conn:

@@ -40,9 +40,12 @@ def pg_dump_cmd(
     compression: Compression = DEFAULT_COMPRESSION,
     pg_dump_major: int = 15,
     lock_wait_timeout: str | None = "60s",
+    conninfo: str | None = None,
 ) -> list[str]:
     """``pg_dump -Fc`` into ``output``; the database comes from PG* variables.
 
+    ``conninfo``: a connection string for ``--dbname`` (``Endpoint.conninfo``: the
+    parameters with no environment variable; never a password, this is argv).
     The compression option is written for ``pg_dump_major`` (pg_dump 15:
     ``--compress=9``; 16 and newer: ``--compress=gzip:9``, ``--compress=zstd:3``).
     """
@@ -54,6 +57,8 @@ def pg_dump_cmd(
     ]
     if lock_wait_timeout:
         cmd.append(f"--lock-wait-timeout={lock_wait_timeout}")
+    if conninfo is not None:
+        cmd.append(f"--dbname={conninfo}")
     cmd.append(f"--file={output}")
     return cmd
 
@@ -72,7 +77,8 @@ def pg_restore_cmd(
     verbose: bool = False,
     use_list: Path | None = None,
 ) -> list[str]:
-    """``pg_restore`` of an archive into ``dbname``, stopping at the first error.
+    """``pg_restore`` of an archive into ``dbname`` (a name, or a connection string from
+    ``Endpoint.conninfo``: never a password), stopping at the first error.
 
     ``use_list``: restore only the entries of this ``--use-list`` file, in its order.
     """
@@ -199,6 +205,21 @@ def child_env(extra: Mapping[str, str | None]) -> dict[str, str]:
             env[key] = value
     env.setdefault("LC_MESSAGES", "C")
     return env
+
+
+def went_silent(stderr: str) -> bool:
+    """The program's connection was given up because the server stopped answering
+    (keepalive probes or ``tcp_user_timeout``, see ``endpoint.dead_peer_options``):
+    libpq says "Connection timed out" (its messages are in English: LC_MESSAGES=C)."""
+    return "Connection timed out" in stderr
+
+
+def silence_note(seconds: int) -> str:
+    """What a connection that timed out means, for a message."""
+    return (
+        f"the server stopped answering for {seconds} s (BACKUP_TCP_TIMEOUT): it was "
+        "stopped, restarted or recreated, or the network to it is down"
+    )
 
 
 class Terminated(BaseException):

@@ -151,7 +151,10 @@ def restore_all_but_matviews(
     verbose: bool = False,
     on_stderr_line: Callable[[str], None] | None = None,
 ) -> None:
-    """pg_restore every entry but the materialized views' data (raises CommandFailed)."""
+    """pg_restore every entry but the materialized views' data (raises CommandFailed).
+
+    ``dbname``: the database's name, or a connection string (``Endpoint.conninfo``).
+    """
     kept = [e for e in entries if not e.is_matview_data]
     with list_file(kept) as listed:
         cmd = pgtools.pg_restore_cmd(
@@ -178,8 +181,8 @@ def refresh_matviews(
             try:
                 pgtools.run(cmd, env)
             except CommandFailed as exc:
-                if exc.returncode < 0:  # killed: not the view's fault
-                    raise
+                if exc.returncode < 0 or pgtools.went_silent(exc.stderr):
+                    raise  # killed, or the server went silent: not the view's fault
                 reason = first_error_line(exc.stderr).removeprefix(_QUERY_FAILED)
                 failed.append(
                     Unrefreshed(entry.shown_name(), reason or f"exit status {exc.returncode}")

@@ -257,7 +257,8 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
             )
         import psycopg
 
-        with shielded():
+        # The drop is this verb's whole work: once it runs, it completes and is reported.
+        with shielded(deliver=False):
             try:
                 swap.drop_database(admin, found.name, endpoint.resolve(settings.connection))
             except (psycopg.Error, OperationFailed) as exc:
@@ -290,7 +291,8 @@ def tidy(settings: Settings, target: str) -> str | None:
                 f"{target!r} does not exist; rename it back (ALTER DATABASE {aside} RENAME "
                 "TO ...) or drop it yourself; nothing was changed"
             )
-        with shielded():
+        # The drop is this verb's whole work: once it runs, it completes and is reported.
+        with shielded(deliver=False):
             try:
                 swap.drop_database(admin, aside, endpoint.resolve(settings.connection))
             except (psycopg.Error, OperationFailed) as exc:

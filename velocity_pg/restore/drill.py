@@ -95,10 +95,11 @@ def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, st
             env = conn.libpq_env(name) | db.untimed_env(server_num, conn)
             entries = archive.parse_entries(listing)
             try:
+                target = conn.conninfo(name)  # the dead-peer bounds too
                 archive.restore_all_but_matviews(
-                    program.path, dump, name, entries, env, jobs=default_jobs()
+                    program.path, dump, target, entries, env, jobs=default_jobs()
                 )
-                unrefreshed = archive.refresh_matviews(program.path, dump, name, entries, env)
+                unrefreshed = archive.refresh_matviews(program.path, dump, target, entries, env)
             except CommandFailed as exc:
                 reason = describe_failure(exc.returncode, exc.stderr)
                 return f"the restore drill failed: {reason}", ""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity_pg.errors import OperationFailed
-from velocity_pg.postgres import db
+from velocity_pg.errors import Interrupted, OperationFailed
+from velocity_pg.postgres import db, pgtools
 from velocity_pg.postgres.endpoint import Endpoint
 from velocity_pg.restore import marks, swap
 from velocity_pg.restore.copies import Copy
@@ -286,7 +286,8 @@ def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Stag
         by=marks.who(plan.role.name),
         live_commits=committed(admin, plan.target),
     )
-    with shielded():
+    # Marking the copy complete is this verb's point of no return.
+    with shielded(deliver=False) as held_back:
         try:
             if file_fingerprint(plan.backup) != before:
                 raise OperationFailed(f"{plan.backup.name} changed while it was being restored")
@@ -300,6 +301,13 @@ def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> Stag
             raise OperationFailed(
                 f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
             ) from exc
+    if held_back:  # the copy is complete: say so, and stop before the checkpoint
+        raise Interrupted(
+            f"{pgtools.stop_word(signum=held_back[0])}; the copy of {plan.backup.name} was "
+            f"complete and is staged as {plan.staging}: `velocity-pg restore "
+            f"{plan.backup.name}` swaps it in, `velocity-pg restore --abort` drops it; "
+            f"database {plan.target!r} was not changed"
+        )
     flush_to_disk(admin, console)
     return StageResult(
         name=plan.backup.name,

@@ -126,11 +126,11 @@ def undo(
                 seconds = COUNTDOWN_SECONDS if countdown_seconds is None else countdown_seconds
                 countdown(console, seconds)
             result = UndoCheck(plan) if check else execute(where, admin, plan, console)
-    except (KeyboardInterrupt, pgtools.Terminated):
+    except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         if isinstance(result, UndoResult):
             return result
-        raise Interrupted("interrupted; nothing was changed") from None
+        raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
 
@@ -230,7 +230,7 @@ def db_size(copy: Copy) -> str:
 def execute(where: Endpoint, admin: Conn, plan: UndoPlan, console: Console) -> UndoResult:
     import psycopg
 
-    from velocity_pg.restore.verb import describe, shielded
+    from velocity_pg.restore.verb import describe, shielded, signal_name
 
     clock = time.monotonic()
     target, rollback = plan.target, plan.rollback
@@ -261,7 +261,8 @@ def execute(where: Endpoint, admin: Conn, plan: UndoPlan, console: Console) -> U
             reset_target=True,
         )
     console.say(f"swapping the rollback point in; {target!r} is unavailable until this finishes")
-    with shielded() as held_back:
+    # The point of no return: a signal that arrives meanwhile is reported, not acted on.
+    with shielded(deliver=False) as held_back:
         try:
             swapped = swap.swap_in(
                 admin,
@@ -274,16 +275,21 @@ def execute(where: Endpoint, admin: Conn, plan: UndoPlan, console: Console) -> U
                 chain=chain,
             )
         except Exception as exc:  # raised only once nothing was committed
-            raise OperationFailed(
-                f"{describe(exc)}; database {target!r} and its rollback point were not changed"
-            ) from exc
+            outcome = f"database {target!r} and its rollback point were not changed"
+            if held_back:  # not committed: the signal is acted on
+                word = pgtools.stop_word(signum=held_back[0])
+                raise Interrupted(f"{word}; the swap failed ({describe(exc)}); {outcome}") from exc
+            raise OperationFailed(f"{describe(exc)}; {outcome}") from exc
         if plan.live is not None:
             from velocity_pg.restore.stage import quiet_rollback_point, release_slots
 
             release_slots(admin, rollback.name, target, console)
             quiet_rollback_point(admin, where, rollback.name, console)
     if held_back:
-        console.say("Ctrl+C arrived during the swap, which never stops halfway; it completed")
+        console.say(
+            f"{signal_name(held_back[0])} arrived during the swap, which never stops halfway; "
+            "it completed"
+        )
     return UndoResult(
         database=target,
         brought_back=f"its contents from before {old_mark.describe()}",

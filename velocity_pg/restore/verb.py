@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     import psycopg
 
     Conn = psycopg.Connection[tuple[Any, ...]]
+    SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 COUNTDOWN_SECONDS = 5
 SYSTEM_DATABASES = ("template0", "template1")
@@ -113,10 +114,16 @@ def countdown(console: Console, seconds: int, sleep: Callable[[float], None] = t
 
 
 @contextmanager
-def shielded() -> Iterator[list[int]]:
+def shielded(*, deliver: bool = True) -> Iterator[list[int]]:
     """Hold back Ctrl+C, SIGTERM and SIGHUP while a step that must not stop halfway runs.
 
-    Yields the list of signals that arrived meanwhile.
+    Yields the list of signals that arrived meanwhile. A signal is deferred, never
+    dropped: with ``deliver`` (the default) the first one is handed, as the section
+    ends, to the handler that was in place before it (Ctrl+C: KeyboardInterrupt;
+    SIGTERM, SIGHUP: :class:`~velocity_pg.postgres.pgtools.Terminated`; the
+    scheduler's own), so the run stops right there, as it would have without the
+    shield. ``deliver=False`` is for a section that is the run's point of no return
+    (the swap): the caller finishes and reports the signals it was given.
     """
     received: list[int] = []
 
@@ -133,6 +140,23 @@ def shielded() -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if deliver and received:
+            first = signal.Signals(received[0])
+            deliver_signal(first, previous[first])
+
+
+def signal_name(signum: int) -> str:
+    """How messages name a stop signal: "Ctrl+C", "SIGTERM", "SIGHUP"."""
+    return "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def deliver_signal(signum: int, handler: SignalHandler) -> None:
+    """Act on a signal that was held back, as ``handler`` (the one it would have met) says."""
+    if callable(handler):
+        handler(signum, None)  # raises: KeyboardInterrupt, Terminated, ...
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action: the process ends, as it would have
+    # SIG_IGN, or a handler installed outside Python: it was not ours to act on
 
 
 # -- results ---------------------------------------------------------------------------
@@ -656,7 +680,8 @@ def execute(
     previous_kept_as: str | None = plan.previous if keep else None
     # Sampled just before the swap: what was committed to the old contents since the stage.
     since_stage = stage.commits_since_stage(admin, plan) if plan.live is not None else None
-    with shielded() as held_back:
+    # The point of no return: a signal that arrives meanwhile is reported, not acted on.
+    with shielded(deliver=False) as held_back:
         try:
             swapped = swap.swap_in(
                 admin,
@@ -670,10 +695,13 @@ def execute(
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
             if plan.reuse:
-                raise OperationFailed(f"{describe(exc)}; {stage.kept_after_failure(plan)}") from exc
-            raise OperationFailed(
-                f"{describe(exc)}; {discard_staging(settings, admin, plan, describe(exc))}"
-            ) from exc
+                outcome = stage.kept_after_failure(plan)
+            else:
+                outcome = discard_staging(settings, admin, plan, describe(exc))
+            if held_back:  # not committed: the signal is acted on
+                word = pgtools.stop_word(signum=held_back[0])
+                raise Interrupted(f"{word}; the swap failed ({describe(exc)}); {outcome}") from exc
+            raise OperationFailed(f"{describe(exc)}; {outcome}") from exc
         # Committed: the restore is done. What follows only tidies up.
         if plan.live is not None:  # slots made since the check too
             stage.release_slots(admin, aside, target, console)
@@ -708,9 +736,10 @@ def execute(
                     "of this database)"
                 )
     if held_back:
-        sig = held_back[0]
-        what = "Ctrl+C" if sig == signal.SIGINT else signal.Signals(sig).name
-        console.say(f"{what} arrived during the swap, which never stops halfway; it completed")
+        console.say(
+            f"{signal_name(held_back[0])} arrived during the swap, which never stops halfway; "
+            "it completed"
+        )
     return RestoreResult(
         name=plan.backup.name,
         path=plan.backup,
@@ -828,19 +857,25 @@ def run_pg_restore(
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
-    archive.restore_all_but_matviews(
-        plan.program.path,
-        plan.backup,
-        plan.staging,
-        plan.entries,
-        env,
-        jobs=plan.jobs,
-        verbose=True,
-        on_stderr_line=on_line,
-    )
-    unrefreshed = archive.refresh_matviews(
-        plan.program.path, plan.backup, plan.staging, plan.entries, env
-    )
+    try:
+        archive.restore_all_but_matviews(
+            plan.program.path,
+            plan.backup,
+            plan.where.conninfo(plan.staging),
+            plan.entries,
+            env,
+            jobs=plan.jobs,
+            verbose=True,
+            on_stderr_line=on_line,
+        )
+        unrefreshed = archive.refresh_matviews(
+            plan.program.path, plan.backup, plan.where.conninfo(plan.staging), plan.entries, env
+        )
+    except CommandFailed as exc:
+        if not pgtools.went_silent(exc.stderr):
+            raise
+        note = pgtools.silence_note(settings.connection.tcp_timeout)
+        raise OperationFailed(f"{exc.message} ({note})") from exc
     progress.finish()
     console.progress(f"restoring: {progress.describe()}", force=True)
     console.end_progress()
@@ -853,35 +888,45 @@ def discard_staging(settings: Settings, admin: Conn, plan: Plan, reason: str = "
     """Drop the staging database after a failure; says what state things are in.
 
     A copy that cannot be dropped gets ``reason`` in its comment, for the next run.
+    Ctrl+C or SIGTERM during the drop waits for it, then stops the run (Interrupted,
+    with what state things are in).
     """
+    with shielded(deliver=False) as held_back:
+        outcome = drop_staging(admin, plan, reason)
+    if held_back:
+        raise Interrupted(f"{pgtools.stop_word(signum=held_back[0])}; {outcome}")
+    return outcome
+
+
+def drop_staging(admin: Conn, plan: Plan, reason: str) -> str:
+    """:func:`discard_staging`'s drop, unshielded."""
     import psycopg
 
     target = plan.target
-    with shielded():
+    try:
+        if admin.closed or admin.broken:
+            raise psycopg.InterfaceError("the admin session is gone")
         try:
-            if admin.closed or admin.broken:
-                raise psycopg.InterfaceError("the admin session is gone")
-            try:
-                swap.drop_database(admin, plan.staging, plan.where)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                if not (admin.closed or admin.broken):
-                    raise
-                raise psycopg.InterfaceError("the admin session is gone") from None
-        except psycopg.InterfaceError:
-            # Our session (and with it the lock) is gone: drop only under a new lock.
-            try:
-                with swap.connect_admin(plan.where, target) as fresh:
-                    if not swap.try_lock(fresh, plan.lock_key):
-                        return (
-                            f"database {target!r} was not changed; the unfinished copy "
-                            f"{plan.staging!r} is left to the restore that is running now"
-                        )
-                    swap.drop_database(fresh, plan.staging, plan.where)
-            except (psycopg.Error, VelocityError) as exc:
-                return not_dropped(plan, exc)
-        except psycopg.Error as exc:
-            mark(admin, plan.staging, staging.failed_comment(target, reason or describe(exc)))
+            swap.drop_database(admin, plan.staging, plan.where)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            if not (admin.closed or admin.broken):
+                raise
+            raise psycopg.InterfaceError("the admin session is gone") from None
+    except psycopg.InterfaceError:
+        # Our session (and with it the lock) is gone: drop only under a new lock.
+        try:
+            with swap.connect_admin(plan.where, target) as fresh:
+                if not swap.try_lock(fresh, plan.lock_key):
+                    return (
+                        f"database {target!r} was not changed; the unfinished copy "
+                        f"{plan.staging!r} is left to the restore that is running now"
+                    )
+                swap.drop_database(fresh, plan.staging, plan.where)
+        except (psycopg.Error, VelocityError) as exc:
             return not_dropped(plan, exc)
+    except psycopg.Error as exc:
+        mark(admin, plan.staging, staging.failed_comment(target, reason or describe(exc)))
+        return not_dropped(plan, exc)
     return f"the unfinished copy was dropped and database {target!r} was not changed"
 
 
