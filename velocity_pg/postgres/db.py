@@ -147,9 +147,11 @@ def abandoned_on_error(
         yield
     except BaseException:
         if not connection.closed:
-            with contextlib.suppress(Exception):
-                cancel(connection)
-            connection.close()
+            try:
+                with contextlib.suppress(Exception):
+                    cancel(connection)
+            finally:  # a second signal during the cancel still closes the session
+                connection.close()
         raise
     with connection:
         pass
