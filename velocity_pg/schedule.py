@@ -220,9 +220,8 @@ class Scheduler:
         change = ""
         if before["size"] is not None:
             delta = size - int(before["size"])
-            change = (
-                f" ({'+' if delta >= 0 else '-'}{catalog.human_size(abs(delta))} since the last)"
-            )
+            sign = "+" if delta >= 0 else "-"
+            change = f" ({sign}{catalog.human_size(abs(delta))} since the last digest)"
         newest = (
             f"; the newest, {backups[0].name}, is {human_duration(now - backups[0].created)} old"
             if backups
@@ -274,6 +273,11 @@ class Scheduler:
             self.allowance(now).total_seconds() / 4,
             self.config.notify.repeat.total_seconds() / 4,
         )
+        if self.config.notify.digest is not None:
+            from velocity_pg.scheduling.timetable import parse_schedule
+
+            digest = parse_schedule(self.config.notify.digest, self.zone, probe=now)
+            every = min(every, digest.period(now, now).total_seconds() / 4)
         tick = max(every, 0.5)
 
         def loop() -> None:

@@ -189,10 +189,12 @@ def check_urls(urls: Sequence[str]) -> None:
 
 def known_schemes(apprise: Any) -> set[str]:
     try:
-        return {str(s).lower() for s in apprise.Apprise().details()["schemas"]} | {
+        schemas = apprise.Apprise().details()["schemas"]
+        return {
             str(p).lower()
-            for schema in apprise.Apprise().details()["schemas"]
-            for p in (schema.get("protocols") or []) + (schema.get("secure_protocols") or [])
+            for schema in schemas
+            for key in ("protocols", "secure_protocols")
+            for p in list(schema.get(key) or [])
         }
     except Exception:  # details() is informative only
         return set()
@@ -404,6 +406,8 @@ class Notifier:
         ]
 
     def deliver_one(self, position: int, url: str, message: Message) -> Delivery:
+        from velocity_pg.postgres.pgtools import Terminated
+
         service = "?"
         problem = ""
         attempt = 0
@@ -416,6 +420,8 @@ class Notifier:
                     service = str(getattr(plugin, "service_name", None) or "?")
                     self._limit_timeouts(plugin)
                     ok = bool(plugin.notify(body=message.body, title=message.title))
+                except Terminated:
+                    raise  # SIGTERM in the main thread (notify --test): a stop
                 except Exception as exc:
                     ok = False
                     records.append((logging.WARNING, f"unexpected {type(exc).__name__}: {exc}"))

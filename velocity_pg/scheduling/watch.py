@@ -125,8 +125,13 @@ class Watch:
             self.log(f"notify: {problem}")
 
     def save(self) -> None:
+        from velocity_pg.errors import Interrupted
+        from velocity_pg.postgres.pgtools import Terminated
+
         try:
             write_state(self.folder, self.state)
+        except (Interrupted, Terminated):
+            raise  # a stop, not a problem of the state file
         except Exception as exc:  # the state is a convenience; never stop a backup for it
             why = getattr(exc, "message", None) or getattr(exc, "strerror", None) or repr(exc)
             self.log(f"notify: cannot write {self.folder / STATE_NAME}: {why}")
