@@ -133,7 +133,9 @@ class Project:
             stdin=subprocess.DEVNULL, timeout=timeout, check=False,
         )  # fmt: skip
         if check and result.returncode != 0:
-            raise AssertionError(f"{cmd} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"{cmd} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result.stdout + result.stderr
 
     def compose(self, *args: str, check: bool = True) -> str:
@@ -192,9 +194,7 @@ def project(mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory) -> Itera
         p.compose("down", "-v", "--remove-orphans", "--rmi", "local", check=False)
 
 
-def test_failures_staleness_and_recovery_arrive_as_mail(
-    project: Project, mailbox: Mailbox
-) -> None:
+def test_failures_staleness_and_recovery_arrive_as_mail(project: Project, mailbox: Mailbox) -> None:
     out = project.compose(
         "exec", "-T", "-u", "postgres", "db", "velocity-pg", "notify", "--test", check=False
     )
