@@ -536,6 +536,8 @@ def test_manual_verbs_tell_failures_and_recovery_with_notify(
     # cleanup and push take --notify too (push without off-site settings fails: told).
     cleaned = target.run("cleanup", "--notify", env=target.env(BACKUP_NOTIFY_URLS=urls))
     assert cleaned.returncode == 0, cleaned.stderr
+    # A good cleanup says nothing of the failed check: no "recovered" for it.
+    assert len(mailbox.with_subject("RECOVERED")) == 1
     pushed = target.run("push", "--notify", env=target.env(BACKUP_NOTIFY_URLS=urls))
     assert pushed.returncode != 0
     hooks.wait_for("(push)", timeout=5)

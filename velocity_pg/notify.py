@@ -121,7 +121,7 @@ class Notice:
             if isinstance(exc, Interrupted | KeyboardInterrupt | Terminated):
                 return  # stopped, not failed
             if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                self.watch.succeeded(now, what)
+                self.watch.succeeded(now, what, frozenset({self.verb}))
             else:
                 if isinstance(exc, VelocityError):
                     reason = exc.message
@@ -132,6 +132,10 @@ class Notice:
                 else:
                     reason = f"unexpected {type(exc).__name__}: {exc}"
                 self.watch.failed(now, what, self.event, [(self.verb, reason)], always=True)
+        except (Interrupted, KeyboardInterrupt, Terminated):
+            raise
+        except Exception as exc:  # a message never changes the verb's outcome
+            err(f"notify: the message failed (unexpected {type(exc).__name__})")
         finally:
             self.notifier.close(VERB_WAIT)
 

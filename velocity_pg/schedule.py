@@ -144,7 +144,12 @@ class Scheduler:
             body = "\n".join([*(s.line(self.zone) for s in result.steps), summary]) + "\n"
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
         self.record(result)
-        self.tell(result)
+        try:
+            self.tell(result)
+        except (KeyboardInterrupt, Terminated, Interrupted):
+            raise
+        except Exception as exc:  # a message never stops the scheduler
+            self.log(f"notify: the run's message failed (unexpected {type(exc).__name__})")
         return result
 
     def tell(self, result: job.RunResult) -> None:

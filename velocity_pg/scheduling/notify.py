@@ -494,10 +494,12 @@ def failure_message(
             "Do not rely on that backup. Run `velocity-pg verify --restore` on it to see the "
             "problem, and make a new backup (`velocity-pg backup`)."
         )
-    elif any(name == "backup" for name, _ in failures):
-        title = f"velocity-pg on {origin.name}: backup of {origin.of} FAILED ({steps})"
     else:
-        title = f"velocity-pg on {origin.name}: backups of {origin.of}: {steps} FAILED"
+        title = (
+            f"velocity-pg on {origin.name}: backup of {origin.of} FAILED ({steps})"
+            if any(name == "backup" for name, _ in failures)
+            else f"velocity-pg on {origin.name}: backups of {origin.of}: {steps} FAILED"
+        )
         todo = (
             "Existing backups are untouched. Read the log (`docker compose logs db-backup`, "
             "or the output of the command), fix the cause, and check with `velocity-pg backup`."

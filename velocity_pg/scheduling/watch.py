@@ -138,16 +138,35 @@ class Watch:
 
     # -- the runs ----------------------------------------------------------------------
 
-    def succeeded(self, now: datetime, what: str) -> None:
+    def succeeded(self, now: datetime, what: str, covers: frozenset[str] | None = None) -> None:
+        """A run (or verb) that succeeded: "recovered" when it ends failures or staleness.
+
+        ``covers``: a manual verb's steps (``{"verify"}``); it ends only failures of those
+        steps (a good ``verify`` says nothing of failing backups), and only ``backup``
+        ends staleness. None: a whole scheduled run, which ends everything.
+        """
         with self._lock:
             s = self.state
-            began = [m for m in (when(s.failing_since), when(s.stale_since)) if m is not None]
+            failing = set((s.failure_steps or "").split(", ")) - {""}
+            ends_failing = s.failing_since is not None and (covers is None or failing <= covers)
+            makes_backup = covers is None or "backup" in covers
+            ends_stale = s.stale_since is not None and makes_backup
+            began = [
+                moment
+                for moment, ends in ((when(s.failing_since), ends_failing),
+                                     (when(s.stale_since), ends_stale))
+                if ends and moment is not None
+            ]  # fmt: skip
             if began:
                 self.notifier.send(notify.recovered_message(self.origin, what, now - min(began)))
-            s.failing_since = s.failure_steps = s.failure_sent_at = None
-            s.stale_since = s.stale_sent_at = None
-            s.last_success = iso(now)
-            s.runs_ok += 1
+            if ends_failing:
+                s.failing_since = s.failure_steps = s.failure_sent_at = None
+            if ends_stale:
+                s.stale_since = s.stale_sent_at = None
+            if makes_backup:
+                s.last_success = iso(now)
+            if covers is None:
+                s.runs_ok += 1
             self.save()
 
     def failed(
@@ -179,7 +198,8 @@ class Watch:
                     f"notify: {steps} failed again; not told again before "
                     f"{notify.short(self.repeat)} after the last message (BACKUP_NOTIFY_REPEAT)"
                 )
-            s.runs_failed += 1
+            if not always:
+                s.runs_failed += 1
             self.save()
             return sent
 
