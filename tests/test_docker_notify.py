@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -76,13 +78,18 @@ def text_of(message: EmailMessage) -> str:
 
 
 def bridge_gateway() -> str:
+    """The default bridge's gateway: the host, as containers reach it (the engine's IPAM
+    leaves Gateway empty on some versions: then the subnet's first address, docker0's)."""
     found = subprocess.run(
-        ["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+        ["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return found.stdout.strip()
+    config = json.loads(found.stdout)[0]
+    gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    assert gateway, found.stdout
+    return str(gateway)
 
 
 def free_port(host: str) -> int:

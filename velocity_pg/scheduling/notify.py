@@ -292,14 +292,18 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 def reason_from(records: Sequence[tuple[int, str]]) -> str:
     """A one-line reason from Apprise's records of a failed delivery (not yet redacted)."""
     warnings = [m for level, m in records if level >= logging.WARNING]
-    details = " ".join(m for level, m in records if level < logging.WARNING)
+    details = [m for level, m in records if level < logging.WARNING]
     cause = ""
-    if m := _ERRNO.search(details):
-        cause = m.group(1).strip().lower()
-    elif re.search(r"timed? ?out", details, re.IGNORECASE):
-        cause = "timed out"
-    elif m := re.search(r"Socket Exception: (.+)", details):
-        cause = m.group(1).strip()[:160]
+    for detail in details:
+        if m := _ERRNO.search(detail):
+            cause = m.group(1).strip().lower()
+        elif re.search(r"timed? ?out", detail, re.IGNORECASE):
+            cause = "timed out"
+        elif m := re.search(r"Exception: (.+)", detail):
+            cause = m.group(1).strip()[:160]
+        else:
+            continue
+        break
     said = warnings[-1].strip() if warnings else "the service did not accept it"
     said = re.sub(r"\s+", " ", said)
     return f"{said} ({cause})" if cause and cause not in said.lower() else said
