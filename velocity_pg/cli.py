@@ -167,8 +167,8 @@ def emit_json(payload: object) -> None:
 @global_options
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
-    restore, schedule, and off-site copies with push and pull; entrypoint starts the
-    db image.
+    restore, schedule, and off-site copies with push and pull; notify sends messages;
+    entrypoint starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
