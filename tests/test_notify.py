@@ -26,6 +26,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import PASSWORD, Target
+from offsite_support import (  # noqa: F401 (fixtures)
+    AWS_SECRET,
+    Bucket,
+    bucket,
+    offsite_env,
+    s3_endpoint,
+)
 from test_schedule import (  # noqa: F401 (fixtures)
     OwnServer,
     Scheduler,
@@ -43,7 +50,7 @@ SMTP_USER = "smtp-user"
 SMTP_PASSWORD = "Smtp-Pa55-word-xyz"
 HOOK_TOKEN = "hook-token-abcdef123"
 TOPIC = "topic-secret-9876"
-SECRETS = (SMTP_PASSWORD, HOOK_TOKEN, TOPIC, PASSWORD)
+SECRETS = (SMTP_PASSWORD, HOOK_TOKEN, TOPIC, PASSWORD, AWS_SECRET)
 
 
 # -- receivers ---------------------------------------------------------------------------
@@ -485,6 +492,26 @@ def test_a_failing_drill_is_told_as_a_failed_check(target: Target, hooks: WebHoo
     assert "Reason (verify): " in post.body["message"]
     assert "Do not rely on that backup" in post.body["message"]
     no_secrets(result.stdout, result.stderr)
+
+
+def test_an_off_site_failure_is_told_as_such_while_the_local_backup_is_fine(
+    target: Target, bucket: Bucket, hooks: WebHooks
+) -> None:
+    env = target.env(**offsite_env(bucket), BACKUP_NOTIFY_URLS=hooks.json_url())
+    env["BACKUP_S3_URL"] = f"s3://{bucket.name}-missing/db"  # a bucket that is not there
+    result = target.run("schedule", "--once", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "push: FAILED" in result.stdout and "backup: ok" in result.stdout
+    (post,) = hooks.wait_for("off-site copy FAILED (push)", timeout=5)
+    assert post.body["title"].endswith("the local backup is fine")
+    assert "The local backup was made and is safe" in post.body["message"]
+    assert "Reason (push): " in post.body["message"]
+    # A manual backup with --notify, its copy failing: the same kind of message.
+    manual = target.run("backup", "--notify", env=env)
+    assert manual.returncode == 1
+    (told,) = hooks.wait_for("off-site copy FAILED (backup)", timeout=5)
+    assert "NOT copied off-site" in told.body["message"]
+    no_secrets(result.stdout, result.stderr, manual.stdout, manual.stderr)
 
 
 def test_a_digest_comes_on_its_schedule(
