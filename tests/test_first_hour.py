@@ -41,6 +41,7 @@ def test_restore_a_relative_path_into_the_backup_folder(target: Target) -> None:
 
 VERBS = [
     *("backup", "list", "verify", "status", "cleanup", "restore", "push", "pull", "schedule"),
+    "notify",
     "entrypoint",
 ]
 

@@ -6,6 +6,7 @@ imports (psycopg) happen inside the commands that need them.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -30,6 +31,8 @@ class State:
         self.env_file_required = False
         self.overrides: dict[str, str | int | None] = {}
         self._settings: Settings | None = None
+        #: ``--notify``'s messages (velocity_pg.notify.Notice), when given.
+        self.notice: Any = None
 
     def settings(self, **more: str | int | None) -> Settings:
         if self._settings is None:
@@ -38,7 +41,17 @@ class State:
                 env_file_required=self.env_file_required,
                 overrides={**self.overrides, **more},
             )
+            if self.notice is not None:
+                # The message settings are checked before the verb does anything.
+                self.notice.start(self._settings)
         return self._settings
+
+    def failed(self, reason: str, offsite: bool = False) -> None:
+        """Tell ``--notify`` what a verb that exits with a status failed at."""
+        if self.notice is not None:
+            from velocity_pg.scheduling.notify import Event
+
+            self.notice.fail(reason, Event.OFFSITE if offsite else None)
 
 
 pass_state = click.make_pass_decorator(State, ensure=True)
@@ -111,6 +124,32 @@ def global_options(func: F) -> F:
     return func
 
 
+def notify_option(verb: str) -> Callable[[F], F]:
+    """``--notify``: a message when the verb fails (or succeeds after failures)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, notify_flag: bool, **kwargs: Any) -> Any:
+            if not notify_flag:
+                return func(*args, **kwargs)
+            from velocity_pg.notify import Notice
+
+            state = click.get_current_context().ensure_object(State)
+            state.notice = Notice(verb)
+            with state.notice:
+                return func(*args, **kwargs)
+
+        return click.option(
+            "--notify",
+            "notify_flag",
+            is_flag=True,
+            help="Send a message to BACKUP_NOTIFY_URLS when this fails (or succeeds after "
+            "failures), like the scheduler does.",
+        )(wrapper)  # type: ignore[return-value]
+
+    return decorate
+
+
 def json_option(func: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts)."
@@ -128,8 +167,8 @@ def emit_json(payload: object) -> None:
 @global_options
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
-    restore, schedule, and off-site copies with push and pull; entrypoint starts the
-    db image.
+    restore, schedule, and off-site copies with push and pull; notify sends messages;
+    entrypoint starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
@@ -145,6 +184,7 @@ def cli() -> None:
     help="pg_dump's compression: gzip:0-9, zstd:1-22, lz4:1-12 (zstd and lz4 need "
     "pg_dump 16+) or none [env BACKUP_COMPRESSION; default gzip:9].",
 )
+@notify_option("backup")
 @json_option
 @global_options
 @pass_state
@@ -182,6 +222,7 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
         except OperationFailed as exc:
             if as_json:
                 emit_json(payload | {"offsite": {"status": "failed", "problem": exc.message}})
+            state.failed("", offsite=True)
             raise OperationFailed(
                 f"{result.name} was created locally in {settings.backup_dir} but NOT copied "
                 f"off-site: {exc.message}; retry with `velocity-pg push {result.name}`"
@@ -422,6 +463,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     is_flag=True,
     help="Verify the off-site copies: read each object end to end and check its checksum.",
 )
+@notify_option("verify")
 @json_option
 @global_options
 @pass_state
@@ -462,8 +504,11 @@ def verify(
                 }
             )
         if not remote_outcomes:
+            state.failed("no off-site backups to verify")
             click.echo("velocity-pg: verify: no off-site backups to verify", err=True)
         if not remote_outcomes or not all(o.ok for o in remote_outcomes):
+            if remote_outcomes:
+                state.failed(failed_checks(remote_outcomes))
             sys.exit(ExitStatus.FAILED)
         return
     restore_check = verifying.restore_drill(settings) if restore_drill else None
@@ -484,11 +529,22 @@ def verify(
             if everything or database is None
             else f" (none of database {database!r}; --all verifies every database's)"
         )
+        state.failed(f"no backups to verify in {settings.backup_dir}{of}")
         click.echo(
             f"velocity-pg: verify: no backups to verify in {settings.backup_dir}{of}", err=True
         )
     if not outcomes or not all(o.ok for o in outcomes):
+        if outcomes:
+            state.failed(failed_checks(outcomes))
         sys.exit(ExitStatus.FAILED)
+
+
+def failed_checks(outcomes: Any) -> str:
+    """The backups that failed their checks, for a message: name and problem, a few."""
+    bad = [o for o in outcomes if not o.ok]
+    shown = "; ".join(f"{o.name}: {getattr(o, 'problem', None) or 'failed'}" for o in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return shown + more
 
 
 def show_outcome(outcome: Any, as_json: bool) -> None:
@@ -518,6 +574,7 @@ def show_outcome(outcome: Any, as_json: bool) -> None:
     help="Always keep the N newest backups, whatever their age "
     "[env BACKUP_MIN_KEEP; default 1; at least 1].",
 )
+@notify_option("cleanup")
 @json_option
 @global_options
 @pass_state
@@ -590,6 +647,7 @@ def cleanup(
         except OperationFailed as exc:
             if as_json:
                 emit_json(result.to_json() | {"offsite": {"problem": exc.message}})
+            state.failed("", offsite=True)
             raise OperationFailed(
                 f"off-site cleanup failed: {exc.message} (the local cleanup was done)"
             ) from exc
@@ -607,6 +665,7 @@ def cleanup(
     if result.partial:
         raise OperationFailed(result.partial_message())
     if remote_result is not None and remote_result.failed:
+        state.failed("", offsite=True)
         raise OperationFailed(
             f"off-site cleanup was partial: {len(remote_result.failed)} deletion(s) failed "
             "(see the output above); everything else was done as planned"
@@ -616,6 +675,7 @@ def cleanup(
 @cli.command(short_help="Copy local backups off-site (BACKUP_S3_URL), checked, maybe encrypted.")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--all", "everything", is_flag=True, help="Push every local backup not yet off-site.")
+@notify_option("push")
 @json_option
 @global_options
 @pass_state
@@ -643,6 +703,10 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
     elif not report.results and not report.failures:
         click.echo("Nothing to push: every local backup is off-site already.")
     if report.failures:
+        state.failed(
+            "; ".join(f"{name}: {problem}" for name, problem in report.failures[:3])
+            + f" ({len(report.failures)} backup(s) not copied off-site; they are safe locally)"
+        )
         click.echo(
             f"velocity-pg: error: {len(report.failures)} backup(s) were not copied off-site "
             "(they are safe locally); retry with `velocity-pg push "
@@ -877,6 +941,36 @@ def restore(
             f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
             f"{result.untouched_rollback} is left as it was."
         )
+
+
+@cli.command(short_help="Messages (BACKUP_NOTIFY_URLS): show the settings; --test sends one.")
+@click.option(
+    "--test",
+    "send_test",
+    is_flag=True,
+    help="Send a test message to each URL and say what became of it.",
+)
+@global_options
+@pass_state
+def notify(state: State, send_test: bool) -> None:
+    """Show the message settings (BACKUP_NOTIFY_URLS, by position and service, never the
+    URLs themselves); with --test, send a test message to each URL now and say, per URL,
+    delivered or why not (exit 1 unless every URL took it)."""
+    from velocity_pg import notify as notifying
+
+    settings = state.settings()
+    if not send_test:
+        click.echo("\n".join(notifying.describe(settings)))
+        return
+    results, logged = notifying.test(settings)
+    for line in logged:
+        click.echo(f"velocity-pg: {line}", err=True)
+    for result in results:
+        click.echo(result.line())
+    delivered = sum(r.delivered for r in results)
+    click.echo(f"{delivered} of {len(results)} URL(s) took the test message.")
+    if delivered < len(results):
+        sys.exit(ExitStatus.FAILED)
 
 
 @cli.command(

@@ -24,17 +24,19 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
 from velocity_pg.postgres.pgtools import Terminated
-from velocity_pg.scheduling import job, metrics
+from velocity_pg.scheduling import job, metrics, notify
 from velocity_pg.scheduling.config import ScheduleConfig, mask_url
 from velocity_pg.scheduling.pings import Kind, Pinger
 from velocity_pg.scheduling.timetable import human_duration
+from velocity_pg.scheduling.watch import Watch
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, lock
 
@@ -44,6 +46,12 @@ STOP_PING_WAIT = 2.0
 ONCE_PING_WAIT = 20.0
 #: The longest single sleep between due times, so a changed wall clock is noticed.
 MAX_SLEEP = 30.0
+#: How long a stopping scheduler (and ``--once``) waits for its last messages.
+STOP_NOTIFY_WAIT = 3.0
+ONCE_NOTIFY_WAIT = 20.0
+#: The steps whose failure is an off-site one, and a verification's.
+OFFSITE_STEPS = frozenset({"push", "cleanup off-site"})
+VERIFY_STEPS = frozenset({"verify"})
 
 
 def utcnow() -> datetime:
@@ -78,6 +86,19 @@ class Scheduler:
             if problem:
                 self.log(f"metrics: {problem}")
         self.pinger = Pinger(config.ping_url, self.log) if config.ping_url else None
+        self.notifier: notify.Notifier | None = None
+        self.watch: Watch | None = None
+        if config.notify is not None:
+            self.notifier = notify.Notifier(config.notify, self.log)
+            self.watch = Watch(
+                settings.backup_dir,
+                self.notifier,
+                notify.origin_of(settings),
+                repeat=config.notify.repeat,
+                log=self.log,
+            )
+        #: When the freshness clock started counting (no backup at all: stale from then).
+        self.watching_since = clock()
 
     def log(self, message: str) -> None:
         self.out(f"{job.stamp(self.clock(), self.zone)} {message}")
@@ -123,7 +144,156 @@ class Scheduler:
             body = "\n".join([*(s.line(self.zone) for s in result.steps), summary]) + "\n"
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
         self.record(result)
+        try:
+            self.tell(result)
+        except (KeyboardInterrupt, Terminated, Interrupted):
+            raise
+        except Exception as exc:  # a message never stops the scheduler
+            self.log(f"notify: the run's message failed (unexpected {type(exc).__name__})")
         return result
+
+    def tell(self, result: job.RunResult) -> None:
+        """The run's message, if any: failed (which steps, why) or recovered."""
+        if self.watch is None:
+            return
+        what = f"the scheduled run started at {job.stamp(result.started, self.zone)}"
+        if result.ok:
+            self.watch.succeeded(result.finished, what)
+            return
+        failures = [(s.name, s.detail) for s in result.steps if s.status is job.StepStatus.FAILED]
+        self.watch.failed(result.finished, what, classify(failures), failures)
+
+    # -- the freshness clock ----------------------------------------------------------
+
+    def allowance(self, now: datetime) -> timedelta:
+        if self.config.health_max_age is not None:
+            return self.config.health_max_age
+        return self.config.timetable.health_allowance(now, self.watching_since)
+
+    def check_freshness(self) -> None:
+        """Stale or not, by this process's own clock (even while a run hangs); the digest."""
+        if self.watch is None:
+            return
+        now = self.clock()
+        newest = None
+        try:
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
+            if backups:
+                newest = (backups[0].name, backups[0].created)
+        except VelocityError as exc:
+            self.log(f"notify: cannot look at the backups: {exc.message}")
+        self.watch.check_stale(now, newest, self.allowance(now), self.watching_since)
+        self.maybe_digest(now)
+
+    def maybe_digest(self, now: datetime) -> None:
+        assert self.watch is not None and self.notifier is not None
+        notify_config = self.config.notify
+        if notify_config is None or notify_config.digest is None:
+            return
+        from velocity_pg.scheduling.timetable import parse_schedule
+
+        timetable = parse_schedule(notify_config.digest, self.zone, probe=now)
+        since = self.watch.last_digest() or self.watching_since
+        if timetable.next_after(since, self.watching_since) > now:
+            return
+        self.notifier.send(notify.digest_message(self.watch.origin, self.digest_lines(now)))
+
+    def digest_lines(self, now: datetime) -> list[str]:
+        """The digest: all good or not, the runs, the backups here and off-site, the last drill."""
+        from velocity_pg.scheduling.timetable import human_duration
+        from velocity_pg.store import manifest
+
+        assert self.watch is not None
+        lines: list[str] = []
+        try:
+            backups = catalog.list_backups(self.settings.backup_dir, self.database)
+        except VelocityError as exc:
+            backups = []
+            lines.append(f"Local backups: cannot be listed ({exc.message})")
+        size = sum(b.size for b in backups)
+        before = self.watch.digest_taken(now, size)
+        state = self.watch.state
+        good = state.failing_since is None and state.stale_since is None
+        since = before["since"]
+        lines.insert(
+            0,
+            ("What happened: all good." if good else "What happened: NOT all good: backups are "
+             "failing or stale (see the earlier messages).")
+            + f" Runs since {'the last digest' if since else 'the start'}: "
+            f"{before['runs_ok']} succeeded, {before['runs_failed']} failed.",
+        )  # fmt: skip
+        change = ""
+        if before["size"] is not None:
+            delta = size - int(before["size"])
+            sign = "+" if delta >= 0 else "-"
+            change = f" ({sign}{catalog.human_size(abs(delta))} since the last digest)"
+        newest = (
+            f"; the newest, {backups[0].name}, is {human_duration(now - backups[0].created)} old"
+            if backups
+            else "; there is NONE"
+        )
+        lines.append(f"Local backups: {len(backups)}, {catalog.human_size(size)}{change}{newest}")
+        if self.settings.offsite is not None:
+            try:
+                count, remote_size, newest_remote = remote_summary(self.settings, self.database)
+                age = (
+                    f"; the newest is {human_duration(now - newest_remote)} old"
+                    if newest_remote is not None
+                    else "; there is NONE"
+                )
+                lines.append(f"Off-site copies: {count}, {catalog.human_size(remote_size)}{age}")
+            except (KeyboardInterrupt, Terminated):
+                raise
+            except Exception as exc:
+                why = exc.message if isinstance(exc, VelocityError) else type(exc).__name__
+                lines.append(f"Off-site copies: cannot be listed ({why})")
+        drill = None
+        for backup in backups:
+            try:
+                record = manifest.read(backup.path)
+            except VelocityError:
+                continue
+            check = record.last_verification if record is not None else None
+            if check is not None and check.method == "restore":
+                drill = (backup.name, check)
+                break
+        if drill is None:
+            lines.append("Last restore drill: none recorded (BACKUP_VERIFY=restore runs one)")
+        else:
+            verdict = "passed" if drill[1].ok else f"FAILED ({drill[1].detail})"
+            lines.append(f"Last restore drill: {drill[1].at} on {drill[0]}, {verdict}")
+        lines.append(
+            "What to do: nothing. This message comes on BACKUP_NOTIFY_DIGEST's schedule: "
+            "if it stops coming, the scheduler has stopped."
+        )
+        return lines
+
+    def start_clock(self) -> None:
+        """The freshness clock: a daemon thread calling :meth:`check_freshness`."""
+        if self.watch is None or self.config.notify is None:
+            return
+        now = self.clock()
+        every = min(
+            MAX_SLEEP,
+            self.allowance(now).total_seconds() / 4,
+            self.config.notify.repeat.total_seconds() / 4,
+        )
+        if self.config.notify.digest is not None:
+            from velocity_pg.scheduling.timetable import parse_schedule
+
+            digest = parse_schedule(self.config.notify.digest, self.zone, probe=now)
+            every = min(every, digest.period(now, now).total_seconds() / 4)
+        tick = max(every, 0.5)
+
+        def loop() -> None:
+            while True:
+                time.sleep(tick)
+                try:
+                    self.check_freshness()
+                except Exception as exc:  # the clock must keep ticking
+                    self.log(f"notify: the freshness check failed (unexpected {exc!r})")
+
+        threading.Thread(target=loop, name="velocity-pg-freshness", daemon=True).start()
 
     def not_started(self, reason: str) -> job.RunResult:
         """A run whose lock could not be had: one failed step, ``run lock``, and no other."""
@@ -212,9 +382,11 @@ class Scheduler:
             f"{self.settings.backup_dir}; verify: {self.config.verify}; pings: "
             f"{mask_url(self.config.ping_url) if self.config.ping_url else 'off'}; metrics: "
             f"{self.config.metrics_file or 'off'}; off-site: "
-            f"{self.settings.offsite.url if self.settings.offsite else 'off'}"
+            f"{self.settings.offsite.url if self.settings.offsite else 'off'}; messages: "
+            f"{self.describe_notify()}"
         )
         self.write_metrics()  # the counts from the first minute, before any run
+        self.start_clock()
         due = self.first_due(anchor, anchor)
         while True:
             self.sleep_until(due)
@@ -233,9 +405,42 @@ class Scheduler:
             due = timetable.next_after(now, anchor)
             self.log(f"next run at {job.stamp(due, self.zone)}")
 
-    def close(self, wait: float) -> None:
+    def describe_notify(self) -> str:
+        n = self.config.notify
+        if n is None:
+            return "off"
+        events = ", ".join(sorted(n.events))
+        digest = f", digest {n.digest}" if n.digest else ""
+        return f"{len(n.urls)} URL(s) ({events}; repeated every {notify.short(n.repeat)}{digest})"
+
+    def close(self, wait: float, notify_wait: float = STOP_NOTIFY_WAIT) -> None:
         if self.pinger is not None:
             self.pinger.close(wait)
+        if self.notifier is not None:
+            self.notifier.close(notify_wait)
+
+
+def classify(failures: list[tuple[str, str]]) -> notify.Event:
+    """A failed run's event: a failure of the backup itself first, then off-site, then a check."""
+    names = {name for name, _ in failures}
+    if names - OFFSITE_STEPS - VERIFY_STEPS:
+        return notify.Event.FAILED
+    if names & OFFSITE_STEPS:
+        return notify.Event.OFFSITE
+    return notify.Event.VERIFY
+
+
+def remote_summary(settings: Settings, database: str | None) -> tuple[int, int, datetime | None]:
+    """This folder's off-site backups of ``database``: how many, their bytes, the newest's time."""
+    from velocity_pg import offsite
+    from velocity_pg.store import remote
+
+    ctx = offsite.prepare(settings, for_upload=False)
+    listing = remote.list_backups(ctx.store)
+    mine, _foreign = offsite.split_owned(settings.backup_dir, listing.backups)
+    good = [b for b in mine if database is None or b.database == database]
+    newest = max((b.created for b in good), default=None)
+    return len(good), sum(b.record.object_size for b in good if b.record is not None), newest
 
 
 def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
@@ -281,13 +486,15 @@ def once(settings: Settings, config: ScheduleConfig) -> int:
     try:
         result = scheduler.run(scheduler.clock())
         scheduler.write_metrics()
+        if result is not None and not result.ok:
+            scheduler.check_freshness()
     except (KeyboardInterrupt, Terminated):
         scheduler.close(STOP_PING_WAIT)
         raise Interrupted("interrupted; the run was stopped and cleaned up") from None
     except Interrupted:
         scheduler.close(STOP_PING_WAIT)
         raise
-    scheduler.close(ONCE_PING_WAIT)
+    scheduler.close(ONCE_PING_WAIT, ONCE_NOTIFY_WAIT)
     if result is None:
         print(
             "velocity-pg: error: another velocity-pg schedule run is going on in "

@@ -217,6 +217,15 @@ class Settings:
     ping_url: str | None = field(default=None, repr=False)  # may hold a secret token
     metrics_file: str | None = None
     health_max_age: str | None = None
+    #: Messages through Apprise (BACKUP_NOTIFY_*), as given: checked by
+    #: :func:`velocity_pg.scheduling.notify.load` in the verbs that send them
+    #: (``schedule``, ``notify``, a manual verb given ``--notify``). The URLs hold
+    #: secrets (tokens, SMTP passwords): hidden from repr.
+    notify_urls: str | None = field(default=None, repr=False)
+    notify_on: str | None = None
+    notify_repeat: str | None = None
+    notify_digest: str | None = None
+    notify_name: str | None = None
     #: Off-site copies; None when BACKUP_S3_URL is not set.
     offsite: OffSite | None = None
 
@@ -484,6 +493,11 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         ping_url=text("BACKUP_PING_URL"),
         metrics_file=text("BACKUP_METRICS_FILE"),
         health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
+        notify_urls=text("BACKUP_NOTIFY_URLS"),
+        notify_on=text("BACKUP_NOTIFY_ON"),
+        notify_repeat=text("BACKUP_NOTIFY_REPEAT"),
+        notify_digest=text("BACKUP_NOTIFY_DIGEST"),
+        notify_name=text("BACKUP_NOTIFY_NAME"),
         offsite=offsite_from_values(text, number, (max_age_days, max_count, min_keep), tiers),
     )
 

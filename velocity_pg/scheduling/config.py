@@ -10,6 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from velocity_pg.errors import ConfigError
+from velocity_pg.scheduling import notify
+from velocity_pg.scheduling.notify import NotifyConfig
 from velocity_pg.scheduling.timetable import (
     Timetable,
     parse_duration,
@@ -34,6 +36,8 @@ class ScheduleConfig:
     ping_url: str | None = field(repr=False)
     metrics_file: Path | None
     health_max_age: timedelta | None
+    #: Messages through Apprise (BACKUP_NOTIFY_URLS); None when none are configured.
+    notify: NotifyConfig | None = None
 
 
 def load(settings: Settings, now: datetime) -> ScheduleConfig:
@@ -54,11 +58,13 @@ def load(settings: Settings, now: datetime) -> ScheduleConfig:
     metrics_file = Path(settings.metrics_file).expanduser() if settings.metrics_file else None
     if metrics_file is not None:
         check_metrics_folder(metrics_file)
+    notify_config = notify.load(settings, now)
     if settings.offsite is not None:
         from velocity_pg import offsite
 
         offsite.prepare(settings)  # boto3, credentials, age: fail closed before any run
     return ScheduleConfig(
+        notify=notify_config,
         timetable=timetable,
         verify=verify,
         ping_url=ping_url,
