@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 #: Parts of 6 MiB, at most 3 in memory (each read, then sent): a push stays under
-#: 100 MiB whatever the size, up to 9,000 parts (52 GiB); bigger dumps get bigger
-#: parts (S3 allows at most 10,000).
+#: 100 MiB up to 900 parts (5.3 GiB); bigger dumps get bigger parts, so no upload has
+#: more than about 900: OpenStack Swift's S3 layer allows 1,000 parts by default (AWS
+#: 10,000), and an encrypted copy is a little larger than the dump that sizes its parts.
 PART_SIZE = 6 * 1024 * 1024
-MAX_PARTS = 9000
+MAX_PARTS = 900
 CONCURRENCY = 3
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
@@ -60,6 +61,12 @@ _CREDENTIAL_CODES = {
     "AuthorizationHeaderMalformed",
     "403",
 }
+
+
+def part_size(size_hint: int) -> int:
+    """The part size of an upload of about ``size_hint`` bytes: PART_SIZE, or bigger so
+    that it takes at most MAX_PARTS parts."""
+    return max(PART_SIZE, -(-size_hint // MAX_PARTS))
 
 
 def require_boto3() -> None:
@@ -128,7 +135,7 @@ class S3Store:
     ) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        part = max(PART_SIZE, -(-size_hint // MAX_PARTS))
+        part = part_size(size_hint)
         transfer = TransferConfig(
             multipart_threshold=part,
             multipart_chunksize=part,
