@@ -95,7 +95,7 @@ def s3_endpoint(
     test is parametrized (conftest.py does so for tests/test_offsite*.py) with "swift"."""
     server = getattr(request, "param", "moto")
     if server == "swift":
-        yield from _swift_endpoint(tmp_path_factory)
+        yield _swift_endpoint(request, tmp_path_factory)
         return
     assert server == "moto", server
     from moto.server import ThreadedMotoServer
@@ -107,28 +107,37 @@ def s3_endpoint(
     server.stop()
 
 
-def _swift_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+#: The session's one Swift ("server"), or why it could not start ("problem"). Every test
+#: module that imports ``s3_endpoint`` has its own copy of the fixture (and so its own
+#: moto, which starts in a moment); Swift takes seconds to start, so they share it.
+_swift: dict[str, Any] = {}
+
+
+def _swift_endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
     """Swift's S3 API. Where it cannot start (no PyPI to install it from, say), its tests
     are skipped with the reason, but in CI (CI=true) they fail: CI must run them."""
     from swift_server import SwiftServer, SwiftUnavailable
 
-    swift = SwiftServer(
-        state=tmp_path_factory.mktemp("swift"), access_key=AWS_KEY_ID, secret=AWS_SECRET
-    )
-    problem = ""
-    try:
-        swift.start()
-    except SwiftUnavailable as exc:
-        swift.stop()
-        problem = f"OpenStack Swift (the second S3 server) could not start: {exc}"
+    if not _swift:
+        swift = SwiftServer(
+            state=tmp_path_factory.mktemp("swift"), access_key=AWS_KEY_ID, secret=AWS_SECRET
+        )
+        try:
+            swift.start()
+            _swift["server"] = swift
+            request.config.add_cleanup(swift.stop)  # at the end of the session
+        except SwiftUnavailable as exc:
+            swift.stop()
+            _swift["problem"] = f"OpenStack Swift (the second S3 server) could not start: {exc}"
+    problem = _swift.get("problem")
     if problem and _in_ci():
         pytest.fail(problem, pytrace=False)
     if problem:
         pytest.skip(problem)
-    try:
-        yield swift.endpoint
-    finally:
-        swift.stop()
+    endpoint: str = _swift["server"].endpoint
+    return endpoint
 
 
 @pytest.fixture
