@@ -90,7 +90,7 @@ def test_an_upload_never_has_more_parts_than_swift_allows(size: int) -> None:
     and its age-encrypted copy (16 bytes more per 64 KiB, and a header), keep under it."""
     from velocity_pg.store import s3
 
-    part = s3.part_size(size)
+    part = s3.upload_part_size(size)
     assert s3.PART_SIZE <= part <= 5 << 30  # S3's largest part: 5 GiB
     assert -(-size // part) <= 900
     encrypted = size + 16 * -(-size // 65536) + 4096

@@ -63,7 +63,7 @@ _CREDENTIAL_CODES = {
 }
 
 
-def part_size(size_hint: int) -> int:
+def upload_part_size(size_hint: int) -> int:
     """The part size of an upload of about ``size_hint`` bytes: PART_SIZE, or bigger so
     that it takes at most MAX_PARTS parts."""
     return max(PART_SIZE, -(-size_hint // MAX_PARTS))
@@ -135,7 +135,7 @@ class S3Store:
     ) -> None:
         from boto3.s3.transfer import TransferConfig
 
-        part = part_size(size_hint)
+        part = upload_part_size(size_hint)
         transfer = TransferConfig(
             multipart_threshold=part,
             multipart_chunksize=part,
