@@ -135,14 +135,16 @@ bind_port = {port}
 workers = 0
 log_level = WARNING
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging listing_formats s3api tempauth \
-copy slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api \
+tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
 allow_account_management = true
 node_timeout = 60
 recoverable_node_timeout = 60
+[filter:cache]
+paste.filter_factory = velocity_swift_cache:filter_factory
 [filter:catch_errors]
 use = egg:swift#catch_errors
 [filter:gatekeeper]
@@ -171,6 +173,53 @@ use = egg:swift#versioned_writes
 allow_object_versioning = true
 [filter:symlink]
 use = egg:swift#symlink
+"""
+
+# The proxy's cache, where a production Swift has memcached: in the proxy's own memory
+# (it is one process), serialized as Swift's memcache client does (JSON), so every
+# reader gets its own copy. Without one, the proxy asks the account and container
+# servers about the bucket on every request.
+_CACHE_MODULE = """\
+import json
+import time
+
+
+class Cache:
+    def __init__(self):
+        self._items = {}
+
+    def get(self, key, raise_on_error=False):
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] and item[1] < time.time():
+            del self._items[key]
+            return None
+        return json.loads(item[0])
+
+    def set(self, key, value, serialize=True, time=0, min_compress_len=0,
+            raise_on_error=False):
+        expires = _now() + time if time else 0
+        self._items[key] = (json.dumps(value), expires)
+
+    def delete(self, key, server_key=None):
+        self._items.pop(key, None)
+
+
+_now = time.time
+
+
+def filter_factory(global_conf, **local_conf):
+    cache = Cache()
+
+    def make(app):
+        def middleware(env, start_response):
+            env.setdefault("swift.cache", cache)
+            return app(env, start_response)
+
+        return middleware
+
+    return make
 """
 
 _RINGS = """\
@@ -244,7 +293,9 @@ class SwiftServer:
                 etc=etc, port=proxy_port, account=account, user=user, secret=self.secret
             )
         )
+        (etc / "velocity_swift_cache.py").write_text(_CACHE_MODULE)
         env = dict(os.environ, **_QUIET)
+        env["PYTHONPATH"] = str(etc)  # the cache module
         rings = subprocess.run(
             [
                 str(bindir / "python"),
