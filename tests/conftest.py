@@ -38,6 +38,27 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every off-site test (tests/test_offsite*.py) that uses an S3 server runs on each of
+    moto and OpenStack Swift (``[moto]``, ``[swift]``); ``@pytest.mark.s3_only("moto",
+    reason=...)`` keeps one on a single server (the README lists them, with the reasons).
+    Other test files that use an S3 server get moto's."""
+    from offsite_support import S3_SERVERS
+
+    if "s3_endpoint" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("s3_only")
+    if not metafunc.module.__name__.startswith("test_offsite"):
+        assert only is None, "s3_only is for the tests of tests/test_offsite*.py"
+        return
+    servers = list(S3_SERVERS)
+    if only is not None:
+        assert len(only.args) == 1 and only.args[0] in S3_SERVERS, only
+        assert str(only.kwargs.get("reason", "")).strip(), "s3_only needs a reason="
+        servers = [only.args[0]]
+    metafunc.parametrize("s3_endpoint", servers, indirect=True, scope="session")
+
+
 def _pg_ctl() -> str:
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])

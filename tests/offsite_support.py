@@ -1,7 +1,9 @@
-"""A real S3 API for the off-site tests: moto's server on 127.0.0.1, and real age keys.
+"""Real S3 APIs for the off-site tests, and real age keys.
 
-No mocked client: velocity-pg runs as a real process and talks HTTP to moto's
-server; encryption uses Debian's real ``age`` program.
+No mocked client: velocity-pg runs as a real process and talks HTTP to a real
+server on 127.0.0.1: moto's, or OpenStack Swift's S3 layer (tests/swift_server.py);
+the tests of tests/test_offsite*.py run on both (conftest.py parametrizes
+``s3_endpoint``). Encryption uses Debian's real ``age`` program.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from typing import Any
 
 import pytest
 
-#: Distinctive, so a leak into argv, logs or output is easy to spot.
-AWS_KEY_ID = "AKIAVELOCITYTESTKEY1"
+#: The same credentials on both servers: moto takes any, Swift's tempauth has this user
+#: (its S3 access keys are "account:user"). The secret is distinctive, so a leak into
+#: argv, logs or output is easy to spot.
+AWS_KEY_ID = "velocity:tester"
 AWS_SECRET = "velocity-aws-Secret-9f3b1c7e"
+
+#: The S3 servers each test of tests/test_offsite*.py runs on (conftest.py).
+S3_SERVERS = ("moto", "swift")
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,21 @@ def without_aws(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("AWS_")}
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The endpoint of an S3 server on 127.0.0.1 for the whole session: moto's unless the
+    test is parametrized (conftest.py does so for tests/test_offsite*.py) with "swift"."""
+    server = getattr(request, "param", "moto")
+    if server == "swift":
+        yield _swift_endpoint(request, tmp_path_factory)
+        return
+    assert server == "moto", server
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -85,6 +105,39 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+#: The session's one Swift ("server"), or why it could not start ("problem"). Every test
+#: module that imports ``s3_endpoint`` has its own copy of the fixture (and so its own
+#: moto, which starts in a moment); Swift takes seconds to start, so they share it.
+_swift: dict[str, Any] = {}
+
+
+def _swift_endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """Swift's S3 API. Where it cannot start (no PyPI to install it from, say), its tests
+    are skipped with the reason, but in CI (CI=true) they fail: CI must run them."""
+    from swift_server import SwiftServer, SwiftUnavailable
+
+    if not _swift:
+        swift = SwiftServer(
+            state=tmp_path_factory.mktemp("swift"), access_key=AWS_KEY_ID, secret=AWS_SECRET
+        )
+        try:
+            swift.start()
+            _swift["server"] = swift
+            request.config.add_cleanup(swift.stop)  # at the end of the session
+        except SwiftUnavailable as exc:
+            swift.stop()
+            _swift["problem"] = f"OpenStack Swift (the second S3 server) could not start: {exc}"
+    problem = _swift.get("problem")
+    if problem and _in_ci():
+        pytest.fail(problem, pytrace=False)
+    if problem:
+        pytest.skip(problem)
+    endpoint: str = _swift["server"].endpoint
+    return endpoint
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Off-site faults, each with the local backups and the bucket checked afterwards.
 
-A real S3 API (moto's server; a second one that checks credentials), the real
-age, a real kill of the velocity-pg process during an upload.
+Real S3 APIs (moto's server and Swift's S3 layer; a moto that checks credentials), the
+real age, a real kill of the velocity-pg process during an upload.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import Target, load_varied_schema
 from offsite_support import (  # noqa: F401 (fixtures)
+    AWS_KEY_ID,
+    AWS_SECRET,
     AuthServer,
     Bucket,
     Keys,
@@ -91,6 +94,28 @@ def test_wrong_credentials(target: Target, auth_server: AuthServer) -> None:
     (local,) = backups_in(target.backup_dir)
     pushed = target.run("push", local, env=target.env(**auth_server.env(auth_server.full, name)))
     assert pushed.returncode == 0, pushed.stderr
+
+
+@pytest.mark.s3_only(
+    "swift", reason="moto's plain server takes any credentials (test_wrong_credentials: its IAM)"
+)
+@pytest.mark.parametrize(
+    "keys",
+    [(AWS_KEY_ID, "not-the-secret"), ("velocity:nobody", AWS_SECRET)],
+    ids=["wrong secret", "unknown user"],
+)
+def test_swift_refuses_wrong_credentials(
+    target: Target, bucket: Bucket, keys: tuple[str, str]
+) -> None:
+    load_varied_schema(target)
+    env = target.env(**offsite_env(bucket)) | {
+        "AWS_ACCESS_KEY_ID": keys[0],
+        "AWS_SECRET_ACCESS_KEY": keys[1],
+    }
+    result = target.run("backup", env=env)
+    assert_push_failed_but_local_kept(target, result, "refused the credentials")
+    assert keys[1] not in result.stdout + result.stderr
+    assert bucket.names() == []
 
 
 def test_no_credentials_at_all_is_a_configuration_error(target: Target, bucket: Bucket) -> None:

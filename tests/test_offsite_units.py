@@ -82,6 +82,21 @@ def test_off_site_retention_zero_is_refused(name: str) -> None:
         load_settings(environ={"BACKUP_S3_URL": "s3://bucket", name: "0"})
 
 
+@pytest.mark.parametrize(
+    "size", [0, 1, 6 << 20, 900 * (6 << 20), 900 * (6 << 20) + 1, 50 << 30, 3 << 40]
+)
+def test_an_upload_never_has_more_parts_than_swift_allows(size: int) -> None:
+    """Swift's S3 layer refuses part 1,001 by default (AWS: 10,001): a dump of any size,
+    and its age-encrypted copy (16 bytes more per 64 KiB, and a header), keep under it."""
+    from velocity_pg.store import s3
+
+    part = s3.upload_part_size(size)
+    assert s3.PART_SIZE <= part <= 5 << 30  # S3's largest part: 5 GiB
+    assert -(-size // part) <= 900
+    encrypted = size + 16 * -(-size // 65536) + 4096
+    assert -(-encrypted // part) <= 1000
+
+
 def test_age_argv() -> None:
     off = OffSite(bucket="b", prefix="", recipients=(KEY,), recipients_file=Path("/r.txt"))
     assert age.encrypt_cmd("age", off) == shlex.split(f"age --encrypt -r {KEY} -R /r.txt")

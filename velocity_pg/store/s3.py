@@ -41,10 +41,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 #: Parts of 6 MiB, at most 3 in memory (each read, then sent): a push stays under
-#: 100 MiB whatever the size, up to 9,000 parts (52 GiB); bigger dumps get bigger
-#: parts (S3 allows at most 10,000).
+#: 100 MiB up to 900 parts (5.3 GiB); bigger dumps get bigger parts, so no upload has
+#: more than about 900: OpenStack Swift's S3 layer allows 1,000 parts by default (AWS
+#: 10,000), and an encrypted copy is a little larger than the dump that sizes its parts.
 PART_SIZE = 6 * 1024 * 1024
-MAX_PARTS = 9000
+MAX_PARTS = 900
 CONCURRENCY = 3
 
 #: Every request: at most CONNECT_TIMEOUT seconds to connect and, while it is sent,
@@ -88,6 +89,12 @@ _CREDENTIAL_CODES = {
     "AuthorizationHeaderMalformed",
     "403",
 }
+
+
+def upload_part_size(size_hint: int) -> int:
+    """The part size of an upload of about ``size_hint`` bytes: PART_SIZE, or bigger so
+    that it takes at most MAX_PARTS parts."""
+    return max(PART_SIZE, -(-size_hint // MAX_PARTS))
 
 
 def require_boto3() -> None:
@@ -171,7 +178,7 @@ class S3Store:
         progress: Progress | None = None,
         size_hint: int = 0,
     ) -> None:
-        part_size = max(PART_SIZE, -(-size_hint // MAX_PARTS))
+        part_size = upload_part_size(size_hint)
         first = _read_part(source, part_size)
         if first.size < part_size:  # one part: one PUT
             try:
