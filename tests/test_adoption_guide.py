@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from adoption_guide import (
     recipes,
 )
 from conftest import Target, just_program
-from test_compose import compose_command, service_environment
+from test_compose import service_environment
 
 from velocity_pg import settings
 
@@ -51,10 +52,65 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
+def installed_compose() -> list[str] | None:
+    """`docker compose` (v2) or `docker-compose` (v1) where one runs, else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$\$")
+
+
+def interpolated(text: str, values: dict[str, str]) -> str:
+    """Compose's interpolation of ${NAME}, ${NAME:-default}, ${NAME-default},
+    ${NAME:?message} and $$, for machines without Compose."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, how, rest = match.groups()
+        value = values.get(name)
+        if (how in (":-", ":?") and not value) or (how in ("-", "?") and value is None):
+            if how.endswith("?"):
+                raise AssertionError(f"Compose would refuse the file: {name}: {rest}")
+            return rest
+        return value or ""
+
+    return VARIABLE.sub(one, text)
+
+
+def resolved_values(node: Any, values: dict[str, str]) -> Any:
+    """Interpolate every string of the parsed file (Compose interpolates after parsing)."""
+    if isinstance(node, str):
+        return interpolated(node, values)
+    if isinstance(node, dict):
+        return {k: resolved_values(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolved_values(v, values) for v in node]
+    return node
+
+
 def config(project: Path, compose_file: str) -> dict[str, Any]:
-    """The adopted project as Compose resolves it with the project's .env."""
+    """The adopted project as Compose resolves it with the project's .env (where no
+    Compose is installed, as its interpolation and YAML merge keys read it)."""
+    command = installed_compose()
+    if command is None:
+        from dotenv import dotenv_values
+
+        values = {k: v or "" for k, v in dotenv_values(project / ".env").items()}
+        data = resolved_values(yaml.safe_load((project / compose_file).read_text()), values)
+        for service in data["services"].values():
+            env = service.get("environment") or {}
+            if isinstance(env, dict):
+                service["environment"] = {k: "" if v is None else str(v) for k, v in env.items()}
+        return dict(data)
     result = subprocess.run(
-        [*compose_command(), "-f", compose_file, "config"],
+        [*command, "-f", compose_file, "config"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -66,6 +122,25 @@ def config(project: Path, compose_file: str) -> dict[str, Any]:
     data = yaml.safe_load(result.stdout)
     assert isinstance(data, dict)
     return data
+
+
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES)
+def test_without_compose_the_files_resolve_as_compose_resolves_them(
+    project: Path, compose_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interpolation used where no Compose is installed (a fresh CI machine) gives
+    db and db-backup the environment Compose gives them."""
+    if installed_compose() is None:
+        pytest.skip("needs Docker Compose (v2 plugin or v1 docker-compose) to compare with")
+    with (project / ".env").open("a") as env:
+        env.write(SETTINGS)
+    by_compose = config(project, compose_file)
+    monkeypatch.setattr(sys.modules[__name__], "installed_compose", lambda: None)
+    by_python = config(project, compose_file)
+    for service in ("db", "db-backup"):
+        assert service_environment(by_python, service) == service_environment(
+            by_compose, service
+        ), service
 
 
 def shared(env: dict[str, str]) -> dict[str, str]:
