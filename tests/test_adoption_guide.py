@@ -4,7 +4,9 @@ tests/adoption_guide.py applies the guide's diffs, its `just` block and the step
 gives in words to a copy of the template's own docker-compose.yml,
 docker-compose.production.yml, .env.example and justfile (tests/template/, from
 rbrenaget/django-velocity). No engine is needed: Compose's `config` resolves the
-result (v2 where installed, else v1), the real `just` (PyPI rust-just) reads the
+result (v2 where installed, else v1; where neither is, as on a fresh CI machine, the
+same interpolation done here, checked against Compose where it runs), the real `just`
+(PyPI rust-just) reads the
 justfile and .env, and a stand-in `docker` (tests/docker_standin.py) runs the
 recipes' `docker compose exec db velocity-pg ...` against the test server with the
 environment Compose gives `db`. tests/test_template_e2e.py brings the same result up
