@@ -1,7 +1,8 @@
 """A stand-in for the `docker` command, for testing the justfile without an engine.
 
 tests/test_justfile.py puts a `docker` wrapper running this file first on PATH.
-It understands the few `docker compose` calls the justfile makes:
+It understands the few `docker compose` calls the justfile makes (after any
+``-f FILE``, as the Django Velocity template's justfile gives):
 
 - ``compose exec [-T] [-u USER] db velocity-pg ARGS`` runs ``python -m velocity_pg ARGS``
   for real, in the caller's environment (the test points PG* and BACKUP_DIR at the
@@ -139,7 +140,14 @@ def compose_logs(argv: list[str], args: list[str]) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "compose":
         return unsupported(argv, "only `docker compose ...` is supported")
-    verb, args = argv[1], argv[2:]
+    # Compose's own options before the verb: `-f FILE` (the Django Velocity template's
+    # justfile runs `docker compose -f docker-compose.yml ...`) changes nothing here.
+    rest = argv[1:]
+    while len(rest) >= 2 and rest[0] in ("-f", "--file"):
+        rest = rest[2:]
+    if not rest:
+        return unsupported(argv, "no compose verb")
+    verb, args = rest[0], rest[1:]
     if verb == "exec":
         return compose_exec(argv, list(args))
     if verb == "ps":
