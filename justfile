@@ -60,7 +60,31 @@ db-restore file *args:
     interrupted=
     trap 'interrupted=1' INT TERM HUP
     say() { printf 'db-restore: %s\n' "$*" >&2; }
-    vpg() { docker compose exec -u postgres db velocity-pg "$@"; }
+    # `docker compose exec` passes no signal on to what it runs: velocity-pg gets
+    # --stop-on-eof and its input from a pipe this recipe holds open, in a process group
+    # of its own (set -m) that Ctrl+C does not reach. On Ctrl+C or SIGTERM the recipe
+    # closes the pipe: velocity-pg stops as on Ctrl+C (what is past its point of no
+    # return finishes first), and the client returns velocity-pg's real status.
+    vpg() {
+        local dir client feed status
+        dir=$(mktemp -d) && mkfifo "$dir/in" || return 1
+        set -m
+        docker compose exec -T -u postgres db velocity-pg --stop-on-eof "$@" < "$dir/in" &
+        client=$!
+        sleep 2147483647 > "$dir/in" &
+        feed=$!
+        set +m
+        while :; do
+            wait "$client"
+            status=$?
+            kill -0 "$client" 2>/dev/null || break
+            kill "$feed" 2>/dev/null
+        done
+        kill "$feed" 2>/dev/null
+        wait "$feed" 2>/dev/null
+        rm -rf "$dir"
+        return "$status"
+    }
     # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
     now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
 
@@ -104,6 +128,7 @@ db-restore file *args:
         say "swapping with the app running (--online): no service is stopped"
         vpg restore --yes --drop-later "$file" "$@"
         status=$?
+        if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then say "interrupted after the swap had committed: $file is restored (undo with: just db-restore-undo)"; fi
         if [ -n "$interrupted" ]; then status=130; fi
         if [ "$status" -eq 0 ]; then
             vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
@@ -145,6 +170,7 @@ db-restore file *args:
     status=$?
     restart_failed=
     restart || restart_failed=1
+    if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then say "interrupted after the swap had committed: $file is restored (undo with: just db-restore-undo)"; fi
     if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     if [ "$status" -eq 0 ]; then
@@ -160,7 +186,31 @@ db-restore-undo *args:
     interrupted=
     trap 'interrupted=1' INT TERM HUP
     say() { printf 'db-restore-undo: %s\n' "$*" >&2; }
-    vpg() { docker compose exec -u postgres db velocity-pg "$@"; }
+    # `docker compose exec` passes no signal on to what it runs: velocity-pg gets
+    # --stop-on-eof and its input from a pipe this recipe holds open, in a process group
+    # of its own (set -m) that Ctrl+C does not reach. On Ctrl+C or SIGTERM the recipe
+    # closes the pipe: velocity-pg stops as on Ctrl+C (what is past its point of no
+    # return finishes first), and the client returns velocity-pg's real status.
+    vpg() {
+        local dir client feed status
+        dir=$(mktemp -d) && mkfifo "$dir/in" || return 1
+        set -m
+        docker compose exec -T -u postgres db velocity-pg --stop-on-eof "$@" < "$dir/in" &
+        client=$!
+        sleep 2147483647 > "$dir/in" &
+        feed=$!
+        set +m
+        while :; do
+            wait "$client"
+            status=$?
+            kill -0 "$client" 2>/dev/null || break
+            kill "$feed" 2>/dev/null
+        done
+        kill "$feed" 2>/dev/null
+        wait "$feed" 2>/dev/null
+        rm -rf "$dir"
+        return "$status"
+    }
     # Seconds since the epoch (bash 5's EPOCHREALTIME; whole seconds from date elsewhere).
     now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s); printf '%s' "${t/,/.}"; }
 
@@ -201,6 +251,7 @@ db-restore-undo *args:
     status=$?
     restart_failed=
     restart || restart_failed=1
+    if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then say "interrupted after the swap had committed: the previous contents are back"; fi
     if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     exit "$status"

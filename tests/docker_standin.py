@@ -49,9 +49,16 @@ def forced_status(argv: list[str]) -> int | None:
     for rule in json.loads(os.environ.get("STANDIN_STATUS") or "[]"):
         if all(token in argv for token in rule["when"]):
             if rule.get("wait"):
-                # Stand for a long step: say so, then wait to be interrupted.
+                # Stand for a long step: say so, then wait to be interrupted: by SIGINT,
+                # or, with --stop-on-eof (velocity-pg's own option), by the end of the
+                # input, which is how the recipes stop velocity-pg through `exec`.
                 Path(rule["wait"]).touch()
                 try:
+                    if "--stop-on-eof" in argv:
+                        while os.read(0, 65536):
+                            pass
+                        Path(rule["wait"]).write_text("stopped by the end of its input\n")
+                        return 130
                     time.sleep(600)
                 except KeyboardInterrupt:
                     return 130

@@ -69,7 +69,8 @@ class Call:
         if args[:1] == ["exec"]:
             rest = [a for a in args[1:] if a not in ("-T", "--no-TTY")]
             if rest[:3] == ["-u", "postgres", "db"] and rest[3:4] == ["velocity-pg"]:
-                return ["velocity-pg", *rest[4:]]
+                # --stop-on-eof is the restore recipes' plumbing (see the next test).
+                return ["velocity-pg", *(a for a in rest[4:] if a != "--stop-on-eof")]
         return args
 
 
@@ -468,6 +469,24 @@ def test_ctrl_c_during_stage_stops_nothing(
     assert status == 130, err
     assert "interrupted; the app was not stopped and the database was not changed" in err
     assert harness.shorts() == [["velocity-pg", *CHECK, DUMP], ["velocity-pg", *STAGE, DUMP]]
+    assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
+
+
+def test_ctrl_c_reaches_velocity_pg_through_its_input(harness: Harness, tmp_path: Path) -> None:
+    """`docker compose exec` passes no signal on to what it runs (a Ctrl+C used to end only
+    the client, and the stage went on inside the container). The restore recipes run the
+    client with -T in a process group of its own, velocity-pg with --stop-on-eof, and
+    close its input on Ctrl+C: the stand-in, like the real client, gets no SIGINT, only
+    the end of its input, and the recipe gets velocity-pg's answer."""
+    started = tmp_path / "stage-started"
+    harness.force(*CHECK, status=0)
+    harness.force(*STAGE, status=0, wait=started)
+    status, err = interrupt_when(harness, started, "db-restore", DUMP)
+    assert status == 130, err
+    assert started.read_text() == "stopped by the end of its input\n"
+    stage = harness.calls()[1].argv
+    assert stage[:5] == ["compose", "exec", "-T", "-u", "postgres"], stage
+    assert "--stop-on-eof" in stage
     assert sorted(harness.running()) == sorted(["db", *APP_SERVICES])
 
 

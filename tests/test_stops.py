@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -269,3 +270,46 @@ def test_sigterm_during_the_drills_final_drop_exits_130_after_it(target: Target)
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("velocity-pg: terminated (SIGTERM)"), err
     assert drill not in databases_like(target, r"velocity\_pg\_verify\_%")
+
+
+# -- --stop-on-eof: a stop through the end of the input (how the justfile's recipes stop
+#    velocity-pg through `docker compose exec`, which passes no signal on) ----------------
+
+
+def test_the_end_of_the_input_stops_a_backup_like_ctrl_c(target: Target) -> None:
+    """With --stop-on-eof, closing velocity-pg's input acts as Ctrl+C: the backup, waiting
+    on a table lock, stops with exit 130, one line, and leaves no file behind."""
+    with target.connect() as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS eof_locked (id int)")
+    before = sorted(p.name for p in target.backup_dir.iterdir())
+    with target.connect(autocommit=False) as holder:
+        holder.execute("LOCK TABLE eof_locked IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "velocity_pg", "--stop-on-eof", "backup"],
+            env=target.env(),
+            cwd=target.workdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            with target.connect("postgres") as watch:
+                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                while watch.execute(waiting).fetchone() != (1,):
+                    assert proc.poll() is None, proc.communicate()
+                    assert time.monotonic() < deadline, "pg_dump never waited for the lock"
+                    time.sleep(0.05)
+            assert proc.stdin is not None
+            proc.stdin.close()  # the end of the input
+            proc.wait(timeout=30)
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        holder.rollback()
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines()[-1].startswith("velocity-pg: interrupted"), err
+    assert sorted(p.name for p in target.backup_dir.iterdir()) == before

@@ -66,6 +66,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         state.env_file, state.env_file_required = value, True
     elif param.name == "debug":
         os.environ["VELOCITY_PG_DEBUG"] = "1"
+    elif param.name == "stop_on_eof":
+        from velocity_pg.postgres.pgtools import stop_at_end_of_input
+
+        stop_at_end_of_input()
     else:
         assert param.name is not None
         state.overrides[GLOBAL_SETTINGS[param.name]] = value
@@ -118,6 +122,14 @@ def global_options(func: F) -> F:
             **kept,
         ),
         click.option("--debug", is_flag=True, help="Show tracebacks and the commands run.", **kept),
+        click.option(
+            "--stop-on-eof",
+            is_flag=True,
+            help="Stop as on Ctrl+C when standard input ends (for callers that cannot pass "
+            "a signal on, such as `docker compose exec`; the justfile's restore recipes "
+            "use it).",
+            **kept,
+        ),
     ]
     for option in reversed(options):
         func = option(func)

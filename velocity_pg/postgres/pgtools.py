@@ -247,6 +247,37 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+_watching_input = False
+
+
+def stop_at_end_of_input() -> None:
+    """From now on, act as on Ctrl+C (SIGINT to this process) when standard input ends.
+
+    For callers that cannot pass a signal on: ``docker compose exec`` does not forward
+    one to the command it runs, so the justfile's restore recipes run velocity-pg with
+    ``--stop-on-eof`` and its input from a pipe they hold open, and close the pipe to
+    stop it; the client then returns velocity-pg's real exit status. A signal that
+    arrives this way is handled like any other (shielded sections defer it; past the
+    point of no return the run finishes and reports). Never with an input that ends
+    at once (``/dev/null``): that stops the run at its start. Once per process."""
+    import threading
+
+    global _watching_input
+    if _watching_input:
+        return
+    _watching_input = True
+
+    def watch() -> None:
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:  # no standard input at all: nothing to watch
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="velocity-pg-stop-on-eof", daemon=True).start()
+
+
 def install_termination_handlers() -> None:
     """Turn SIGTERM and SIGHUP into an exception so ``finally`` blocks clean up."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
