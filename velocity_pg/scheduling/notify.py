@@ -26,7 +26,6 @@ import logging
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from velocity_pg.errors import ConfigError
+from velocity_pg.scheduling.outbox import Outbox
 from velocity_pg.settings import Settings
 
 #: Seconds each URL gets to connect, and again to answer (a URL's cto=/rto= may lower them).
@@ -331,11 +331,18 @@ class Notifier:
         self.backoff = backoff
         self.redact = Redactor(config.urls)
         self._apprise = import_apprise()
-        self._queue: deque[Message] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._closed = False
-        self._thread: threading.Thread | None = None
+        self._outbox: Outbox[Message] = Outbox(
+            "velocity-pg-notify",
+            self._deliver_all,
+            limit=QUEUE_LIMIT,
+            dropped=lambda message: self.log(
+                f"notify: message {message.title!r} dropped: too many waiting"
+            ),
+            failed=lambda message, exc: self.log(
+                f"notify: unexpected {type(exc).__name__} while sending; given up"
+            ),
+            lost=lambda n: self.log(f"notify: {n} message(s) not delivered before stopping"),
+        )
 
     # the queue ---------------------------------------------------------------------
 
@@ -343,62 +350,24 @@ class Notifier:
         """Queue a message if its event is wanted; returns at once (True when queued)."""
         if not self.config.wants(message.event):
             return False
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="velocity-pg-notify", daemon=True
-                )
-                self._thread.start()
-            if len(self._queue) >= QUEUE_LIMIT:
-                dropped = self._queue.popleft()
-                self.log(f"notify: message {dropped.title!r} dropped: too many waiting")
-            self._queue.append(message)
-            self._cond.notify()
+        self._outbox.put(message)
         return True
 
     def drain(self, wait: float) -> bool:
-        deadline = time.monotonic() + wait
-        with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self._outbox.drain(wait)
 
     def close(self, wait: float) -> None:
         """Deliver what is queued (waiting at most ``wait`` seconds), then stop."""
-        if not self.drain(wait):
-            with self._cond:
-                lost = len(self._queue) + (1 if self._busy else 0)
-            self.log(f"notify: {lost} message(s) not delivered before stopping")
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._outbox.close(wait)
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                message = self._queue.popleft()
-                self._busy = True
-            try:
-                for result in self.deliver(message):
-                    if not result.delivered:
-                        self.log(
-                            f"notify: {message.event} message to {result.shown} failed after "
-                            f"{result.attempts} attempt(s) ({result.problem}); given up "
-                            "(the backups are not affected)"
-                        )
-            except Exception as exc:  # a message must never end this thread
-                self.log(f"notify: unexpected {type(exc).__name__} while sending; given up")
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    def _deliver_all(self, message: Message) -> None:
+        for result in self.deliver(message):
+            if not result.delivered:
+                self.log(
+                    f"notify: {message.event} message to {result.shown} failed after "
+                    f"{result.attempts} attempt(s) ({result.problem}); given up "
+                    "(the backups are not affected)"
+                )
 
     # delivery ------------------------------------------------------------------------
 

@@ -14,11 +14,9 @@ may hold a secret token: logs show its scheme and host only.
 from __future__ import annotations
 
 import http.client
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from velocity_pg import __version__
 from velocity_pg.scheduling.config import mask_url
+from velocity_pg.scheduling.outbox import Outbox
 
 ATTEMPTS = 3
 TIMEOUT = 5.0  # seconds per attempt
@@ -72,63 +71,31 @@ class Pinger:
         self.attempts = attempts
         self.timeout = timeout
         self.backoff = backoff
-        self._queue: deque[Ping] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, name="velocity-pg-pings", daemon=True)
-        self._thread.start()
+        self._outbox: Outbox[Ping] = Outbox(
+            "velocity-pg-pings",
+            self._deliver,
+            limit=QUEUE_LIMIT,
+            dropped=lambda ping: self.log(
+                f"ping {ping.kind} to {self.shown} dropped: too many pings waiting"
+            ),
+            failed=lambda ping, exc: self.log(
+                f"ping {ping.kind} to {self.shown} failed (unexpected "
+                f"{type(exc).__name__}); giving up on it (the run is not affected)"
+            ),
+            lost=lambda n: self.log(f"{n} ping(s) to {self.shown} not sent before stopping"),
+        )
 
     def send(self, kind: Kind, body: str) -> None:
         """Queue a ping; returns at once."""
-        with self._cond:
-            if len(self._queue) >= QUEUE_LIMIT:
-                dropped = self._queue.popleft()
-                self.log(f"ping {dropped.kind} to {self.shown} dropped: too many pings waiting")
-            self._queue.append(Ping(kind, body[:MAX_BODY]))
-            self._cond.notify()
+        self._outbox.put(Ping(kind, body[:MAX_BODY]))
 
     def drain(self, wait: float) -> bool:
         """Wait up to ``wait`` seconds for the queued pings to go out; True if they did."""
-        deadline = time.monotonic() + wait
-        with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self._outbox.drain(wait)
 
     def close(self, wait: float) -> None:
         """Send what is queued (waiting at most ``wait`` seconds), then stop."""
-        if not self.drain(wait):
-            with self._cond:
-                lost = len(self._queue) + (1 if self._busy else 0)
-            self.log(f"{lost} ping(s) to {self.shown} not sent before stopping")
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                ping = self._queue.popleft()
-                self._busy = True
-            try:
-                self._deliver(ping)
-            except Exception as exc:  # a ping must never end this thread
-                self.log(
-                    f"ping {ping.kind} to {self.shown} failed (unexpected "
-                    f"{type(exc).__name__}); giving up on it (the run is not affected)"
-                )
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+        self._outbox.close(wait)
 
     def _deliver(self, ping: Ping) -> None:
         target = ping_url(self.url, ping.kind)
