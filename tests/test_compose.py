@@ -182,13 +182,14 @@ def compose_command() -> list[str]:
 
 
 def compose_major(command: list[str]) -> int:
-    """1 for Compose v1 (docker-compose 1.x), 2 for Compose v2."""
+    """1 for Compose v1 (docker-compose 1.x), also behind a `docker compose` shim that
+    calls itself 2.x (the docker sandbox's: "... running docker-compose 1.29.2"); else 2."""
     import subprocess
 
     out = subprocess.run(
-        [*command, "version", "--short"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
-    return 1 if out.startswith("1.") else 2
+        [*command, "version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return 1 if re.search(r"docker-compose(?: version)? 1\.", out) else 2
 
 
 def compose_config(folder: Path, env_text: str, compose_text: str | None = None) -> dict[str, Any]:
@@ -389,6 +390,7 @@ def test_the_guide_on_the_templates_files_gives_one_source_of_settings(
 ) -> None:
     text = adopted(TEMPLATE_DB_ENVIRONMENTS[template_file])
     env_text = TEMPLATE_ENV + 'BACKUP_MAX_COUNT=2\nBACKUP_SCHEDULE="@every 30s"\n'
+    (tmp_path / "velocity-pg").mkdir()  # the build context; some Compose versions check it
     config = compose_config(tmp_path, env_text, text)
     db_env, backup_env = (service_environment(config, s) for s in ("db", "db-backup"))
     for name in ("BACKUP_MAX_COUNT", "BACKUP_SCHEDULE", "TZ", "BACKUP_MAX_AGE_DAYS"):
