@@ -101,3 +101,63 @@ def test_error_summaries_keep_the_detail_lines() -> None:
         == "pg_restore: error: could not execute query: ERROR:  x HINT:  do y"
     )
     assert len(first_error_line("p: error: e\np: detail: " + "q" * 1000)) < 350
+
+
+# A program that behaves as pg_restore's parallel leader did on PostgreSQL 17 when the
+# server went silent: a worker reports the timed-out connection, then the leader and
+# a worker (which holds stderr open) hang in cancel requests that cannot connect.
+HANGS_AFTER_TIMEOUT = """
+import os, sys, time
+sys.stderr.write("pg_restore: error: could not execute query: "
+                 "SSL SYSCALL error: Connection timed out\\n")
+sys.stderr.flush()
+if os.fork() == 0:
+    time.sleep(300)
+    os._exit(0)
+time.sleep(300)
+"""
+
+
+def test_a_program_that_hangs_after_its_connection_timed_out_is_ended() -> None:
+    import sys
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(CommandFailed) as failed:
+        pgtools.run([sys.executable, "-c", HANGS_AFTER_TIMEOUT], {})
+    took = time.monotonic() - started
+    assert took < pgtools.SILENT_EXIT_GRACE + 10, took
+    assert failed.value.returncode == 1  # it had failed; its reason is kept
+    assert pgtools.went_silent(failed.value.stderr)
+    assert "killed" not in failed.value.message
+    assert "Connection timed out" in failed.value.message
+
+
+def test_children_of_finds_a_forked_child() -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import os, time\nos.fork()\ntime.sleep(60)"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while not pgtools.children_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = pgtools.children_of(proc.pid)
+        assert len(kids) == 1
+    finally:
+        pgtools.kill_tree(proc)
+        proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(kids[0], 0)
+        except ProcessLookupError:
+            break
+        stat = Path(f"/proc/{kids[0]}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie until init reaps it
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the child outlived kill_tree")

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -260,7 +261,6 @@ def stop_at_end_of_input() -> None:
     arrives this way is handled like any other (shielded sections defer it; past the
     point of no return the run finishes and reports). Never with an input that ends
     at once (``/dev/null``): that stops the run at its start. Once per process."""
-    import threading
 
     global _watching_input
     if _watching_input:
@@ -312,18 +312,30 @@ def run(
             current = os.getpriority(os.PRIO_PROCESS, proc.pid)
             os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, current + nice))
     lines: list[str] = []
+    watchdog: threading.Timer | None = None
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
             if on_stderr_line is not None:
                 on_stderr_line(line)
+            if watchdog is None and went_silent(line):
+                watchdog = threading.Timer(SILENT_EXIT_GRACE, kill_tree, (proc,))
+                watchdog.daemon = True
+                watchdog.start()
         returncode = proc.wait()
     except BaseException:
         stop(proc)
         raise
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     stderr = "".join(lines)
     if returncode != 0:
+        if watchdog is not None and returncode < 0:
+            # It had failed already (its connection timed out); we only ended the
+            # cancel requests it was still sending to the silent server.
+            returncode = 1
         raise CommandFailed(Path(cmd[0]).name, returncode, stderr)
     return stderr
 
@@ -385,7 +397,7 @@ def count_output(cmd: Sequence[str], env: Mapping[str, str | None] | None = None
 
 
 def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    """Terminate a child and wait for it; kill it if it does not go."""
+    """Terminate a child and wait for it; kill it (and its own children) if it does not go."""
     if proc.poll() is not None:
         return
     proc.terminate()
@@ -393,8 +405,44 @@ def stop(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if proc.poll() is None:
-        proc.kill()
+        kill_tree(proc)
         proc.wait()
+
+
+#: How long a client program may take to exit after its connection timed out.
+#: pg_restore's parallel leader and workers send cancel requests on the way out
+#: (``PQcancel``), and a cancel request to a server that went silent waits for the
+#: kernel's connect timeout (about 2 min 7 s), with no libpq bound on it.
+SILENT_EXIT_GRACE = 5.0
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (pg_restore's parallel workers), from /proc."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text("ascii", errors="replace")
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if len(fields) > 1 and fields[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+def kill_tree(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL a child and its own children (they hold its stderr open); never raises."""
+    if proc.poll() is not None:
+        return
+    for pid in children_of(proc.pid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
 
 
 def log_command(cmd: Sequence[str]) -> None:
