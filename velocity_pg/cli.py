@@ -19,6 +19,7 @@ import click
 from velocity_pg import __version__
 from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
 from velocity_pg.settings import Settings, load_settings, parse_int
+from velocity_pg.verbs import Result
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,6 +173,15 @@ def emit_json(payload: object) -> None:
     from velocity_pg.report import to_json
 
     click.echo(to_json(payload))
+
+
+def show(result: Result, as_json: bool) -> None:
+    """Print a verb's result: its JSON object with --json, else its lines."""
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for line in result.lines():
+        click.echo(line)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -1,0 +1,25 @@
+"""The verbs: velocity-pg's entry points, one module each.
+
+A verb module holds the verb's orchestration and its result types. It takes the
+settings (and the verb's own arguments), calls the machinery below
+(``postgres/``, ``store/``, ``restore/``, ``scheduling/``), and returns a result that
+renders itself: ``lines()`` for people, ``to_json()`` for scripts. The click layer
+(``velocity_pg.cli``) only parses, builds the settings, calls the verb and prints
+the result (see :func:`velocity_pg.cli.show`). The machinery never imports a verb.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Result(Protocol):
+    """What every verb returns: text for people, one JSON object for scripts."""
+
+    def lines(self) -> list[str]:
+        """The result for a terminal, one string per line (no trailing newlines)."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as one JSON object (``--json``)."""
+        ...
