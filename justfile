@@ -15,7 +15,7 @@ app_services := "web celery-worker " + long_lived
 # fails. Restarted around a swap whenever they run, even if app_services leaves
 # them out. (With the Django Velocity template's settings, no persistent
 # connection, the DatabaseScheduler of django_celery_beat 2.9 reconnected at
-# each tick and kept scheduling through a swap: README, "Running with Docker".)
+# each tick and kept scheduling through a swap: docs/docker.md.)
 long_lived := "celery-beat"
 
 # The scheduled backups' service (velocity-pg schedule): paused for the swap

@@ -1,10 +1,10 @@
-"""The README's guide "Adopting velocity-pg in an existing Django Velocity project", applied.
+"""The guide "Adopting velocity-pg in an existing Django Velocity project", applied.
 
-The guide is read from README.md, not restated here: its diffs and its `just` block are
-applied as they are printed, and each instruction given in words is carried out only if
-its sentence is still in the step (``require``): change the guide and the tests that
-follow it (tests/test_adoption_guide.py, tests/test_template_e2e.py) follow the change,
-or fail where the new words no longer say what this file does.
+The guide is read from its page, docs/adoption.md, not restated here: its diffs and its
+`just` block are applied as they are printed, and each instruction given in words is
+carried out only if its sentence is still in the step (``require``): change the guide
+and the tests that follow it (tests/test_adoption_guide.py, tests/test_template_e2e.py)
+follow the change, or fail where the new words no longer say what this file does.
 
 ``adopt(project)`` applies steps 1 to 4 to a copy of the template's files in
 ``project`` (tests/template/: the template's docker-compose.yml,
@@ -21,7 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template"
-TITLE = "## Adopting velocity-pg in an existing Django Velocity project"
+GUIDE = REPO / "docs" / "adoption.md"
+TITLE = "# Adopting velocity-pg in an existing Django Velocity project"
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.production.yml")
 
 
@@ -45,19 +46,20 @@ class Step:
         return [code for lang, code in self.blocks if lang == language]
 
 
-def guide_section(readme: str) -> str:
-    start = readme.index(TITLE + "\n")
-    end = readme.find("\n## ", start + len(TITLE))
-    return readme[start : end if end != -1 else len(readme)]
+def guide_section(page: str) -> str:
+    """The guide: from its title to the next heading of its level, else the page's end."""
+    start = page.index(TITLE + "\n")
+    end = page.find("\n# ", start + len(TITLE))
+    return page[start : end if end != -1 else len(page)]
 
 
-def guide_steps(readme: str | None = None) -> list[Step]:
+def guide_steps(page: str | None = None) -> list[Step]:
     """The numbered steps of the guide, each with its text and its code blocks."""
-    if readme is None:
-        readme = (REPO / "README.md").read_text(encoding="utf-8")
+    if page is None:
+        page = GUIDE.read_text(encoding="utf-8")
     steps: list[Step] = []
     fence: tuple[str, str, list[str]] | None = None  # (indent, language, lines)
-    for line in guide_section(readme).splitlines():
+    for line in guide_section(page).splitlines():
         if fence is not None:
             indent, language, lines = fence
             if line.strip() == "```":

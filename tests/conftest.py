@@ -41,7 +41,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every off-site test (tests/test_offsite*.py) that uses an S3 server runs on each of
     moto and OpenStack Swift (``[moto]``, ``[swift]``); ``@pytest.mark.s3_only("moto",
-    reason=...)`` keeps one on a single server (the README lists them, with the reasons).
+    reason=...)`` keeps one on a single server (docs/development.md lists them, with the reasons).
     Other test files that use an S3 server get moto's."""
     from offsite_support import S3_SERVERS
 

@@ -1,4 +1,4 @@
-"""The README's adoption guide, followed literally on the Django Velocity template's files.
+"""The adoption guide (docs/adoption.md), followed literally on the template's files.
 
 tests/adoption_guide.py applies the guide's diffs, its `just` block and the steps it
 gives in words to a copy of the template's own docker-compose.yml,

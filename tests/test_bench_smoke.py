@@ -41,7 +41,7 @@ def test_bench_quick_run_prints_the_table(tmp_path: Path) -> None:
 
 def test_bench_compression_comparison_prints_its_rows(tmp_path: Path) -> None:
     """--compression compares BACKUP_COMPRESSION values with gzip:9 (gzip:1 works on any
-    pg_dump; the README's zstd rows come from PostgreSQL 17)."""
+    pg_dump; docs/performance.md's zstd rows come from PostgreSQL 17)."""
     result = subprocess.run(
         [
             sys.executable,

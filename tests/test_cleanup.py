@@ -26,7 +26,7 @@ from velocity_pg.settings import load_settings
 from velocity_pg.store import catalog, lock, retention
 
 DAY = 86400.0
-#: The policy's tiers in --json when none is set (README: Retention).
+#: The policy's tiers in --json when none is set (docs/retention.md, Retention).
 NO_TIERS = {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, "keep_yearly": 0}
 HOUR = 3600.0
 

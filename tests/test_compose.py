@@ -317,12 +317,40 @@ def test_env_example_loads_in_just_and_compose_alike(tmp_path: Path) -> None:
             assert by_compose[name] == (expected[name] or by_compose[name]), name
 
 
-def test_every_env_line_the_readme_shows_loads_in_just(tmp_path: Path) -> None:
-    """`BACKUP_SCHEDULE=@every 30s` unquoted makes just refuse the whole .env."""
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of a markdown page, dedented to its fence."""
+    found: list[tuple[str, str]] = []
+    fence: tuple[str, str, list[str]] | None = None
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith("```"):
+            fence = (line[: len(line) - len(stripped)], stripped[3:].strip(), [])
+        elif fence is not None and stripped == "```":
+            found.append((fence[1], "".join(f"{x}\n" for x in fence[2])))
+            fence = None
+        elif fence is not None:
+            fence[2].append(line.removeprefix(fence[0]))
+    return found
+
+
+def is_env_file(code: str) -> bool:
+    """A block that is lines of a .env file: NAME=value and comments, no commands."""
+    lines = [line for line in code.splitlines() if line.strip() and not line.startswith("#")]
+    value = r"""[A-Z][A-Z0-9_]*=("[^"]*"|'[^']*'|[^\s"']*)(\s+#.*)?"""
+    return bool(lines) and all(re.fullmatch(value, line) for line in lines)
+
+
+def test_every_env_line_the_docs_show_loads_in_just(tmp_path: Path) -> None:
+    """`BACKUP_SCHEDULE=@every 30s` unquoted makes just refuse the whole .env (the README
+    and every page of docs/)."""
     from dotenv import dotenv_values
 
-    readme = (REPO / "README.md").read_text()
-    blocks = "\n".join(re.findall(r"```(?:sh|ini|dotenv|env)?\n(.*?)```", readme, re.S))
+    blocks = "\n".join(
+        code
+        for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+        for language, code in fenced_blocks(page.read_text())
+        if language in ("", "sh", "ini", "dotenv", "env") and is_env_file(code)
+    )
     lines = [f"{k}={v}" for k, v in env_lines(blocks).items() if "$" not in v]
     assert any(line.startswith("BACKUP_SCHEDULE=") for line in lines)
     text = "".join(f"{line}\n" for line in lines)
@@ -332,7 +360,7 @@ def test_every_env_line_the_readme_shows_loads_in_just(tmp_path: Path) -> None:
         assert by_just[name] == (value or ""), name
 
 
-# -- the guide's result on both of the template's compose files (README: Adopting) ---------
+# -- the guide's result on both of the template's compose files (docs/adoption.md) -------
 
 #: The `db` service's environment in the Django Velocity template's two compose files
 #: (rbrenaget/django-velocity): docker-compose.yml writes the values, and

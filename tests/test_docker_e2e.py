@@ -591,7 +591,7 @@ def test_stopping_db_backup_is_clean(project: Project) -> None:
 
 
 def test_backups_survive_down_without_v(project: Project) -> None:
-    """The README's promise: `down` keeps the backup-data volume (`down -v` does not)."""
+    """docs/docker.md's promise: `down` keeps the backup-data volume (`down -v` does not)."""
     kept = project.backups()
     assert kept
     project.compose("down")
@@ -734,7 +734,7 @@ def adopted(tmp_path: Path) -> Iterator[Project]:
 
 
 def test_adopting_velocity_pg_keeps_the_data_and_the_old_backups(adopted: Project) -> None:
-    """README, "Adopting velocity-pg": the stock setup, then this compose file on its volumes."""
+    """docs/adoption.md: the stock setup, then this compose file on its volumes."""
     p = adopted
     # 1. The stock template: the official image as `image:`, backups by the old script.
     p.compose("up", "-d", "--wait")

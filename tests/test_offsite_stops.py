@@ -48,7 +48,7 @@ LIMIT = 32 * 1024
 #: "Within a few seconds" on a loaded 2-core CI machine: a stop takes well under 2 s
 #: here; a stop that waits for a stalled request takes 15 s or more.
 STOP_WITHIN = 10.0
-#: The README's bound for a transfer to a store that stalls (s3.STALL_LIMIT, rounded up).
+#: docs/offsite.md's bound for a transfer to a store that stalls (s3.STALL_LIMIT, rounded up).
 STALL_BOUND = 90
 
 
@@ -233,7 +233,7 @@ def test_a_stalled_upload_fails_within_the_bound_and_says_where(
     assert bucket.names() == []
     assert bucket.uploads() == []
     assert local_files(target.backup_dir) == before
-    assert s3.STALL_LIMIT <= STALL_BOUND  # the code's bound is the README's
+    assert s3.STALL_LIMIT <= STALL_BOUND  # the code's bound is docs/offsite.md's
 
 
 def test_sigterm_during_push_all_stops_before_the_next_backup(

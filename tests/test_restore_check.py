@@ -80,7 +80,7 @@ def test_with_a_manifest_size_and_sha256_decide(target: Target, kind: str) -> No
 def test_reading_every_block_takes_about_what_listing_does_for_a_small_dump(
     target: Target,
 ) -> None:
-    """How long the extra read takes, for the record (README: restore --check)."""
+    """How long the extra read takes, for the record (docs/restore.md, restore --check)."""
     good = dump_with_data(target)
     (target.backup_dir / OLD_NAME).write_bytes(good.read_bytes())
     started = time.monotonic()

@@ -431,7 +431,7 @@ def test_bad_tier_settings_are_refused_before_anything_runs(
     assert info.value.exit_status == 2
 
 
-# -- the README's numbers -------------------------------------------------------------
+# -- docs/retention.md's numbers ------------------------------------------------------
 
 
 def a_year_of_dailies(policy: Policy, days: int = 730) -> tuple[int, int, int]:

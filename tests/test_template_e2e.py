@@ -1,6 +1,6 @@
 """The adoption guide, followed literally on the Django Velocity template, on a real engine.
 
-tests/adoption_guide.py applies the README's guide to a copy of the template's own
+tests/adoption_guide.py applies the guide (docs/adoption.md) to a copy of the template's own
 docker-compose.yml, .env.example (copied to .env, unchanged) and justfile
 (tests/template/, from rbrenaget/django-velocity); this test then takes step 5
 (`docker compose up -d --build --wait`), runs the template's `just migrate`, and
