@@ -91,9 +91,10 @@ KNOWN_UNTIL_ISSUE_19_MERGE = frozenset(
         "scheduling.job -> cleanup",
         "scheduling.job -> offsite",
         "scheduling.job -> verify",
-        # (c) The schedule's settings check the off-site settings through the verb module.
+        # (c) The scheduler's settings check prepares the off-site verb (offsite.prepare).
         "scheduling.config -> offsite",
-        # (d) The restore's machinery calls up into the restore verb.
+        # (d) The restore's machinery calls up into the restore verb (drill: its
+        # default_jobs and shielded).
         "restore.copies -> restore.verb",
         "restore.drill -> restore.verb",
         "restore.stage -> restore.verb",
