@@ -18,6 +18,11 @@ from velocity_pg.errors import ConfigError
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import database_url
 from velocity_pg.postgres.compression import Compression
+
+# Defined below the settings (postgres/ takes them and never imports the settings);
+# also known by the settings' name: ``from velocity_pg.settings import Connection``.
+from velocity_pg.postgres.connection import DEFAULT_TCP_TIMEOUT as DEFAULT_TCP_TIMEOUT
+from velocity_pg.postgres.connection import Connection as Connection
 from velocity_pg.store.retention import TIERS, Tiers
 
 DEFAULT_BACKUP_DIR = "/backups"
@@ -28,8 +33,7 @@ DEFAULT_MIN_KEEP = 1
 #: nothing of its own, so the age, count and floor alone decide, as before tiers.
 DEFAULT_TIERS = Tiers()
 DEFAULT_DUMP_NICE = 10
-#: Seconds a server may stop answering before its connection is given up (BACKUP_TCP_TIMEOUT).
-DEFAULT_TCP_TIMEOUT = 60
+#: BACKUP_TCP_TIMEOUT's range, in seconds (its default: DEFAULT_TCP_TIMEOUT, above).
 MIN_TCP_TIMEOUT = 4
 MAX_TCP_TIMEOUT = 86400
 DEFAULT_SCHEDULE = "@daily"
@@ -115,33 +119,6 @@ def pick(layers: Sequence[Layer], setting: str, names: Sequence[str] | None = No
                 source = name if layer.origin is not None else OPTION_NAMES.get(setting, name)
                 return Value(text, source, layer.origin)
     return None
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the user asked to connect; unset fields fall back to libpq's own defaults.
-
-    :func:`velocity_pg.postgres.endpoint.resolve` turns it into the parameters
-    libpq actually connects with (service file, conninfo string or URI in
-    ``dbname``, defaults), which every verb then uses.
-    """
-
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    dbname: str | None = None
-    password: str | None = field(default=None, repr=False)
-    service: str | None = None
-    #: libpq options from DATABASE_URL's query (``sslmode`` -> ``require``): lowest layer.
-    url_options: Mapping[str, str] = field(default_factory=dict)
-    #: The fields given as command-line options (``--host``, ``-d`` ...): like
-    #: psql's options they win over a service file; the others are read as
-    #: libpq reads its environment variables, below a service file.
-    command_line: frozenset[str] = frozenset()
-    #: BACKUP_TCP_TIMEOUT: a server that stops answering over TCP (gone, unplugged,
-    #: recreated) is given up after about this many seconds, on every connection of
-    #: velocity-pg and of its pg_dump and pg_restore (see ``endpoint.dead_peer_options``).
-    tcp_timeout: int = DEFAULT_TCP_TIMEOUT
 
 
 #: Read for boto3 from every layer (options, environment, .env).

@@ -16,7 +16,7 @@ from velocity_pg.errors import OperationFailed
 if TYPE_CHECKING:
     import psycopg
 
-    from velocity_pg.postgres.endpoint import Endpoint
+    from velocity_pg.postgres.connection import Endpoint
 
     Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -22,6 +22,10 @@ time, ``BACKUP_TCP_TIMEOUT`` seconds: see :func:`dead_peer_options`. Those
 libpq parameters have no environment variables, so pg_dump and pg_restore get
 them in the connection string of their ``--dbname`` (:meth:`Endpoint.conninfo`),
 which never holds the password.
+
+The values themselves, :class:`~velocity_pg.postgres.connection.Connection` (the
+settings' part that says where to connect) and :class:`Endpoint`, are defined in
+:mod:`velocity_pg.postgres.connection`, below this module and :mod:`velocity_pg.postgres.db`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING
 
 from velocity_pg.errors import ConfigError
-from velocity_pg.settings import Connection
+from velocity_pg.postgres.connection import Connection, libpq_variables
+
+# Also known by this module's name (``endpoint.Endpoint``), where it is made.
+from velocity_pg.postgres.connection import Endpoint as Endpoint
 
 if TYPE_CHECKING:
     from velocity_pg.postgres.db import Conn
@@ -50,19 +56,8 @@ _FIELDS = {
     "dbname": "PGDATABASE",
     "service": "PGSERVICE",
 }
-#: Variables that point libpq at a service file: once resolved, children must not re-read one.
-_SERVICE_VARIABLES = ("PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR")
 #: Keepalive probes sent to a silent server before its connection is given up.
 KEEPALIVE_PROBES = 3
-#: The libpq parameters that bound how long a dead server goes unnoticed. None has an
-#: environment variable: children get them in their ``--dbname`` connection string.
-DEAD_PEER_KEYWORDS = (
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
-    "tcp_user_timeout",
-)
 
 
 def dead_peer_options(seconds: int) -> dict[str, str]:
@@ -172,101 +167,6 @@ def expand(conninfo: str) -> dict[str, str]:
         raise ConfigError(
             f"the database given with -d/PGDATABASE is not a valid connection string: {reason}"
         ) from None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Every libpq parameter of the connection, resolved; the database it reaches."""
-
-    #: keyword -> value for every parameter libpq had a value for (password included).
-    options: Mapping[str, str] = field(repr=False)
-    #: The database the settings name: ``current_database()`` of a connection.
-    dbname: str
-
-    @property
-    def host(self) -> str:
-        return self.options.get("host", "")
-
-    @property
-    def port(self) -> str:
-        return self.options.get("port", "")
-
-    @property
-    def user(self) -> str:
-        return self.options.get("user", "")
-
-    def connect_params(self, dbname: str | None = None) -> dict[str, str]:
-        """Keyword arguments for ``psycopg.connect``: all of them, for ``dbname`` (default ours)."""
-        params = {key: value for key, value in self.options.items() if key != "service"}
-        params["dbname"] = self.dbname if dbname is None else dbname
-        return params
-
-    def libpq_env(self, dbname: str | None = None) -> dict[str, str | None]:
-        """The environment for pg_dump/pg_restore: exactly these parameters, nothing else.
-
-        ``None`` removes a variable inherited from our environment, so a service
-        file or a stray ``PG*`` variable cannot send the child elsewhere.
-        """
-        env: dict[str, str | None] = dict.fromkeys(_SERVICE_VARIABLES)
-        env.update(dict.fromkeys(libpq_variables().values()))
-        for key, value in self.connect_params(dbname).items():
-            variable = libpq_variables().get(key)
-            if variable is not None:
-                env[variable] = value
-        return env
-
-    def server_keepalives(self) -> str:
-        """Startup options that make the server probe this session as we probe it
-        (``tcp_keepalives_*``, the same values): a session of ours whose client vanished
-        (a network cut) then ends within the bound on the server too, with the locks it
-        held (a restore's lock would otherwise refuse the next restore for hours).
-        Nothing when keepalives are off; the server ignores them on a Unix socket.
-        """
-        if self.options.get("keepalives", "1") == "0":
-            return ""
-        settings = (
-            ("tcp_keepalives_idle", "keepalives_idle"),
-            ("tcp_keepalives_interval", "keepalives_interval"),
-            ("tcp_keepalives_count", "keepalives_count"),
-        )
-        return " ".join(
-            f"-c {name}={self.options[keyword]}"
-            for name, keyword in settings
-            if self.options.get(keyword, "").isdigit()
-        )
-
-    def conninfo(self, dbname: str | None = None) -> str:
-        """``--dbname`` for pg_dump/pg_restore: a connection string with the database
-        (default ours) and the parameters that have no environment variable (the
-        dead-peer bounds, :data:`DEAD_PEER_KEYWORDS`); the rest, password included, is
-        in their environment (:meth:`libpq_env`). Nothing secret: it is in their argv.
-        """
-        from psycopg.conninfo import make_conninfo
-
-        params = {key: value for key, value in self.options.items() if key in DEAD_PEER_KEYWORDS}
-        params["dbname"] = self.dbname if dbname is None else dbname
-        return make_conninfo("", **params)
-
-    def where(self) -> str:
-        """The server, for messages: ``127.0.0.1:5432`` or ``/run/postgresql:5432``."""
-        return f"{self.host or 'the local socket'}:{self.port}" if self.port else self.host
-
-    def describe(self, dbname: str | None = None) -> str:
-        """Human description without the password."""
-        who = f" as {self.user}" if self.user else ""
-        return f"database {dbname or self.dbname!r} on {self.where()}{who}"
-
-
-@cache
-def libpq_variables() -> dict[str, str]:
-    """libpq keyword -> its environment variable, as this libpq knows them."""
-    from psycopg import pq
-
-    return {
-        option.keyword.decode(): option.envvar.decode()
-        for option in pq.Conninfo.get_defaults()
-        if option.envvar
-    }
 
 
 @contextmanager
