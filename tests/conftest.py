@@ -354,3 +354,195 @@ def just_program() -> str:
     if not found:
         raise RuntimeError("`just` not found: install the test extra (PyPI rust-just)")
     return found
+
+
+# -- the fast lane: `pytest -m "pure or smoke"` --------------------------------------
+#
+# A test is *pure* when it needs no PostgreSQL, no S3 server, no Docker and starts no
+# process: it tests functions in this Python process (an in-process HTTP receiver on
+# 127.0.0.1 is allowed). pytest_collection_modifyitems marks pure tests itself, so a
+# new test is classified without anyone remembering to: it is not pure when
+#   * its fixtures (with the fixtures they use) include one that starts a server
+#     (IMPURE_FIXTURES), or it carries the `docker` marker; or
+#   * its code, its fixtures' code, or the module-level helpers they use (followed
+#     through the tests/ modules they import from) mention `subprocess` or a call that
+#     starts a process (os.fork, os.system, os.posix_spawn, os.exec*, pty.spawn, ...),
+#     or sys.executable (a program to run, handed to velocity-pg's own runner, say).
+# The second rule reads the source (ast), so it errs towards "not pure": a helper that
+# merely names subprocess in an annotation makes its callers impure. Any process a pure
+# test starts all the same (through some path the reading cannot follow) fails that test
+# at once (the audit hook below), naming the rule, so the lane stays what it says.
+# `@pytest.mark.not_pure(reason=...)` keeps a test out of the lane by hand (a slow one).
+
+IMPURE_FIXTURES = frozenset(
+    {"postgresql_proc", "_postgresql_server", "postgresql", "s3_endpoint", "_swift_endpoint"}
+)
+_SPAWNING_NAMES = frozenset({"subprocess", "multiprocessing", "create_subprocess_exec"})
+_SPAWNING_OS_CALLS = frozenset(
+    {"fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "spawn"}
+    | {"execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe"}
+)
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class _Module:
+    defs: dict[str, object]  # module-level function/class name -> its ast node
+    imported: dict[str, tuple[Path, str]]  # local name -> (tests/ module file, its name)
+
+
+_modules: dict[Path, _Module | None] = {}
+_spawning: dict[tuple[Path, str], bool] = {}
+
+
+def _module(path: Path) -> _Module | None:
+    """A tests/ module's top-level defs and its `from X import y` of other tests/ modules."""
+    import ast
+
+    path = path.resolve()
+    if path not in _modules:
+        if path.parent != _TESTS_DIR or path.suffix != ".py":
+            _modules[path] = None
+        else:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            module = _Module({}, {})
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    module.defs[node.name] = node
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    source = _TESTS_DIR / (node.module.replace(".", "/") + ".py")
+                    if source.is_file():
+                        for alias in node.names:
+                            module.imported[alias.asname or alias.name] = (source, alias.name)
+            _modules[path] = module
+    return _modules[path]
+
+
+def _starts_processes(path: Path, qualname: str) -> bool:
+    """Whether the function or class ``qualname`` of tests/ module ``path``, or a module-level
+    helper it names (followed through imports from other tests/ modules), may start a process."""
+    import ast
+
+    key = (path.resolve(), qualname)
+    if key in _spawning:
+        return _spawning[key]
+    _spawning[key] = False  # a cycle adds nothing
+    module = _module(path)
+    node: object = None
+    if module is not None:
+        head, _, rest = qualname.partition(".")
+        node = module.defs.get(head)
+        if node is None and head in module.imported and not rest:
+            source, name = module.imported[head]
+            _spawning[key] = _starts_processes(source, name)
+            return _spawning[key]
+        for part in rest.split(".") if rest else ():
+            node = next(
+                (
+                    n
+                    for n in getattr(node, "body", ())
+                    if getattr(n, "name", None) == part
+                    and isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                ),
+                node,  # a nested name not found: judge the whole enclosing def
+            )
+    if module is None or not isinstance(node, ast.AST):
+        return False
+    names: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            names.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            names.add(sub.attr)
+            if isinstance(sub.value, ast.Name) and (
+                (sub.value.id in ("os", "pty") and sub.attr in _SPAWNING_OS_CALLS)
+                or (sub.value.id == "sys" and sub.attr == "executable")
+            ):
+                _spawning[key] = True
+                return True
+    if names & _SPAWNING_NAMES:
+        _spawning[key] = True
+        return True
+    for name in sorted(names):
+        followed = name in module.defs or name in module.imported
+        if followed and name != qualname.partition(".")[0] and _starts_processes(path, name):
+            _spawning[key] = True
+            return True
+    return False
+
+
+def _why_not_pure(item: pytest.Item) -> str | None:
+    """Why a collected test is not pure, or None when it is."""
+    manual = item.get_closest_marker("not_pure")
+    if manual is not None:
+        return f"marked not_pure: {manual.kwargs.get('reason', '')}"
+    if item.get_closest_marker("docker") is not None:
+        return "marked docker"
+    fixtures = set(getattr(item, "fixturenames", ()))
+    servers = sorted(fixtures & IMPURE_FIXTURES)
+    if servers:
+        return f"uses the server fixture {servers[0]}"
+    function = getattr(item, "function", None)
+    if function is None:
+        return "not a Python test function"
+    if _starts_processes(Path(function.__code__.co_filename), function.__qualname__):
+        return "its code may start a process"
+    info = getattr(item, "_fixtureinfo", None)
+    for name in sorted(fixtures):
+        for fixturedef in (info.name2fixturedefs.get(name, ()) if info else ())[-1:]:
+            func = fixturedef.func
+            code = getattr(func, "__code__", None)
+            if code is not None and _starts_processes(Path(code.co_filename), func.__qualname__):
+                return f"its fixture {name} may start a process"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        why = _why_not_pure(item)
+        if why is None and item.get_closest_marker("smoke") is None:
+            item.add_marker(pytest.mark.pure)
+
+
+_pure_test_running: list[str] = []  # the node id of the pure test running, if one is
+_pure_test_processes: list[str] = []  # the processes it tried to start
+
+
+def _refuse_processes_in_pure_tests(event: str, args: tuple[object, ...]) -> None:
+    if _pure_test_running and event in (
+        "subprocess.Popen",
+        "os.fork",
+        "os.forkpty",
+        "os.system",
+        "os.posix_spawn",
+        "os.exec",
+    ):
+        _pure_test_processes.append(event)
+        raise AssertionError(_not_pure_message())
+
+
+def _not_pure_message() -> str:
+    return (
+        f"{_pure_test_running[0]} is marked pure (tests/conftest.py) but started a process "
+        f"({_pure_test_processes[0]}): use a fixture or helper whose code the marking can "
+        "read, or mark it @pytest.mark.not_pure(reason=...)"
+    )
+
+
+sys.addaudithook(_refuse_processes_in_pure_tests)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A pure test's own body may start no process (fixtures' setup is not watched: their
+    code is read at collection). It fails even if the code under test swallowed the error."""
+    if item.get_closest_marker("pure") is not None:
+        _pure_test_running.append(item.nodeid)
+    try:
+        result = yield
+        if _pure_test_processes:
+            raise AssertionError(_not_pure_message())
+        return result
+    finally:
+        _pure_test_running.clear()
+        _pure_test_processes.clear()
