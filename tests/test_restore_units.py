@@ -11,6 +11,8 @@ import pytest
 
 from velocity_pg.postgres import pgtools
 from velocity_pg.restore import staging
+from velocity_pg.restore.console import Console, countdown
+from velocity_pg.restore.plan import refuse_target
 from velocity_pg.restore.progress import RestoreProgress, parse_toc
 from velocity_pg.restore.properties import (
     DatabaseProps,
@@ -22,7 +24,6 @@ from velocity_pg.restore.properties import (
     setting_assignment,
     split_guc_list,
 )
-from velocity_pg.restore.verb import Console, countdown, refuse_target
 
 NAMES = ["app", "App", 'my "quoted" db', "o'brien db", "dash-ed", "x" * 63, "Ünïcødé ✓"]
 

@@ -34,7 +34,7 @@ from psycopg import sql
 
 from velocity_pg.postgres.pgtools import Terminated
 from velocity_pg.restore import staging
-from velocity_pg.restore.verb import shielded
+from velocity_pg.restore.shield import shielded
 
 # -- the shield itself (in-process, no database) -------------------------------------------
 

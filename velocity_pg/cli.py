@@ -842,127 +842,26 @@ def restore(
     restore leaves the database exactly as it was. The previous contents are
     kept as a rollback point: `restore --undo` brings them back.
     """
-    modes = [flag for flag, on in (("--stage", stage_only), ("--abort", abort),
-                                   ("--undo", undo), ("--forget", forget),
-                                   ("--tidy", tidy)) if on]  # fmt: skip
-    if len(modes) > 1:
-        raise click.UsageError(f"give only one of {', '.join(modes)}")
-    if modes and modes[0] != "--stage":
+    from velocity_pg.verbs import restore as restoring
+
+    flags = (("--stage", stage_only), ("--abort", abort), ("--undo", undo),
+             ("--forget", forget), ("--tidy", tidy))  # fmt: skip
+    given = [flag for flag, on in flags if on]
+    if len(given) > 1:
+        raise click.UsageError(f"give only one of {', '.join(given)}")
+    mode = restoring.MODES[given[0] if given else ""]
+    if not mode.takes_name:
         if name is not None:
-            raise click.UsageError(f"{modes[0]} takes no backup NAME")
-        if check and modes[0] != "--undo":
-            raise click.UsageError(f"--check does not go with {modes[0]}")
+            raise click.UsageError(f"{mode.flag} takes no backup NAME")
+        if check and not mode.checks:
+            raise click.UsageError(f"--check does not go with {mode.flag}")
     elif name is None:
         raise click.UsageError("missing the backup NAME (see `velocity-pg list`)")
     workers = None if jobs is None else parse_int(f"--jobs {jobs!r}", jobs, minimum=1, example=4)
     keep = None if keep_previous is None else ("true" if keep_previous else "false")
     settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
-    if abort or forget:
-        drop_copy(settings, "staged" if abort else "rollback", as_json)
-        return
-    if tidy:
-        tidy_up(settings, as_json)
-        return
-    if undo:
-        from velocity_pg.restore import undo as undoing
-
-        outcome = undoing.undo(settings, check=check, yes=yes)
-        if as_json:
-            emit_json(outcome.to_json())
-        elif isinstance(outcome, undoing.UndoCheck):
-            click.echo(
-                f"Check passed: the rollback point of {outcome.plan.target!r} can be swapped "
-                "back in. Nothing was changed."
-            )
-        else:
-            click.echo("\n".join(outcome.lines()))
-        return
-    from velocity_pg.restore.stage import StageResult
-    from velocity_pg.restore.verb import CheckResult, restore_backup
-
-    assert name is not None
-    from velocity_pg import offsite
-
-    if check and offsite.needs_pull(settings, name):
-        # A check downloads nothing: the off-site manifest only, and what it cannot check.
-        remote_check = offsite.check_remote(settings, name)
-        if as_json:
-            emit_json(remote_check.to_json())
-        else:
-            click.echo("\n".join(remote_check.lines()))
-        return
-    if offsite.needs_pull(settings, name):
-        where = offsite.offsite_of(settings).url
-        click.echo(
-            f"velocity-pg: {name} is not in {settings.backup_dir}; downloading it from {where} "
-            "first",
-            err=True,
-        )
-        offsite.pull(settings, name)
-        click.echo(f"velocity-pg: {name} downloaded and checked; restoring it", err=True)
-    result = restore_backup(
-        settings, name, check=check, yes=yes, jobs=workers, stage_only=stage_only,
-        drop_later=drop_later,
-    )  # fmt: skip
-    if as_json:
-        emit_json(result.to_json())
-        return
-    if isinstance(result, CheckResult):
-        plan = result.plan
-        action = "replace" if plan.live is not None else "create"
-        of = f", a backup of database {plan.source!r}" if plan.source else ""
-        click.echo(
-            f"Check passed: {plan.backup.name} ({plan.toc.entries} objects{of}) can restore "
-            f"database {plan.target!r} (it would {action} it). Nothing was changed."
-        )
-        warning = plan.source_warning()
-        if warning is not None:
-            click.echo(warning)
-        return
-    if isinstance(result, StageResult):
-        click.echo("\n".join(result.lines()))
-        return
-    verb = "Created" if result.created else "Restored"
-    sessions = result.terminated_sessions
-    ended = f"{sessions} session{'' if sessions == 1 else 's'} of it ended by the swap"
-    source = result.source_database
-    if source is not None and source != result.database:
-        click.echo(
-            f"WARNING: database {result.database!r} now holds the contents of database "
-            f"{source!r}, of which {result.name} is a backup"
-        )
-    how = " by swapping in the copy staged earlier" if result.used_staged_copy else ""
-    click.echo(
-        f"{verb} database {result.database!r} from {result.name}{how} in {result.duration:.1f} s "
-        f"({result.objects_total} objects); it was unavailable for "
-        f"{result.unavailable_seconds:.2f} s, {ended}."
-    )
-    since = result.commits_since_stage
-    if since is not None:
-        where = (
-            f"in the rollback point {result.previous_kept_as}"
-            if result.rollback_point
-            else "dropped with the previous contents"
-        )
-        click.echo(
-            f"{since} transaction{'' if since == 1 else 's'} committed in {result.database!r} "
-            f"between the stage and the swap (pg_stat_database, an upper bound: read-only "
-            f"ones count too); their writes are not in the restored database, they are {where}."
-        )
-    if result.rollback_point:
-        click.echo(
-            f"Its previous contents are kept as database {result.previous_kept_as}, its "
-            "rollback point: every change made to it until the swap, also while the copy was "
-            "being staged, is in there. Get them back with `velocity-pg restore --undo` "
-            "(`just db-restore-undo`); free their space with `velocity-pg restore --forget`."
-        )
-    if result.replaced_rollback:
-        click.echo(f"The older {result.replaced_rollback} was dropped: one is kept per database.")
-    if result.untouched_rollback:
-        click.echo(
-            f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
-            f"{result.untouched_rollback} is left as it was."
-        )
+    request = restoring.Request(name, check=check, yes=yes, jobs=workers, drop_later=drop_later)
+    show(mode.run(settings, request), as_json)
 
 
 @cli.command(short_help="Messages (BACKUP_NOTIFY_URLS): show the settings; --test sends one.")
@@ -1010,53 +909,6 @@ def entrypoint(command: tuple[str, ...]) -> None:
     from velocity_pg import entrypoint as chain
 
     chain.run(command)
-
-
-def tidy_up(settings: Settings, as_json: bool) -> None:
-    """``restore --tidy``."""
-    from velocity_pg.postgres import endpoint
-    from velocity_pg.restore.copies import tidy
-    from velocity_pg.restore.verb import refuse_target
-
-    target = endpoint.resolve(settings.connection).dbname
-    refuse_target(target)
-    dropped = tidy(settings, target)
-    if as_json:
-        emit_json({"database": target, "dropped": dropped})
-    elif dropped is None:
-        click.echo(f"Nothing to tidy for database {target!r}.")
-    else:
-        click.echo(f"Dropped {dropped}, replaced by the last restore of database {target!r}.")
-
-
-def drop_copy(settings: Settings, which: str, as_json: bool) -> None:
-    """``restore --abort`` / ``restore --forget``."""
-    from velocity_pg.postgres import endpoint
-    from velocity_pg.restore.copies import drop_under_lock
-    from velocity_pg.restore.verb import refuse_target
-    from velocity_pg.store.catalog import human_size
-
-    target = endpoint.resolve(settings.connection).dbname
-    refuse_target(target)
-    dropped = drop_under_lock(settings, target, which)
-    what = "staged copy" if which == "staged" else "rollback point"
-    if as_json:
-        emit_json(
-            {
-                "database": target,
-                "dropped": None if dropped is None else dropped.name,
-                "size_bytes": None if dropped is None else dropped.size_bytes,
-                "what": what,
-            }
-        )
-        return
-    if dropped is None:
-        click.echo(f"Database {target!r} has no {what}; nothing was changed.")
-        return
-    click.echo(
-        f"Dropped the {what} of database {target!r}, {dropped.name} "
-        f"({human_size(dropped.size_bytes)} freed); {target!r} itself was not changed."
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import LockBusy, OperationFailed
 from velocity_pg.postgres import db, endpoint
 from velocity_pg.restore import marks, staging, swap
+from velocity_pg.restore.shield import shielded
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog
 
@@ -236,8 +237,6 @@ def drop_under_lock(settings: Settings, target: str, which: str) -> Copy | None:
     Takes the database's restore lock without waiting: a restore that is
     running owns these copies.
     """
-    from velocity_pg.restore.verb import shielded
-
     with swap.connect_admin(endpoint.resolve(settings.connection), target) as admin:
         if not swap.try_lock(admin, staging.lock_key(target)):
             raise LockBusy(
@@ -273,8 +272,6 @@ def tidy(settings: Settings, target: str) -> str | None:
     """``restore --tidy``: drop what a swap replaced for good and left under the aside
     name (``restore --drop-later``, or a run killed after its swap); None if nothing."""
     import psycopg
-
-    from velocity_pg.restore.verb import shielded
 
     aside = staging.aside_name(target)
     with swap.connect_admin(endpoint.resolve(settings.connection), target) as admin:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import CommandFailed, describe_failure
 from velocity_pg.postgres import db, pgtools
 from velocity_pg.restore import archive, space, staging, swap
+from velocity_pg.restore.plan import default_jobs
+from velocity_pg.restore.shield import shielded
 from velocity_pg.store.catalog import human_size
 
 if TYPE_CHECKING:
@@ -64,8 +66,6 @@ def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, st
     Returns (problem, detail): ``problem`` is None when the drill passed.
     """
     import psycopg
-
-    from velocity_pg.restore.verb import default_jobs, shielded
 
     conn = where
     with db.connect_maintenance(conn) as admin:

@@ -1,4 +1,5 @@
-"""``restore NAME --stage``, and what a restore does with a staged copy and a rollback point.
+"""What a restore does with a staged copy and a rollback point (``restore NAME --stage``
+itself, which builds the copy and stops, is a mode in :mod:`velocity_pg.verbs.restore`).
 
 ``--stage`` takes the restore's checks and builds its copy (pg_restore,
 ANALYZE) in the staging database while the live database keeps serving, then
@@ -18,64 +19,24 @@ committed, so a failed restore leaves it too as it was.
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity_pg.errors import Interrupted, OperationFailed
-from velocity_pg.postgres import db, pgtools
+from velocity_pg.errors import OperationFailed
+from velocity_pg.postgres import db
 from velocity_pg.postgres.endpoint import Endpoint
 from velocity_pg.restore import marks, swap
+from velocity_pg.restore.console import Console, describe
 from velocity_pg.restore.copies import Copy
+from velocity_pg.restore.plan import Plan
+from velocity_pg.restore.shield import shielded
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, manifest
 
 if TYPE_CHECKING:
     import psycopg
 
-    from velocity_pg.restore.verb import Console, Plan
-
     Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class StageResult:
-    name: str
-    database: str
-    staged_as: str
-    size_bytes: int
-    sha256: str
-    duration: float
-    already_staged: bool
-    jobs: int
-    objects: int
-    dropped_leftovers: tuple[str, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "staged": self.name,
-            "database": self.database,
-            "staged_as": self.staged_as,
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "duration_seconds": round(self.duration, 3),
-            "already_staged": self.already_staged,
-            "jobs": self.jobs,
-            "objects": self.objects,
-            "dropped_leftovers": list(self.dropped_leftovers),
-        }
-
-    def lines(self) -> list[str]:
-        how = "was already staged" if self.already_staged else f"staged in {self.duration:.1f} s"
-        return [
-            f"Staged {self.name} for database {self.database!r}: a complete copy, "
-            f"{self.staged_as} ({catalog.human_size(self.size_bytes)}), {how}; "
-            f"{self.database!r} was not changed and keeps serving.",
-            f"Next: `velocity-pg restore {self.name}` swaps it in (the database is down only "
-            "for the swap; `just db-restore` stops the app services only then), or "
-            "`velocity-pg restore --abort` drops it.",
-        ]
 
 
 def file_fingerprint(path: Path) -> tuple[int, int, int, int]:
@@ -176,8 +137,6 @@ def drop_stale(
     """Drop a staged copy that must not be swapped in (we hold the restore lock)."""
     import psycopg
 
-    from velocity_pg.restore.verb import shielded
-
     found = plan.staged
     if found is None or plan.reuse:
         return ()
@@ -200,8 +159,6 @@ def ready_for_swap(admin: Conn, plan: Plan, console: Console) -> None:
     """The staged copy is swapped in as it is: rehearse the live database's settings and
     grants on it once more (they may have changed since staging), rolled back."""
     import psycopg
-
-    from velocity_pg.restore.verb import describe
 
     found = plan.staged
     assert found is not None and found.staged is not None
@@ -239,88 +196,6 @@ def swap_chain(plan: Plan) -> tuple[str, swap.Chain]:
     before = ((plan.rollback.name, plan.aside),) if plan.rollback is not None else ()
     chain = swap.Chain(before=before, comments=((plan.previous, marks.rollback_comment(mark)),))
     return plan.previous, chain
-
-
-def build(settings: Settings, admin: Conn, plan: Plan, console: Console) -> StageResult:
-    """``--stage``: build the copy, mark it complete, stop. The live database is not touched."""
-    import psycopg
-    from psycopg import sql
-
-    from velocity_pg.restore.progress import RestoreProgress
-    from velocity_pg.restore.verb import (
-        build_copy,
-        describe,
-        discard_staging,
-        drop_leftovers,
-        shielded,
-    )
-
-    clock = time.monotonic()
-    if plan.reuse:
-        assert plan.staged is not None and plan.sha256 is not None
-        return StageResult(
-            name=plan.backup.name,
-            database=plan.target,
-            staged_as=plan.staging,
-            size_bytes=plan.staged.size_bytes,
-            sha256=plan.sha256,
-            duration=time.monotonic() - clock,
-            already_staged=True,
-            jobs=plan.jobs,
-            objects=plan.toc.entries,
-            dropped_leftovers=(),
-        )
-    dropped = drop_leftovers(settings, admin, plan, console) + drop_stale(
-        admin, plan, console, settings
-    )
-    before = file_fingerprint(plan.backup)
-    digest = plan.sha256 or sha256_now(plan.backup)
-    progress = RestoreProgress(total=plan.toc.entries, entry_ids=plan.toc.entry_ids)
-    build_copy(settings, admin, plan, progress, console)
-    mark = marks.StagedMark(
-        database=plan.target,
-        backup=plan.backup.name,
-        sha256=digest,
-        size_bytes=plan.size,
-        at=marks.now_iso(),
-        by=marks.who(plan.role.name),
-        live_commits=committed(admin, plan.target),
-    )
-    # Marking the copy complete is this verb's point of no return.
-    with shielded(deliver=False) as held_back:
-        try:
-            if file_fingerprint(plan.backup) != before:
-                raise OperationFailed(f"{plan.backup.name} changed while it was being restored")
-            admin.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(plan.staging), sql.Literal(marks.staged_comment(mark))
-                )
-            )
-            row = admin.execute("SELECT pg_database_size(%s)", (plan.staging,)).fetchone()
-        except (psycopg.Error, OperationFailed, OSError) as exc:
-            raise OperationFailed(
-                f"{describe(exc)}; {discard_staging(settings, admin, plan)}"
-            ) from exc
-    if held_back:  # the copy is complete: say so, and stop before the checkpoint
-        raise Interrupted(
-            f"{pgtools.stop_word(signum=held_back[0])}; the copy of {plan.backup.name} was "
-            f"complete and is staged as {plan.staging}: `velocity-pg restore "
-            f"{plan.backup.name}` swaps it in, `velocity-pg restore --abort` drops it; "
-            f"database {plan.target!r} was not changed"
-        )
-    flush_to_disk(admin, console)
-    return StageResult(
-        name=plan.backup.name,
-        database=plan.target,
-        staged_as=plan.staging,
-        size_bytes=int(row[0]) if row else 0,
-        sha256=digest,
-        duration=time.monotonic() - clock,
-        already_staged=False,
-        jobs=plan.jobs,
-        objects=plan.toc.entries,
-        dropped_leftovers=dropped,
-    )
 
 
 def committed(admin: Conn, database: str) -> int | None:
