@@ -32,7 +32,7 @@ class State:
         self.env_file_required = False
         self.overrides: dict[str, str | int | None] = {}
         self._settings: Settings | None = None
-        #: ``--notify``'s messages (velocity_pg.notify.Notice), when given.
+        #: ``--notify``'s messages (velocity_pg.verbs.notify.Notice), when given.
         self.notice: Any = None
 
     def settings(self, **more: str | int | None) -> Settings:
@@ -145,7 +145,7 @@ def notify_option(verb: str) -> Callable[[F], F]:
         def wrapper(*args: Any, notify_flag: bool, **kwargs: Any) -> Any:
             if not notify_flag:
                 return func(*args, **kwargs)
-            from velocity_pg.notify import Notice
+            from velocity_pg.verbs.notify import Notice
 
             state = click.get_current_context().ensure_object(State)
             state.notice = Notice(verb)
@@ -216,9 +216,9 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
     Runs alongside the application without blocking it. A failed backup
     leaves no file behind and never touches the existing backups.
     """
-    from velocity_pg.backup import create_backup
     from velocity_pg.errors import OperationFailed
     from velocity_pg.store.catalog import human_size
+    from velocity_pg.verbs.backup import create_backup
 
     settings = state.settings(BACKUP_COMPRESSION=compression)
     # Off-site configured: everything it needs is checked before the dump starts.
@@ -272,8 +272,8 @@ def list_(state: State, remote: bool, as_json: bool) -> None:
         list_remote(state.settings(), as_json)
         return
     from velocity_pg.report import describe_verification, format_table
-    from velocity_pg.status import read_state
     from velocity_pg.store.catalog import human_age, human_size, list_backups
+    from velocity_pg.verbs.status import read_state
 
     settings = state.settings()
     backups = list_backups(settings.backup_dir)
@@ -408,7 +408,7 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     from velocity_pg.postgres import endpoint
     from velocity_pg.report import to_json
     from velocity_pg.restore import copies
-    from velocity_pg.status import gather, parse_duration, render
+    from velocity_pg.verbs.status import gather, parse_duration, render
 
     settings = state.settings()
     now = datetime.now(UTC)
@@ -503,7 +503,7 @@ def verify(
     With no NAME and no --all, the newest backup of the configured database is
     verified; --all verifies every database's. Exit 0 only if every check passed.
     """
-    from velocity_pg import verify as verifying
+    from velocity_pg.verbs import verify as verifying
 
     if names and everything:
         raise click.UsageError("give backup names or --all, not both")
@@ -616,9 +616,9 @@ def cleanup(
     other files are never touched.
     Fails at once, deleting nothing, while a restore or verify is reading the folder.
     """
-    from velocity_pg import cleanup as core
     from velocity_pg.errors import OperationFailed
     from velocity_pg.store.retention import Plan
+    from velocity_pg.verbs import cleanup as core
 
     settings = state.settings(
         BACKUP_MAX_AGE_DAYS=max_age_days, BACKUP_MAX_COUNT=max_count, BACKUP_MIN_KEEP=min_keep
@@ -768,8 +768,8 @@ def schedule(state: State, once: bool) -> None:
     SIGTERM or SIGINT stops it cleanly (exit 0). With --once: one run, for cron,
     systemd timers or Kubernetes CronJobs.
     """
-    from velocity_pg import schedule as scheduling
     from velocity_pg.scheduling import config
+    from velocity_pg.verbs import schedule as scheduling
 
     settings = state.settings()
     checked = config.load(settings, datetime.now(UTC))
@@ -978,7 +978,7 @@ def notify(state: State, send_test: bool) -> None:
     """Show the message settings (BACKUP_NOTIFY_URLS, by position and service, never the
     URLs themselves); with --test, send a test message to each URL now and say, per URL,
     delivered or why not (exit 1 unless every URL took it)."""
-    from velocity_pg import notify as notifying
+    from velocity_pg.verbs import notify as notifying
 
     settings = state.settings()
     if not send_test:
@@ -1007,7 +1007,7 @@ def entrypoint(command: tuple[str, ...]) -> None:
 
     velocity-pg entrypoint -- docker-entrypoint.sh postgres
     """
-    from velocity_pg import entrypoint as chain
+    from velocity_pg.verbs import entrypoint as chain
 
     chain.run(command)
 

@@ -2,14 +2,14 @@
 
 The steps, in order (:func:`plan_steps`):
 
-1. ``backup``: :func:`velocity_pg.backup.create_backup`;
+1. ``backup``: :func:`velocity_pg.verbs.backup.create_backup`;
 2. ``push``, when off-site copies are configured (``BACKUP_S3_URL``):
    :func:`velocity_pg.offsite.push_backup` of the new backup;
-3. ``cleanup``: :func:`velocity_pg.cleanup.run_cleanup` (local);
+3. ``cleanup``: :func:`velocity_pg.verbs.cleanup.run_cleanup` (local);
 4. ``cleanup off-site``, when configured: :func:`velocity_pg.offsite.cleanup_remote`;
-5. ``verify``: :func:`velocity_pg.verify.verify` of the new backup, as
+5. ``verify``: :func:`velocity_pg.verbs.verify.verify` of the new backup, as
    ``BACKUP_VERIFY`` says: ``checksum``, ``restore`` (with
-   :func:`velocity_pg.verify.restore_drill`) or ``none``.
+   :func:`velocity_pg.verbs.verify.restore_drill`) or ``none``.
 
 A step that fails is reported and the run goes on with the steps that do not
 need it: nothing is pushed, pruned or verified without a new backup, and no
@@ -31,7 +31,7 @@ from velocity_pg.scheduling.config import ScheduleConfig, VerifyMode
 from velocity_pg.settings import Settings
 
 if TYPE_CHECKING:  # without importing psycopg before it is needed
-    from velocity_pg.backup import BackupResult
+    from velocity_pg.verbs.backup import BackupResult
 
 
 class StepStatus(StrEnum):
@@ -100,8 +100,8 @@ def stamp(moment: datetime, zone: object = UTC) -> str:
 
 
 def step_backup(ctx: RunContext) -> str:
-    from velocity_pg.backup import create_backup
     from velocity_pg.store.catalog import human_size
+    from velocity_pg.verbs.backup import create_backup
 
     result = create_backup(ctx.settings)
     ctx.backup = result
@@ -112,9 +112,9 @@ def step_backup(ctx: RunContext) -> str:
 
 
 def step_cleanup(ctx: RunContext) -> str:
-    from velocity_pg import cleanup
     from velocity_pg.errors import OperationFailed
     from velocity_pg.store.catalog import human_size
+    from velocity_pg.verbs import cleanup
 
     result = cleanup.run_cleanup(ctx.settings)
     if result.partial:
@@ -126,8 +126,8 @@ def step_cleanup(ctx: RunContext) -> str:
 
 
 def step_verify(ctx: RunContext) -> str:
-    from velocity_pg import verify
     from velocity_pg.errors import OperationFailed
+    from velocity_pg.verbs import verify
 
     assert ctx.backup is not None
     drill = verify.restore_drill(ctx.settings) if ctx.config.verify is VerifyMode.RESTORE else None
