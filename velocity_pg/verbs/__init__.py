@@ -10,6 +10,8 @@ the result (see :func:`velocity_pg.cli.show`). The machinery never imports a ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -23,3 +25,24 @@ class Result(Protocol):
     def to_json(self) -> dict[str, Any]:
         """The result as one JSON object (``--json``)."""
         ...
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a verb that ran to its end failed (exit 1, after its result is printed):
+    ``stderr`` is its line for standard error (``None``: none), ``notify`` what
+    ``--notify`` says it failed at (``None``: the default reason), ``offsite`` whether
+    the part that failed was off-site (``--notify``'s event)."""
+
+    stderr: str | None = None
+    notify: str | None = None
+    offsite: bool = False
+
+    @classmethod
+    def error(cls, message: str, *, offsite: bool = False) -> Failure:
+        """An error after the result: ``velocity-pg: error: MESSAGE``."""
+        return cls(f"velocity-pg: error: {message}", message, offsite)
+
+
+#: Where a verb says its lines as it goes (``click.echo`` for people; ``None`` with ``--json``).
+Say = Callable[[str], None]

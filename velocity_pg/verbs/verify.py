@@ -21,16 +21,38 @@ status depends on the checks alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg.errors import CommandFailed, ManifestUnreadable, VelocityError
+from velocity_pg.errors import (
+    CommandFailed,
+    ConfigError,
+    Interrupted,
+    ManifestUnreadable,
+    OperationFailed,
+    VelocityError,
+)
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock, manifest
+from velocity_pg.store import age, catalog, lock, manifest, remote
+from velocity_pg.store.offsite import (
+    Context,
+    Fetched,
+    Meter,
+    fetch,
+    fetch_problem,
+    newest_remote,
+    prepare,
+    read_record,
+    temp_file,
+    utcnow,
+)
+from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
+from velocity_pg.verbs import Failure, Say
 
 
 @dataclass
@@ -226,3 +248,294 @@ def restore_drill(settings: Settings) -> RestoreCheck:
             outcome.checks.append(detail)
 
     return check
+
+
+# -- verify --remote: the off-site copies --------------------------------------------------
+
+
+@dataclass
+class RemoteOutcome:
+    name: str
+    ok: bool = True
+    checks: list[str] = field(default_factory=list)
+    problem: str = ""
+
+    def fail(self, problem: str) -> RemoteOutcome:
+        self.ok, self.problem = False, problem
+        return self
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "checks": self.checks, "problem": self.problem}
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok      {self.name} (off-site: {', '.join(self.checks)})"
+        return f"FAILED  {self.name} (off-site): {self.problem}"
+
+
+def verify_remote(
+    settings: Settings,
+    names: list[str],
+    *,
+    everything: bool = False,
+    drill: bool = False,
+    meter: Meter | None = None,
+    report: Callable[[RemoteOutcome], None] | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> list[RemoteOutcome]:
+    """Read each selected off-site copy end to end and check it; record the verdict."""
+    meter = meter or Meter()
+    ctx = prepare(settings, for_upload=False)
+    identity = ctx.offsite.identity_file
+    if identity is not None:
+        identity = age.identity_for(ctx.offsite, "an off-site copy")
+    if drill:
+        catalog.require_dir(settings.backup_dir, writable=True)
+    listing = remote.list_backups(ctx.store)
+    if names:
+        for name in names:
+            read_record(ctx.store, name)  # says clearly when one is not off-site
+        chosen = [b for b in listing.backups if b.name in set(names)]
+    elif everything:
+        chosen = listing.backups
+    else:
+        chosen = newest_remote(listing.backups, settings.database)[:1]
+    outcomes = []
+    for backup in chosen:
+        try:
+            outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter)
+        except (KeyboardInterrupt, pgtools.Terminated) as exc:
+            # A stop is no verdict: the copy's manifest is left as it was.
+            raise Interrupted(
+                f"{pgtools.stop_word(exc)} while {backup.name} was being verified off-site; "
+                "no verdict was recorded for it"
+            ) from None
+        if backup.record is not None:
+            try:
+                record_verdict(
+                    ctx.store, backup, outcome, "restore" if drill else "checksum", now()
+                )
+            except (KeyboardInterrupt, pgtools.Terminated) as exc:
+                verdict = "ok" if outcome.ok else f"FAILED: {outcome.problem}"
+                raise Interrupted(
+                    f"{pgtools.stop_word(exc)} while the verdict on {backup.name} ({verdict}) "
+                    "was being written into its off-site manifest; it may or may not be there"
+                ) from None
+        if report is not None:
+            report(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def verify_one_remote(
+    settings: Settings,
+    ctx: Context,
+    backup: RemoteBackup,
+    identity: Path | None,
+    drill: bool,
+    meter: Meter,
+) -> RemoteOutcome:
+    """Read one copy end to end and check it (its verdict is recorded by the caller)."""
+    outcome = RemoteOutcome(backup.name)
+    record = backup.record
+    if record is None:
+        return outcome.fail(backup.problem)
+    if record.encrypted and identity is None and drill:
+        raise ConfigError(
+            "verify --remote --restore of an encrypted copy needs BACKUP_AGE_IDENTITY_FILE"
+        )
+    try:
+        if drill:
+            with temp_file(settings.backup_dir) as (fd, temp):
+                with os.fdopen(os.dup(fd), "wb") as sink:
+                    found = fetch(ctx.store, record, sink, identity, meter, "verifying")
+                problem = fetch_problem(record, found)
+                if problem is not None:
+                    outcome.fail(problem)
+                else:
+                    outcome.checks += checks_done(record, found)
+                    drill_check(settings, temp, record, outcome)
+        else:
+            found = fetch(ctx.store, record, None, identity, meter, "verifying")
+            problem = fetch_problem(record, found)
+            if problem is not None:
+                outcome.fail(problem)
+            else:
+                outcome.checks += checks_done(record, found)
+    except OperationFailed as exc:
+        outcome.fail(exc.message)
+    return outcome
+
+
+def record_verdict(
+    store: RemoteStore, backup: RemoteBackup, outcome: RemoteOutcome, method: str, at: datetime
+) -> None:
+    """Write the verdict into the very manifest that was read, and only while it is still
+    there: a copy deleted meanwhile (an off-site cleanup deletes the manifest first) gets
+    no verdict, and no manifest comes back to life without its object. The verdict is
+    reported either way."""
+    record = backup.record
+    assert record is not None
+    key = remote.manifest_key(record.name)
+    gone = (
+        f"{record.name} was deleted from {store.describe()} while it was being verified "
+        "(an off-site cleanup?); no verdict was written"
+    )
+    try:
+        current = store.head(key)
+        found = store.head(record.object_key) if outcome.ok and current is not None else None
+    except OperationFailed:
+        return
+    if current is None:
+        outcome.fail(gone)
+        return
+    if outcome.ok and (found is None or found.size != record.object_size):
+        outcome.fail(f"its object {record.object_key} vanished or changed while it was verified")
+    verdict = manifest.Verification(
+        at=manifest.now_iso(at),
+        method=method,
+        ok=outcome.ok,
+        detail=outcome.problem or ", ".join(outcome.checks),
+    )
+    try:
+        store.put_bytes(
+            key,
+            remote.dumps(record.with_verification(verdict)),
+            if_match=backup.manifest_object.etag or current.etag,
+        )
+    except remote.Changed:
+        try:
+            vanished = store.head(key) is None
+        except OperationFailed:
+            vanished = False
+        if vanished:
+            outcome.fail(gone)
+            return
+        # A push replaced it meanwhile: the copy verified is not the one there now.
+        note = "no verdict was written: its manifest changed meanwhile"
+        if outcome.ok:
+            outcome.checks.append(note)
+        else:
+            outcome.problem += f"; {note}"
+    except OperationFailed:
+        pass
+
+
+def checks_done(record: RemoteManifest, found: Fetched) -> list[str]:
+    if not record.encrypted:
+        return ["checksum"]
+    if found.dump_sha256 is None:
+        return ["checksum of the encrypted object (set BACKUP_AGE_IDENTITY_FILE to check the dump)"]
+    return ["checksum of the encrypted object", "decrypted dump checksum"]
+
+
+def drill_check(
+    settings: Settings, dump: Path, record: RemoteManifest, outcome: RemoteOutcome
+) -> None:
+    from velocity_pg.restore import drill
+
+    program = pgtools.find_program("pg_restore")
+    try:
+        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, dump))
+    except CommandFailed as exc:
+        outcome.fail(f"not a readable archive ({exc.message})")
+        return
+    entries = pgtools.count_toc_entries(listing)
+    if entries != record.dump.toc_entries:
+        outcome.fail(f"{entries} archive entries, the manifest says {record.dump.toc_entries}")
+        return
+    outcome.checks.append(f"archive ({entries} entries)")
+    from velocity_pg.postgres import endpoint
+
+    problem, detail = drill.run_drill(endpoint.resolve(settings.connection), dump, listing)
+    if problem is not None:
+        outcome.fail(problem)
+    else:
+        outcome.checks.append(detail)
+
+
+# -- the verb -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What ``verify`` (or ``verify --remote``) found; each backup's line was said as it
+    was done. ``nothing`` says why there was nothing to verify, if there was not."""
+
+    outcomes: list[Outcome] | list[RemoteOutcome]
+    remote: bool
+    nothing: str
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    def lines(self) -> list[str]:
+        return []
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            # An off-site verify that found nothing is not ok; a local one says so on stderr.
+            "ok": (bool(self.outcomes) or not self.remote) and self.ok,
+            "backups": [o.to_json() for o in self.outcomes],
+        }
+
+    def failure(self) -> Failure | None:
+        if not self.outcomes:
+            # A nightly verify that finds nothing to check must not look like success.
+            return Failure(stderr=f"velocity-pg: verify: {self.nothing}", notify=self.nothing)
+        if not self.ok:
+            return Failure(notify=failed_checks(self.outcomes))
+        return None
+
+
+def failed_checks(outcomes: list[Outcome] | list[RemoteOutcome]) -> str:
+    """The backups that failed their checks, for a message: name and problem, a few."""
+    bad = [o for o in outcomes if not o.ok]
+    shown = "; ".join(f"{o.name}: {o.problem or 'failed'}" for o in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return shown + more
+
+
+def run(
+    settings: Settings,
+    names: list[str],
+    *,
+    everything: bool,
+    drill: bool,
+    remote: bool,
+    say: Say | None,
+    warn: Say,
+) -> Verified:
+    """``velocity-pg verify``: each backup's line goes to ``say`` as it is done, a warning
+    (its result could not be recorded) to ``warn``."""
+    if remote:
+        remote_outcomes = verify_remote(
+            settings,
+            names,
+            everything=everything,
+            drill=drill,
+            report=None if say is None else lambda outcome: say(outcome.line()),
+        )
+        return Verified(remote_outcomes, True, "no off-site backups to verify")
+
+    def report(outcome: Outcome) -> None:
+        if say is not None:
+            say(outcome.line())
+        if outcome.warning:
+            warn(outcome.warning_line())
+
+    outcomes = verify(
+        settings,
+        names,
+        everything=everything,
+        restore_check=restore_drill(settings) if drill else None,
+        report=report,
+    )
+    database = settings.database
+    of = (
+        ""
+        if everything or database is None
+        else f" (none of database {database!r}; --all verifies every database's)"
+    )
+    return Verified(outcomes, False, f"no backups to verify in {settings.backup_dir}{of}")
