@@ -6,6 +6,16 @@ settings (and the verb's own arguments), calls the machinery below
 renders itself: ``lines()`` for people, ``to_json()`` for scripts. The click layer
 (``velocity_pg.cli``) only parses, builds the settings, calls the verb and prints
 the result (see :func:`velocity_pg.cli.show`). The machinery never imports a verb.
+
+A verb that reports as it goes (each backup pushed, verified or deleted) is given a
+:data:`Say` for those lines (``None`` with ``--json``); its result's ``lines()`` is
+then what was not said yet. A verb that can fail after it has done part of its
+work returns that part with a :class:`Failure` (its result's ``failure()``), which
+the command line prints after the result before it exits 1.
+
+One module per verb: ``backup``, ``list``, ``verify``, ``status``, ``cleanup``,
+``push``, ``pull``, ``schedule``, ``notify``, ``entrypoint`` (and ``restore``, whose
+machinery is :mod:`velocity_pg.restore`).
 """
 
 from __future__ import annotations
