@@ -345,8 +345,8 @@ def test_same_second_backups_do_not_collide(target: Target) -> None:
 
 
 def test_fixed_clock_collision_uses_next_second(target: Target) -> None:
-    from velocity_pg.backup import create_backup
     from velocity_pg.settings import load_settings
+    from velocity_pg.verbs.backup import create_backup
 
     settings = load_settings(environ=target.env())
     moment = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)

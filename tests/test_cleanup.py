@@ -21,9 +21,9 @@ import pytest
 from conftest import Target, clean_env, load_varied_schema
 from test_backup import hold_table_lock, wait_for_pg_dump
 
-from velocity_pg import cleanup
 from velocity_pg.settings import load_settings
 from velocity_pg.store import catalog, lock, retention
+from velocity_pg.verbs import cleanup
 
 DAY = 86400.0
 #: The policy's tiers in --json when none is set (docs/retention.md, Retention).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from velocity_pg import entrypoint
+from velocity_pg.verbs import entrypoint
 
 VPG = [sys.executable, "-m", "velocity_pg", "entrypoint"]
 

@@ -8,8 +8,7 @@ The layers, lowest first. A module may import only from its own layer or below:
 1. **the settings**: ``settings`` (command line > environment > .env > defaults), which
    holds postgres/'s values and re-exports ``Connection``;
 2. **the machinery**: ``store/``, ``restore/``, ``scheduling/``;
-3. **the verbs**: ``verbs/``, each verb's orchestration and result; until they all move
-   in, also the top-level verb modules (:data:`TOP_LEVEL_VERBS`);
+3. **the verbs**: ``verbs/``, each verb's orchestration and result;
    and ``report``, the verbs' output helpers;
 4. **the command line**: ``cli`` and ``__main__``.
 
@@ -19,13 +18,10 @@ circle of type-only imports is still a circle for a reader, and for mypy). A pac
 
 (a) no import circle among velocity_pg's modules;
 (b) ``postgres/`` imports nothing above the base (settings, the machinery, the verbs, cli);
-(c) the machinery imports no verb: nothing from ``velocity_pg.verbs``, ``velocity_pg.cli``
-    or a top-level verb module;
+(c) the machinery imports no verb: nothing from ``velocity_pg.verbs`` or ``velocity_pg.cli``;
 (d) in general, no module imports from a layer above its own.
 
-:data:`KNOWN_UNTIL_ISSUE_19_MERGE` lists the violations that existed when this test was
-written, which issue 19's other steps remove; it must list exactly those still there, so
-it shrinks as they go and is empty once issue 19 is merged. A new violation fails.
+There is no allow-list but :data:`ALLOWED_UPWARD`, one named import that is meant to stay.
 """
 
 from __future__ import annotations
@@ -40,25 +36,12 @@ SOURCE = Path(__file__).resolve().parent.parent / PACKAGE
 BASE, SETTINGS, MACHINERY, VERBS, COMMAND_LINE = range(5)
 LAYER_NAMES = ("the base", "the settings", "the machinery", "the verbs", "the command line")
 
-#: The verb modules still at the top level (issue 19 moves them into ``velocity_pg/verbs/``).
-TOP_LEVEL_VERBS = (
-    "backup",
-    "cleanup",
-    "status",
-    "verify",
-    "schedule",
-    "notify",
-    "offsite",
-    "entrypoint",
-)
-
 #: Modules named exactly, then packages (a package and every module under it).
 MODULE_LAYERS: dict[str, int] = {
     PACKAGE: BASE,
     f"{PACKAGE}.errors": BASE,
     f"{PACKAGE}.settings": SETTINGS,
     f"{PACKAGE}.report": VERBS,
-    **{f"{PACKAGE}.{name}": VERBS for name in TOP_LEVEL_VERBS},
     f"{PACKAGE}.cli": COMMAND_LINE,
     f"{PACKAGE}.__main__": COMMAND_LINE,
 }
@@ -74,23 +57,6 @@ PACKAGE_LAYERS: dict[str, int] = {
 #: tiers (``Tiers``, ``TIERS``) of ``store/retention.py``, a pure module with nothing of
 #: the settings', the verbs' or the command line's below it.
 ALLOWED_UPWARD = frozenset({"settings -> store.retention"})
-
-#: The violations on this branch when this test was written, outside postgres/ (which
-#: has none left). Other steps of issue 19 remove them: the verbs move into
-#: ``velocity_pg/verbs/``, scheduling/ stops calling the verbs, the restore's stage,
-#: copies and swap stop calling back up into the restore verb. The lead empties this
-#: list when those steps are merged; meanwhile it must hold exactly what is still there.
-KNOWN_UNTIL_ISSUE_19_MERGE = frozenset(
-    {
-        # (c) The scheduled job runs the verbs (backup, cleanup, verify, off-site push).
-        "scheduling.job -> backup",
-        "scheduling.job -> cleanup",
-        "scheduling.job -> offsite",
-        "scheduling.job -> verify",
-        # (c) The scheduler's settings check prepares the off-site verb (offsite.prepare).
-        "scheduling.config -> offsite",
-    }
-)
 
 
 def short(module: str) -> str:
@@ -210,9 +176,10 @@ def postgres_violations(graph: Mapping[str, Iterable[str]]) -> set[str]:
 
 
 def verb_module(module: str) -> bool:
-    """A module of the verbs' or the command line's: ``verbs/``, ``cli``, a top-level verb."""
-    top = {f"{PACKAGE}.{name}" for name in (*TOP_LEVEL_VERBS, "cli")}
-    return module in top or module == f"{PACKAGE}.verbs" or module.startswith(f"{PACKAGE}.verbs.")
+    """A module of the verbs' or the command line's: ``verbs/`` or ``cli``."""
+    return module in (f"{PACKAGE}.cli", f"{PACKAGE}.verbs") or module.startswith(
+        f"{PACKAGE}.verbs."
+    )
 
 
 def machinery_violations(graph: Mapping[str, Iterable[str]]) -> set[str]:
@@ -342,8 +309,8 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_no_import_cycle() -> None:
-    new = cycle_violations(GRAPH) - KNOWN_UNTIL_ISSUE_19_MERGE
-    assert not new, explain(new, "import circles (not in KNOWN_UNTIL_ISSUE_19_MERGE)", GRAPH)
+    found = cycle_violations(GRAPH)
+    assert not found, explain(found, "import circles", GRAPH)
 
 
 def test_postgres_imports_nothing_above_it() -> None:
@@ -353,33 +320,16 @@ def test_postgres_imports_nothing_above_it() -> None:
 
 
 def test_the_machinery_imports_no_verb() -> None:
-    new = machinery_violations(GRAPH) - KNOWN_UNTIL_ISSUE_19_MERGE
-    assert not new, explain(
-        new,
-        "store/, restore/ or scheduling/ import a verb (not in KNOWN_UNTIL_ISSUE_19_MERGE)",
-        GRAPH,
-    )
+    found = machinery_violations(GRAPH)
+    assert not found, explain(found, "store/, restore/ or scheduling/ import a verb", GRAPH)
 
 
 def test_no_module_imports_from_a_layer_above() -> None:
-    new = upward_violations(GRAPH) - KNOWN_UNTIL_ISSUE_19_MERGE
-    assert not new, explain(
-        new, "imports from a layer above (not in KNOWN_UNTIL_ISSUE_19_MERGE)", GRAPH
-    )
+    found = upward_violations(GRAPH)
+    assert not found, explain(found, "imports from a layer above", GRAPH)
 
 
-def test_the_known_violations_are_all_still_there() -> None:
-    found = (
-        cycle_violations(GRAPH)
-        | postgres_violations(GRAPH)
-        | machinery_violations(GRAPH)
-        | upward_violations(GRAPH)
-    )
-    gone = KNOWN_UNTIL_ISSUE_19_MERGE - found
-    assert not gone, (
-        "fixed, so remove from KNOWN_UNTIL_ISSUE_19_MERGE in tests/test_layers.py: "
-        + "; ".join(sorted(gone))
-    )
+def test_the_allowed_upward_imports_are_still_there() -> None:
     edges = {f"{short(module)} -> {short(other)}" for module in GRAPH for other in GRAPH[module]}
     stale = ALLOWED_UPWARD - edges
     assert not stale, f"no longer imported, remove from ALLOWED_UPWARD: {'; '.join(sorted(stale))}"

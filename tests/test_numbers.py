@@ -20,7 +20,7 @@ from velocity_pg.errors import ConfigError, ExitStatus
 from velocity_pg.postgres import compression
 from velocity_pg.scheduling.timetable import parse_duration, parse_schedule
 from velocity_pg.settings import MAX_DAYS, MAX_WHOLE, parse_int, settings_from_values
-from velocity_pg.status import parse_duration as status_duration
+from velocity_pg.verbs.status import parse_duration as status_duration
 
 HUGE = "99999999999999999999"
 #: Every whole-number setting, with a value it takes.

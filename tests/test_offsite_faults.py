@@ -32,9 +32,8 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg import offsite
 from velocity_pg.settings import load_settings
-from velocity_pg.store import catalog
+from velocity_pg.store import catalog, offsite
 
 OLD = "velocity_2026-01-01_000000.dump"
 

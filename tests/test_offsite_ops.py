@@ -19,9 +19,9 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg import offsite
 from velocity_pg.settings import load_settings
 from velocity_pg.store import catalog
+from velocity_pg.verbs import cleanup
 
 
 def backups_in(folder: Path) -> list[str]:
@@ -137,12 +137,12 @@ def test_cleanup_removes_unfinished_uploads_after_an_hour(target: Target, bucket
         Body=b"x" * 1024,
     )
     settings = load_settings(environ=env)
-    soon = offsite.cleanup_remote(settings, now=lambda: datetime.now(UTC))
+    soon = cleanup.cleanup_remote(settings, now=lambda: datetime.now(UTC))
     # The object and the part are minutes old: a push may be writing them right now.
     # (moto reports every multipart upload as initiated in 2010, so there the one without
     # a part counts as old already; Swift tells the truth, and it goes only later.)
     assert {d.name for d in soon.leftovers} <= {silent}
-    later = offsite.cleanup_remote(settings, now=lambda: datetime.now(UTC) + timedelta(hours=2))
+    later = cleanup.cleanup_remote(settings, now=lambda: datetime.now(UTC) + timedelta(hours=2))
     gone = sorted((d.name, d.status) for d in [*soon.leftovers, *later.leftovers])
     assert gone == sorted((n, "deleted") for n in (orphan, silent, parted))
     assert bucket.uploads() == []

@@ -33,10 +33,10 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg import offsite
 from velocity_pg.errors import OperationFailed
-from velocity_pg.store import catalog, manifest, remote
+from velocity_pg.store import catalog, manifest, offsite, remote
 from velocity_pg.store.remote import RemoteManifest
+from velocity_pg.verbs import push
 
 A = "velocity_2026-11-30_120000.dump"
 B = "velocity_2026-11-29_120000.dump"
@@ -494,7 +494,7 @@ def test_a_read_error_on_the_dump_is_one_clear_failure_and_push_all_goes_on(
     breaker.start()
     lines: list[str] = []
     try:
-        report = offsite.push(settings, [], everything=True, report=lines.append)
+        report = push.push(settings, [], everything=True, report=lines.append)
     finally:
         breaker.join(60)
         os.close(folder_fd)

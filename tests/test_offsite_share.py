@@ -24,9 +24,9 @@ from offsite_support import (  # noqa: F401 (fixtures)
     s3_endpoint,
 )
 
-from velocity_pg import offsite
 from velocity_pg.settings import load_settings
-from velocity_pg.store import catalog, identity, lock
+from velocity_pg.store import catalog, identity, lock, offsite
+from velocity_pg.verbs import cleanup
 
 
 def name_ago(hours: float, database: str) -> str:
@@ -196,7 +196,7 @@ def test_a_push_in_flight_is_never_aborted(target: Target, bucket: Bucket) -> No
     # Silent for more than the hour: a killed push's leftover, removed.
     settings = load_settings(environ=env)
     later = datetime.now(UTC) + offsite.LEFTOVER_MIN_AGE + timedelta(minutes=1)
-    result = offsite.cleanup_remote(settings, now=lambda: later)
+    result = cleanup.cleanup_remote(settings, now=lambda: later)
     assert [(d.name, d.status) for d in result.leftovers] == [(name, "deleted")]
     assert bucket.uploads() == []
 
@@ -215,7 +215,7 @@ def test_cleanup_never_cuts_a_long_push_of_this_folder(target: Target, bucket: B
     # Hours later by the clock (as if the push had been running that long): the push
     # holds the folder, so its upload is no leftover.
     later = datetime.now(UTC) + timedelta(hours=3)
-    result = offsite.cleanup_remote(settings, now=lambda: later)
+    result = cleanup.cleanup_remote(settings, now=lambda: later)
     assert result.leftovers == []
     assert "left for the next cleanup" in result.leftovers_skipped
     _out, err = proc.communicate(timeout=120)
@@ -225,9 +225,9 @@ def test_cleanup_never_cuts_a_long_push_of_this_folder(target: Target, bucket: B
     # Without a push, the folder is free and old leftovers go.
     bucket.client.create_multipart_upload(Bucket=bucket.name, Key=f"db/{name_ago(9, 'x')}")
     with lock.shared(target.backup_dir, "push"):  # a push of this folder at work
-        held = offsite.cleanup_remote(settings, now=lambda: later)
+        held = cleanup.cleanup_remote(settings, now=lambda: later)
     assert held.leftovers == [] and len(bucket.uploads()) == 1
-    free = offsite.cleanup_remote(settings, now=lambda: later)
+    free = cleanup.cleanup_remote(settings, now=lambda: later)
     assert [d.status for d in free.leftovers] == ["deleted"] and bucket.uploads() == []
     assert os.path.exists(target.backup_dir / identity.NAME)
 

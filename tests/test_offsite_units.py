@@ -203,7 +203,7 @@ def test_retention_input_uses_the_backups_own_time_not_last_modified() -> None:
 def test_progress_on_a_terminal_only() -> None:
     import io
 
-    from velocity_pg.offsite import Meter
+    from velocity_pg.store.offsite import Meter
 
     shown = io.StringIO()
     meter = Meter(shown, tty=True)

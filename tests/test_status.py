@@ -14,8 +14,8 @@ import pytest
 from conftest import clean_env
 
 from velocity_pg.errors import ConfigError
-from velocity_pg.status import CLOCK_SKEW, judge, parse_duration
 from velocity_pg.store import catalog, manifest
+from velocity_pg.verbs.status import CLOCK_SKEW, judge, parse_duration
 
 
 def run(

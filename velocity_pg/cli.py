@@ -1,7 +1,9 @@
-"""The command line: parse, build the settings once, call the core, translate errors.
+"""The command line: parse, build the settings once, call the verb, print its result,
+translate errors.
 
-Each command is a few lines; the work lives in one module per verb. Heavy
-imports (psycopg) happen inside the commands that need them.
+Each command is a few lines: the work and the result's text and JSON live in one
+module per verb (:mod:`velocity_pg.verbs`). The verb modules are imported inside
+their commands, so ``velocity-pg --help`` loads none of them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ import click
 from velocity_pg import __version__
 from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
 from velocity_pg.settings import Settings, load_settings, parse_int
-from velocity_pg.verbs import Result
+from velocity_pg.verbs import Failure, Result
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +33,7 @@ class State:
         self.env_file_required = False
         self.overrides: dict[str, str | int | None] = {}
         self._settings: Settings | None = None
-        #: ``--notify``'s messages (velocity_pg.notify.Notice), when given.
+        #: ``--notify``'s messages (velocity_pg.verbs.notify.Notice), when given.
         self.notice: Any = None
 
     def settings(self, **more: str | int | None) -> Settings:
@@ -145,7 +146,7 @@ def notify_option(verb: str) -> Callable[[F], F]:
         def wrapper(*args: Any, notify_flag: bool, **kwargs: Any) -> Any:
             if not notify_flag:
                 return func(*args, **kwargs)
-            from velocity_pg.notify import Notice
+            from velocity_pg.verbs.notify import Notice
 
             state = click.get_current_context().ensure_object(State)
             state.notice = Notice(verb)
@@ -184,6 +185,23 @@ def show(result: Result, as_json: bool) -> None:
         click.echo(line)
 
 
+def echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def finish(state: State, result: Result, as_json: bool, failure: Failure | None) -> None:
+    """Print a verb's result; when the verb failed, tell ``--notify`` what it failed at,
+    say why on stderr and exit 1."""
+    show(result, as_json)
+    if failure is None:
+        return
+    if failure.notify is not None or failure.offsite:
+        state.failed(failure.notify or "", offsite=failure.offsite)
+    if failure.stderr is not None:
+        echo_err(failure.stderr)
+    sys.exit(ExitStatus.FAILED)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="velocity-pg")
 @global_options
@@ -216,49 +234,12 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
     Runs alongside the application without blocking it. A failed backup
     leaves no file behind and never touches the existing backups.
     """
-    from velocity_pg.backup import create_backup
-    from velocity_pg.errors import OperationFailed
-    from velocity_pg.store.catalog import human_size
+    from velocity_pg.verbs import backup as backup_verb
 
-    settings = state.settings(BACKUP_COMPRESSION=compression)
-    # Off-site configured: everything it needs is checked before the dump starts.
-    ctx = None
-    if settings.offsite is not None:
-        from velocity_pg import offsite
-
-        ctx = offsite.prepare(settings)
-    result = create_backup(settings)
-    if not as_json:
-        click.echo(
-            f"Backup created: {result.name} ({human_size(result.size)}, {result.compression}) "
-            f"of database {result.database!r} in {result.duration:.1f} s"
-        )
-    payload = result.to_json()
-    if ctx is not None:
-        from velocity_pg.store import lock
-
-        try:
-            # Held shared like `push`: an off-site cleanup never cuts this upload.
-            with lock.shared(settings.backup_dir, f"push {result.name}"):
-                pushed = offsite.push_backup(ctx, result.path)
-        except OperationFailed as exc:
-            if as_json:
-                emit_json(payload | {"offsite": {"status": "failed", "problem": exc.message}})
-            state.failed("", offsite=True)
-            raise OperationFailed(
-                f"{result.name} was created locally in {settings.backup_dir} but NOT copied "
-                f"off-site: {exc.message}; retry with `velocity-pg push {result.name}`"
-            ) from exc
-        payload["offsite"] = pushed.to_json() | {"where": ctx.store.describe()}
-        if not as_json:
-            how = "encrypted" if pushed.encrypted else "not encrypted"
-            click.echo(
-                f"Off-site copy checked: {pushed.object_key} ({human_size(pushed.size)}, {how}) "
-                f"in {ctx.store.describe()}"
-                + (f"; it replaced {pushed.replaced}" if pushed.replaced else "")
-            )
-    if as_json:
-        emit_json(payload)
+    result = backup_verb.run(
+        state.settings(BACKUP_COMPRESSION=compression), say=None if as_json else click.echo
+    )
+    finish(state, result, as_json, result.failure())
 
 
 @cli.command("list", short_help="List the backups of every database (or off-site), newest first.")
@@ -268,115 +249,10 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
 @pass_state
 def list_(state: State, remote: bool, as_json: bool) -> None:
     """List the backups in BACKUP_DIR (of every database; off-site with --remote), newest first."""
-    if remote:
-        list_remote(state.settings(), as_json)
-        return
-    from velocity_pg.report import describe_verification, format_table
-    from velocity_pg.status import read_state
-    from velocity_pg.store.catalog import human_age, human_size, list_backups
+    from velocity_pg.verbs import list as list_verb
 
     settings = state.settings()
-    backups = list_backups(settings.backup_dir)
-    now = datetime.now(UTC)
-    states = [read_state(b) for b in backups]  # (manifest, (reason, detail) of a problem)
-    if as_json:
-        emit_json(
-            {
-                "backup_dir": str(settings.backup_dir),
-                "backups": [
-                    {
-                        "name": b.name,
-                        "database": b.database,
-                        "path": str(b.path),
-                        "size_bytes": b.size,
-                        "created_at": b.created.isoformat(),
-                        "modified_at": b.mtime.isoformat(),
-                        "age_seconds": int((now - b.created).total_seconds()),
-                        "manifest": "unreadable"
-                        if problem and problem[0] == "manifest_unreadable"
-                        else (rec is not None),
-                        "readable": not (problem and problem[0] == "dump_unreadable"),
-                        "manifest_problem": problem[1]
-                        if problem and problem[0] == "manifest_unreadable"
-                        else None,
-                        "problem": problem[1] if problem else None,
-                        "sha256": rec.sha256 if rec is not None else None,
-                        "compression": rec.compression if rec is not None else None,
-                        "last_verification": vars(rec.last_verification)
-                        if rec is not None and rec.last_verification
-                        else None,
-                    }
-                    for b, (rec, problem) in zip(backups, states, strict=True)
-                ],
-            }
-        )
-        return
-    if not backups:
-        click.echo(
-            f"No backups yet in {settings.backup_dir}. Create one with `velocity-pg backup`."
-        )
-        return
-    rows = [
-        (
-            b.name,
-            b.database if b.database.isprintable() else repr(b.database),
-            human_size(b.size),
-            b.created.strftime("%Y-%m-%d %H:%M:%S"),
-            human_age(now - b.created),
-            problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
-        )
-        for b, (rec, problem) in zip(backups, states, strict=True)
-    ]
-    header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
-    click.echo(format_table(header, rows, right=(2, 4)))
-    total = sum(b.size for b in backups)
-    click.echo(f"{len(backups)} backup(s), {human_size(total)} in {settings.backup_dir}")
-
-
-def list_remote(settings: Settings, as_json: bool) -> None:
-    from velocity_pg import offsite
-    from velocity_pg.report import describe_check, format_table
-    from velocity_pg.store.catalog import human_age, human_size
-
-    where, listing = offsite.list_remote(settings)
-    owner = offsite.owners(settings.backup_dir, listing.backups)
-    now = datetime.now(UTC)
-    if as_json:
-        emit_json(
-            {
-                "where": where,
-                "backups": [
-                    offsite.remote_backup_json(b, now, owner[b.name]) for b in listing.backups
-                ],
-                "unfinished_uploads": [o.key for o in listing.orphans],
-            }
-        )
-        return
-    if not listing.backups:
-        click.echo(f"No off-site backups in {where}. Copy one with `velocity-pg push`.")
-    else:
-        rows = []
-        for b in listing.backups:
-            rec = b.record
-            rows.append(
-                (
-                    b.name,
-                    human_size(rec.object_size) if rec else "?",
-                    b.created.strftime("%Y-%m-%d %H:%M:%S"),
-                    human_age(now - b.created),
-                    ("age" if rec.encrypted else "no") if rec else "?",
-                    owner[b.name] if rec else "?",
-                    describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
-                )
-            )
-        header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "WHOSE", "VERIFIED")
-        click.echo(format_table(header, rows, right=(1, 3)))
-        click.echo(f"{len(listing.backups)} off-site backup(s) in {where}")
-    if listing.orphans:
-        click.echo(
-            f"{len(listing.orphans)} unfinished upload(s) without a manifest (not backups; "
-            "cleanup removes them after an hour)"
-        )
+    show(list_verb.list_remote(settings) if remote else list_verb.list_local(settings), as_json)
 
 
 @cli.command(
@@ -405,68 +281,14 @@ def status(state: State, max_age: str | None, remote_max_age: str | None, as_jso
     monitor (healthcheck, cron, CI gate): exit 1 when that newest backup (off-site
     copy) is too old or there is none.
     """
-    from velocity_pg.postgres import endpoint
-    from velocity_pg.report import to_json
-    from velocity_pg.restore import copies
-    from velocity_pg.status import gather, parse_duration, render
+    from velocity_pg.verbs import status as status_verb
 
     settings = state.settings()
-    now = datetime.now(UTC)
-    shown = max_age
-    limit: timedelta | None
-    if max_age is not None and max_age.strip().lower() == "auto":
-        from velocity_pg.scheduling.config import health_allowance
-        from velocity_pg.scheduling.timetable import human_duration
-
-        limit, source = health_allowance(settings, now)
-        shown = f"{human_duration(limit)} ({source})"
-    else:
-        limit = parse_duration(max_age) if max_age is not None else None
-    remote_limit = (
-        parse_duration(remote_max_age, "--remote-max-age") if remote_max_age is not None else None
-    )
-    if remote_limit is not None and settings.offsite is None:
+    limits = status_verb.limits(settings, max_age, remote_max_age)
+    if limits.remote_limit is not None and settings.offsite is None:
         raise click.UsageError("--remote-max-age needs off-site copies: set BACKUP_S3_URL")
-    database = settings.database
-    report = gather(settings.backup_dir, now, limit, database)
-    remote_report = None
-    if settings.offsite is not None:
-        from velocity_pg import offsite
-
-        remote_report = offsite.remote_status(settings, now)
-        if (warning := remote_report.warning()) is not None:
-            click.echo(f"velocity-pg: warning: {warning}", err=True)
-    # What a restore keeps beside the database (a server we cannot reach is said, not fatal).
-    kept = copies.report(settings, endpoint.database_name(settings.connection) or "")
-    if as_json:
-        payload = report.to_json()
-        payload["restore"] = kept.to_json(now)
-        if remote_report is not None:
-            payload["offsite"] = remote_report.to_json() | {
-                "max_age_seconds": None
-                if remote_limit is None
-                else int(remote_limit.total_seconds())
-            }
-        click.echo(to_json(payload))
-    else:
-        lines = [render(report), *kept.lines(now)]
-        if remote_report is not None:
-            lines += remote_report.lines()
-        click.echo("\n".join(lines))
-    problems = []
-    if report.stale:
-        assert shown is not None
-        problems.append(report.stale_reason(shown))
-    if remote_limit is not None and remote_report is not None:
-        if remote_report.problem:
-            problems.append(f"the off-site copies cannot be read: {remote_report.problem}")
-        elif remote_report.newest_age is None:
-            problems.append("there is no off-site copy")
-        elif remote_report.newest_age > remote_limit:
-            problems.append(f"the newest off-site copy is older than {remote_max_age}")
-    if problems:
-        click.echo(f"velocity-pg: status: STALE: {'; '.join(problems)}", err=True)
-        sys.exit(ExitStatus.FAILED)
+    result = status_verb.run(settings, limits, warn=echo_err)
+    finish(state, result, as_json, result.failure())
 
 
 @cli.command(
@@ -503,78 +325,20 @@ def verify(
     With no NAME and no --all, the newest backup of the configured database is
     verified; --all verifies every database's. Exit 0 only if every check passed.
     """
-    from velocity_pg import verify as verifying
+    from velocity_pg.verbs import verify as verify_verb
 
     if names and everything:
         raise click.UsageError("give backup names or --all, not both")
-    settings = state.settings()
-    if remote:
-        from velocity_pg import offsite
-
-        remote_outcomes = offsite.verify_remote(
-            settings,
-            list(names),
-            everything=everything,
-            drill=restore_drill,
-            report=None if as_json else lambda outcome: click.echo(outcome.line()),
-        )
-        if as_json:
-            emit_json(
-                {
-                    "ok": bool(remote_outcomes) and all(o.ok for o in remote_outcomes),
-                    "backups": [o.to_json() for o in remote_outcomes],
-                }
-            )
-        if not remote_outcomes:
-            state.failed("no off-site backups to verify")
-            click.echo("velocity-pg: verify: no off-site backups to verify", err=True)
-        if not remote_outcomes or not all(o.ok for o in remote_outcomes):
-            if remote_outcomes:
-                state.failed(failed_checks(remote_outcomes))
-            sys.exit(ExitStatus.FAILED)
-        return
-    restore_check = verifying.restore_drill(settings) if restore_drill else None
-    outcomes = verifying.verify(
-        settings,
+    result = verify_verb.run(
+        state.settings(),
         list(names),
         everything=everything,
-        restore_check=restore_check,
-        report=lambda outcome: show_outcome(outcome, as_json),
+        drill=restore_drill,
+        remote=remote,
+        say=None if as_json else click.echo,
+        warn=echo_err,
     )
-    if as_json:
-        emit_json({"ok": all(o.ok for o in outcomes), "backups": [o.to_json() for o in outcomes]})
-    if not outcomes:
-        # A nightly verify that finds nothing to check must not look like success.
-        database = settings.database
-        of = (
-            ""
-            if everything or database is None
-            else f" (none of database {database!r}; --all verifies every database's)"
-        )
-        state.failed(f"no backups to verify in {settings.backup_dir}{of}")
-        click.echo(
-            f"velocity-pg: verify: no backups to verify in {settings.backup_dir}{of}", err=True
-        )
-    if not outcomes or not all(o.ok for o in outcomes):
-        if outcomes:
-            state.failed(failed_checks(outcomes))
-        sys.exit(ExitStatus.FAILED)
-
-
-def failed_checks(outcomes: Any) -> str:
-    """The backups that failed their checks, for a message: name and problem, a few."""
-    bad = [o for o in outcomes if not o.ok]
-    shown = "; ".join(f"{o.name}: {getattr(o, 'problem', None) or 'failed'}" for o in bad[:3])
-    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-    return shown + more
-
-
-def show_outcome(outcome: Any, as_json: bool) -> None:
-    """One verified backup: its line on stdout (unless --json), a warning on stderr."""
-    if not as_json:
-        click.echo(outcome.line())
-    if outcome.warning:
-        click.echo(outcome.warning_line(), err=True)
+    finish(state, result, as_json, result.failure())
 
 
 @cli.command(short_help="Delete old backups by age and count, oldest first; never the newest.")
@@ -616,82 +380,15 @@ def cleanup(
     other files are never touched.
     Fails at once, deleting nothing, while a restore or verify is reading the folder.
     """
-    from velocity_pg import cleanup as core
-    from velocity_pg.errors import OperationFailed
-    from velocity_pg.store.retention import Plan
+    from velocity_pg.verbs import cleanup as cleanup_verb
 
     settings = state.settings(
         BACKUP_MAX_AGE_DAYS=max_age_days, BACKUP_MAX_COUNT=max_count, BACKUP_MIN_KEEP=min_keep
     )
-    folder = settings.backup_dir
-
-    def show_plan(plan: Plan) -> None:
-        click.echo("\n".join(core.format_plan_header(plan, folder, dry_run=dry_run)))
-
-    # A real run prints each deletion as it happens; a dry run (which can list
-    # thousands of lines at once) prints them in one write.
-    pending: list[str] = []
-
-    def show_outcome(outcome: core.Outcome | core.TempOutcome) -> None:
-        pending.append(core.format_outcome(outcome))
-        if not dry_run:
-            click.echo(pending.pop())
-
-    result = core.run_cleanup(
-        settings,
-        dry_run=dry_run,
-        on_plan=None if as_json else show_plan,
-        on_outcome=None if as_json else show_outcome,
+    result = cleanup_verb.run(
+        settings, dry_run=dry_run, say=None if as_json else click.echo, warn=echo_err
     )
-    remote_result = None
-    if settings.offsite is not None:
-        from velocity_pg import offsite
-
-        if not as_json:
-            click.echo("\n".join([*pending, core.format_summary(result)]))
-            pending.clear()
-        remote_pending: list[str] = []
-
-        def show_remote(outcome: offsite.RemoteDeletion) -> None:
-            remote_pending.append(offsite.format_remote_outcome(outcome))
-            if not dry_run:
-                click.echo(remote_pending.pop())
-
-        try:
-            remote_result = offsite.cleanup_remote(
-                settings,
-                dry_run=dry_run,
-                on_plan=None
-                if as_json
-                else lambda r: click.echo("\n".join(offsite.format_remote_plan(r))),
-                on_outcome=None if as_json else show_remote,
-            )
-        except OperationFailed as exc:
-            if as_json:
-                emit_json(result.to_json() | {"offsite": {"problem": exc.message}})
-            state.failed("", offsite=True)
-            raise OperationFailed(
-                f"off-site cleanup failed: {exc.message} (the local cleanup was done)"
-            ) from exc
-        if not as_json:
-            click.echo("\n".join([*remote_pending, offsite.format_remote_summary(remote_result)]))
-        if (warning := remote_result.warning()) is not None:
-            click.echo(f"velocity-pg: warning: {warning}", err=True)
-    if as_json:
-        payload = result.to_json()
-        if remote_result is not None:
-            payload["offsite"] = remote_result.to_json()
-        emit_json(payload)
-    elif remote_result is None:
-        click.echo("\n".join([*pending, core.format_summary(result)]))
-    if result.partial:
-        raise OperationFailed(result.partial_message())
-    if remote_result is not None and remote_result.failed:
-        state.failed("", offsite=True)
-        raise OperationFailed(
-            f"off-site cleanup was partial: {len(remote_result.failed)} deletion(s) failed "
-            "(see the output above); everything else was done as planned"
-        )
+    finish(state, result, as_json, result.failure())
 
 
 @cli.command(short_help="Copy local backups off-site (BACKUP_S3_URL), checked, maybe encrypted.")
@@ -707,35 +404,14 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
     With no NAME and no --all, the newest backup. Each copy is read back and
     checked before its manifest is uploaded; until then it does not count.
     """
-    from velocity_pg import offsite
+    from velocity_pg.verbs import push as push_verb
 
     if names and everything:
         raise click.UsageError("give backup names or --all, not both")
-    settings = state.settings()
-    report = offsite.push(
-        settings, list(names), everything=everything, report=None if as_json else click.echo
+    result = push_verb.push(
+        state.settings(), list(names), everything=everything, report=None if as_json else click.echo
     )
-    if as_json:
-        emit_json(report.to_json())
-    elif not report.results and not report.failures and not report.local_backups:
-        click.echo(
-            f"Nothing to push: no backups in {settings.backup_dir} yet. "
-            "Create one with `velocity-pg backup`."
-        )
-    elif not report.results and not report.failures:
-        click.echo("Nothing to push: every local backup is off-site already.")
-    if report.failures:
-        state.failed(
-            "; ".join(f"{name}: {problem}" for name, problem in report.failures[:3])
-            + f" ({len(report.failures)} backup(s) not copied off-site; they are safe locally)"
-        )
-        click.echo(
-            f"velocity-pg: error: {len(report.failures)} backup(s) were not copied off-site "
-            "(they are safe locally); retry with `velocity-pg push "
-            f"{' '.join(n for n, _ in report.failures)}`",
-            err=True,
-        )
-        sys.exit(ExitStatus.FAILED)
+    finish(state, result, as_json, result.failure())
 
 
 @cli.command(
@@ -747,11 +423,9 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
 def pull(state: State, name: str) -> None:
     """Download off-site backup NAME into BACKUP_DIR (decrypted with BACKUP_AGE_IDENTITY_FILE),
     checked against its manifest; from then on it is an ordinary local backup."""
-    from velocity_pg import offsite
+    from velocity_pg.verbs import pull as pull_verb
 
-    settings = state.settings()
-    path = offsite.pull(settings, name)
-    click.echo(f"Pulled {path.name} into {settings.backup_dir} (checksums match its manifest)")
+    show(pull_verb.pull(state.settings(), name), as_json=False)
 
 
 @cli.command(short_help="Back up by itself on BACKUP_SCHEDULE: back up, prune, verify, ping.")
@@ -768,12 +442,9 @@ def schedule(state: State, once: bool) -> None:
     SIGTERM or SIGINT stops it cleanly (exit 0). With --once: one run, for cron,
     systemd timers or Kubernetes CronJobs.
     """
-    from velocity_pg import schedule as scheduling
-    from velocity_pg.scheduling import config
+    from velocity_pg.verbs import schedule as schedule_verb
 
-    settings = state.settings()
-    checked = config.load(settings, datetime.now(UTC))
-    sys.exit(scheduling.once(settings, checked) if once else scheduling.serve(settings, checked))
+    sys.exit(schedule_verb.run(state.settings(), one_run=once))
 
 
 @cli.command(short_help="Replace the database with a backup; a failed restore changes nothing.")
@@ -877,21 +548,14 @@ def notify(state: State, send_test: bool) -> None:
     """Show the message settings (BACKUP_NOTIFY_URLS, by position and service, never the
     URLs themselves); with --test, send a test message to each URL now and say, per URL,
     delivered or why not (exit 1 unless every URL took it)."""
-    from velocity_pg import notify as notifying
+    from velocity_pg.verbs import notify as notify_verb
 
     settings = state.settings()
     if not send_test:
-        click.echo("\n".join(notifying.describe(settings)))
+        show(notify_verb.show_settings(settings), as_json=False)
         return
-    results, logged = notifying.test(settings)
-    for line in logged:
-        click.echo(f"velocity-pg: {line}", err=True)
-    for result in results:
-        click.echo(result.line())
-    delivered = sum(r.delivered for r in results)
-    click.echo(f"{delivered} of {len(results)} URL(s) took the test message.")
-    if delivered < len(results):
-        sys.exit(ExitStatus.FAILED)
+    result = notify_verb.run_test(settings, warn=echo_err)
+    finish(state, result, as_json=False, failure=result.failure())
 
 
 @cli.command(
@@ -906,9 +570,9 @@ def entrypoint(command: tuple[str, ...]) -> None:
 
     velocity-pg entrypoint -- docker-entrypoint.sh postgres
     """
-    from velocity_pg import entrypoint as chain
+    from velocity_pg.verbs import entrypoint as entrypoint_verb
 
-    chain.run(command)
+    entrypoint_verb.run(command)
 
 
 def main(argv: list[str] | None = None) -> None:

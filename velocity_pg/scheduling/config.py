@@ -60,7 +60,7 @@ def load(settings: Settings, now: datetime) -> ScheduleConfig:
         check_metrics_folder(metrics_file)
     notify_config = notify.load(settings, now)
     if settings.offsite is not None:
-        from velocity_pg import offsite
+        from velocity_pg.store import offsite
 
         offsite.prepare(settings)  # boto3, credentials, age: fail closed before any run
     return ScheduleConfig(

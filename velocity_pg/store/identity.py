@@ -10,7 +10,7 @@ folder that pushed it (``origin``).
 
 A copy pushed before identities existed has no ``origin``: it counts as this
 folder's only while a local manifest with the same name and dump SHA-256 is in
-the folder (:func:`velocity_pg.offsite.whose`); otherwise its owner is unknown
+the folder (:func:`velocity_pg.store.offsite.owner_of`); otherwise its owner is unknown
 and nothing deletes it automatically.
 """
 

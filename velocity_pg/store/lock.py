@@ -8,7 +8,7 @@ One lock file, ``BACKUP_DIR/.velocity.lock``, taken with ``flock``:
   under a restore, or hanging.
 
 ``backup`` takes no folder lock: it writes only its own temporary file, which
-it holds locked itself (see :mod:`velocity_pg.backup`), and cleanup never
+it holds locked itself (see :mod:`velocity_pg.verbs.backup`), and cleanup never
 touches a temporary file whose writer is alive.
 
 flock locks vanish with the process that held them, so a killed run never

@@ -415,17 +415,18 @@ def run_tidy(settings: Settings, request: Request) -> Tidied:
 def named(settings: Settings, request: Request, *, stage_only: bool) -> Result:
     """A restore, its check or its stage of backup NAME. A backup that is only off-site
     is pulled first; its check downloads nothing (the off-site manifest only)."""
-    from velocity_pg import offsite
+    from velocity_pg.store.offsite import offsite_of
+    from velocity_pg.verbs import pull as pulling
 
     name = request.name
     assert name is not None
     console = Console()
-    if offsite.needs_pull(settings, name):
+    if pulling.needs_pull(settings, name):
         if request.check:
-            return offsite.check_remote(settings, name)
-        where = offsite.offsite_of(settings).url
+            return pulling.check_remote(settings, name)
+        where = offsite_of(settings).url
         console.say(f"{name} is not in {settings.backup_dir}; downloading it from {where} first")
-        offsite.pull(settings, name)
+        pulling.pull(settings, name)
         console.say(f"{name} downloaded and checked; restoring it")
     return restore_backup(
         settings,

@@ -27,9 +27,21 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock, manifest, retention
+from velocity_pg.errors import OperationFailed
+from velocity_pg.settings import OffSite, Settings
+from velocity_pg.store import catalog, lock, manifest, remote, retention
+from velocity_pg.store.offsite import (
+    RemoteDeletion,
+    delete_remote,
+    foreign_warning,
+    leftovers,
+    leftovers_lock,
+    prepare,
+    split_owned,
+)
+from velocity_pg.store.remote import RemoteBackup
 from velocity_pg.store.retention import Decision, Plan, Policy
+from velocity_pg.verbs import Failure, Say
 
 #: A temporary file is only considered abandoned when nobody holds its lock AND
 #: it has not been modified for this long. A backup locks its temporary file the
@@ -443,3 +455,225 @@ def format_summary(result: CleanupResult) -> str:
             f" Removed {len(removed)} abandoned temporary file(s) ({catalog.human_size(freed)})."
         )
     return text
+
+
+# -- off-site -------------------------------------------------------------------------------
+
+
+@dataclass
+class RemoteCleanup:
+    where: str
+    plan: retention.Plan
+    dry_run: bool
+    deletions: list[RemoteDeletion] = field(default_factory=list)
+    leftovers: list[RemoteDeletion] = field(default_factory=list)
+    damaged: list[RemoteBackup] = field(default_factory=list)
+    #: (name, owner) of the copies that are not this folder's: never counted or deleted.
+    foreign: list[tuple[str, str]] = field(default_factory=list)
+    #: Why the unfinished uploads were not looked at this time ("" when they were).
+    leftovers_skipped: str = ""
+
+    def warning(self) -> str | None:
+        return foreign_warning(self.where, self.foreign)
+
+    @property
+    def failed(self) -> list[RemoteDeletion]:
+        return [d for d in [*self.deletions, *self.leftovers] if not d.done]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "dry_run": self.dry_run,
+            "policy": self.plan.policy.to_json(),
+            "keep": [d.to_json() for d in self.plan.keep],
+            "delete": [d.to_json() for d in self.deletions],
+            "leftovers": [d.to_json() for d in self.leftovers],
+            "damaged": [b.name for b in self.damaged],
+            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
+            "leftovers_skipped": self.leftovers_skipped or None,
+            "partial": bool(self.failed),
+        }
+
+
+def remote_policy(offsite: OffSite) -> retention.Policy:
+    return retention.Policy(
+        max_age_days=offsite.max_age_days,
+        max_count=offsite.max_count,
+        min_keep=offsite.min_keep,
+        settings_prefix="BACKUP_S3_",
+        tiers=offsite.tiers,
+    )
+
+
+def cleanup_remote(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: Callable[[], datetime] = utcnow,
+    on_plan: Callable[[RemoteCleanup], None] | None = None,
+    on_outcome: Callable[[RemoteDeletion], None] | None = None,
+) -> RemoteCleanup:
+    """Apply the off-site retention plan to this folder's copies only: the backups' own
+    times, the floor always kept; another folder's copies are named, never deleted."""
+    ctx = prepare(settings, for_upload=False)
+    store = ctx.store
+    listing = remote.list_backups(store)
+    good, foreign = split_owned(settings.backup_dir, listing.backups)
+    by_name = {b.name: b for b in good}
+    moment = now()
+    plan = retention.plan([b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment)
+    result = RemoteCleanup(
+        where=store.describe(),
+        plan=plan,
+        dry_run=dry_run,
+        damaged=[b for b in listing.backups if b.record is None],
+        foreign=foreign,
+    )
+    if on_plan is not None:
+        on_plan(result)
+    report = on_outcome or (lambda _d: None)
+    for decision in plan.delete:
+        backup = by_name[decision.backup.name]
+        assert backup.record is not None
+        deletion = (
+            RemoteDeletion(backup.name, backup.record.object_size, "would delete", decision.reason)
+            if dry_run
+            else delete_remote(store, backup.record, decision.reason)
+        )
+        result.deletions.append(deletion)
+        report(deletion)
+    with leftovers_lock(settings.backup_dir, dry_run) as busy:
+        result.leftovers_skipped = busy
+        for leftover in [] if busy else leftovers(store, listing, moment):
+            outcome = leftover(dry_run)
+            result.leftovers.append(outcome)
+            report(outcome)
+    return result
+
+
+def format_remote_plan(result: RemoteCleanup) -> list[str]:
+    lines = [
+        ("Dry run (nothing is deleted): " if result.dry_run else "")
+        + f"off-site cleanup of {result.where}: {result.plan.policy.describe()} "
+        "(ages from each backup's own time)."
+    ]
+    lines += [
+        f"{'keep':<12} {d.backup.name}  {catalog.human_size(d.backup.size):>9}  {d.reason}"
+        for d in result.plan.keep
+    ]
+    lines += [f"{'left alone':<12} {b.name}  {'':>9}  {b.problem}" for b in result.damaged]
+    if result.leftovers_skipped:
+        lines.append(f"Note: {result.leftovers_skipped}.")
+    return lines
+
+
+def format_remote_outcome(d: RemoteDeletion) -> str:
+    action = {"deleted": "deleted", "would delete": "would delete", "vanished": "gone"}.get(
+        d.status, "NOT DELETED"
+    )
+    return f"{action:<12} {d.name}  {catalog.human_size(d.size):>9}  {d.detail}"
+
+
+def format_remote_summary(result: RemoteCleanup) -> str:
+    plan = result.plan
+    if result.dry_run:
+        return (
+            f"Dry run off-site: would keep {len(plan.keep)} backup(s) and delete "
+            f"{len(plan.delete)}; nothing was deleted."
+        )
+    deleted = sum(1 for d in result.deletions if d.status == "deleted")
+    return f"Off-site: kept {len(plan.keep)} backup(s), deleted {deleted} of {len(plan.delete)}."
+
+
+# -- the verb -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """``velocity-pg cleanup``: the local cleanup, and the off-site one when configured.
+
+    Its lines were said as it went (each deletion as it happened); :meth:`lines` is
+    the last block, not yet said.
+    """
+
+    local: CleanupResult
+    remote: RemoteCleanup | None = None
+    #: Why the off-site cleanup failed as a whole ("" when it ran).
+    remote_problem: str = ""
+    tail: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        return list(self.tail)
+
+    def to_json(self) -> dict[str, object]:
+        payload = self.local.to_json()
+        if self.remote_problem:
+            payload["offsite"] = {"problem": self.remote_problem}
+        elif self.remote is not None:
+            payload["offsite"] = self.remote.to_json()
+        return payload
+
+    def failure(self) -> Failure | None:
+        if self.remote_problem:
+            return Failure.error(
+                f"off-site cleanup failed: {self.remote_problem} (the local cleanup was done)",
+                offsite=True,
+            )
+        if self.local.partial:
+            return Failure.error(self.local.partial_message())
+        if self.remote is not None and self.remote.failed:
+            return Failure.error(
+                f"off-site cleanup was partial: {len(self.remote.failed)} deletion(s) failed "
+                "(see the output above); everything else was done as planned",
+                offsite=True,
+            )
+        return None
+
+
+def run(settings: Settings, *, dry_run: bool, say: Say | None, warn: Say) -> Cleaned:
+    """Clean up BACKUP_DIR, then the off-site copies when configured. A real run says
+    each deletion as it happens; a dry run (which can list thousands of lines at once)
+    says them in one write. A warning about the off-site copies goes to ``warn``."""
+    folder = settings.backup_dir
+    pending: list[str] = []
+
+    def show_outcome(outcome: Outcome | TempOutcome) -> None:
+        assert say is not None
+        pending.append(format_outcome(outcome))
+        if not dry_run:
+            say(pending.pop())
+
+    result = run_cleanup(
+        settings,
+        dry_run=dry_run,
+        on_plan=None
+        if say is None
+        else lambda plan: say("\n".join(format_plan_header(plan, folder, dry_run=dry_run))),
+        on_outcome=None if say is None else show_outcome,
+    )
+    if settings.offsite is None:
+        return Cleaned(result, tail=("\n".join([*pending, format_summary(result)]),))
+    if say is not None:
+        say("\n".join([*pending, format_summary(result)]))
+    remote_pending: list[str] = []
+
+    def show_remote(outcome: RemoteDeletion) -> None:
+        assert say is not None
+        remote_pending.append(format_remote_outcome(outcome))
+        if not dry_run:
+            say(remote_pending.pop())
+
+    try:
+        remote_result = cleanup_remote(
+            settings,
+            dry_run=dry_run,
+            on_plan=None if say is None else lambda r: say("\n".join(format_remote_plan(r))),
+            on_outcome=None if say is None else show_remote,
+        )
+    except OperationFailed as exc:
+        return Cleaned(result, remote_problem=exc.message)
+    if say is not None:
+        say("\n".join([*remote_pending, format_remote_summary(remote_result)]))
+    if (warning := remote_result.warning()) is not None:
+        warn(f"velocity-pg: warning: {warning}")
+    return Cleaned(result, remote_result)

@@ -1,8 +1,8 @@
 """``velocity-pg schedule``: backups that happen by themselves, in a long-running process.
 
 At the due times of ``BACKUP_SCHEDULE`` it runs the steps of
-:mod:`velocity_pg.scheduling.job` (backup, off-site push, cleanup, verify),
-one line per step on stdout. What it promises:
+:func:`plan_steps` (backup, off-site push, cleanup, verify; run by
+:mod:`velocity_pg.scheduling.job`), one line per step on stdout. What it promises:
 
 * **never two runs at once**: runs happen one after the other in this process,
   and a run holds ``BACKUP_DIR/.velocity-schedule.lock`` so another scheduler on
@@ -30,15 +30,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
-from velocity_pg.errors import ExitStatus, Interrupted, VelocityError
+from velocity_pg.errors import ExitStatus, Interrupted, OperationFailed, VelocityError
 from velocity_pg.postgres.pgtools import Terminated
 from velocity_pg.scheduling import job, metrics, notify
-from velocity_pg.scheduling.config import ScheduleConfig, mask_url
+from velocity_pg.scheduling.config import ScheduleConfig, VerifyMode, mask_url
 from velocity_pg.scheduling.pings import Kind, Pinger
 from velocity_pg.scheduling.timetable import human_duration
 from velocity_pg.scheduling.watch import Watch
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock
+from velocity_pg.store import catalog, lock, offsite
 
 #: How long a stopping scheduler waits for its last pings (Docker kills at 10 s).
 STOP_PING_WAIT = 2.0
@@ -127,7 +127,7 @@ class Scheduler:
                 if self.pinger is not None:
                     self.pinger.send(Kind.START, f"velocity-pg run started on {folder}\n")
                 ctx = job.RunContext(settings=self.settings, config=self.config)
-                steps = job.plan_steps(self.settings, self.config)
+                steps = plan_steps(self.settings, self.config)
                 result = job.run_steps(
                     ctx,
                     steps,
@@ -432,7 +432,6 @@ def classify(failures: list[tuple[str, str]]) -> notify.Event:
 
 def remote_summary(settings: Settings, database: str | None) -> tuple[int, int, datetime | None]:
     """This folder's off-site backups of ``database``: how many, their bytes, the newest's time."""
-    from velocity_pg import offsite
     from velocity_pg.store import remote
 
     ctx = offsite.prepare(settings, for_upload=False)
@@ -446,7 +445,6 @@ def remote_summary(settings: Settings, database: str | None) -> tuple[int, int, 
 def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
     """This folder's off-site backups of ``database`` (all when None): how many, and their
     bytes (another folder's copies under the prefix are not counted)."""
-    from velocity_pg import offsite
     from velocity_pg.store import remote
 
     ctx = offsite.prepare(settings, for_upload=False)
@@ -454,6 +452,15 @@ def count_remote(settings: Settings, database: str | None) -> tuple[int, int]:
     mine, _foreign = offsite.split_owned(settings.backup_dir, listing.backups)
     good = [b for b in mine if database is None or b.database == database]
     return len(good), sum(b.record.object_size for b in good if b.record is not None)
+
+
+def run(settings: Settings, *, one_run: bool) -> int:
+    """``velocity-pg schedule`` (``--once``): its settings checked first, then its runs;
+    the exit status."""
+    from velocity_pg.scheduling import config
+
+    checked = config.load(settings, datetime.now(UTC))
+    return once(settings, checked) if one_run else serve(settings, checked)
 
 
 def serve(settings: Settings, config: ScheduleConfig) -> int:
@@ -509,3 +516,98 @@ def once(settings: Settings, config: ScheduleConfig) -> int:
         print(f"velocity-pg: error: the run failed: {failed}", file=sys.stderr)
         return ExitStatus.FAILED
     return ExitStatus.OK
+
+
+# -- the steps of a run: each calls a verb's own code ---------------------------------------
+#
+# 1. ``backup``: :func:`velocity_pg.verbs.backup.create_backup`;
+# 2. ``push``, when off-site copies are configured (``BACKUP_S3_URL``):
+#    :func:`velocity_pg.verbs.backup.push_new` of the new backup;
+# 3. ``cleanup``: :func:`velocity_pg.verbs.cleanup.run_cleanup` (local);
+# 4. ``cleanup off-site``, when configured: :func:`velocity_pg.verbs.cleanup.cleanup_remote`;
+# 5. ``verify``: :func:`velocity_pg.verbs.verify.verify` of the new backup, as
+#    ``BACKUP_VERIFY`` says: ``checksum``, ``restore`` (with
+#    :func:`velocity_pg.verbs.verify.restore_drill`) or ``none``.
+#
+# Nothing is pushed, pruned or verified without a new backup, and no off-site copy
+# is pruned after a push that failed.
+
+
+def step_backup(ctx: job.RunContext) -> str:
+    from velocity_pg.verbs.backup import create_backup
+
+    result = create_backup(ctx.settings)
+    ctx.backup = result
+    return (
+        f"{result.name} ({catalog.human_size(result.size)}) of database {result.database!r} "
+        f"in {result.duration:.1f} s"
+    )
+
+
+def step_cleanup(ctx: job.RunContext) -> str:
+    from velocity_pg.verbs import cleanup
+
+    result = cleanup.run_cleanup(ctx.settings)
+    if result.partial:
+        raise OperationFailed(result.partial_message())
+    return (
+        f"kept {len(result.plan.keep)} backup(s), deleted {len(result.deleted)}, "
+        f"freed {catalog.human_size(result.bytes_freed)}"
+    )
+
+
+def step_verify(ctx: job.RunContext) -> str:
+    from velocity_pg.verbs import verify
+
+    assert ctx.backup is not None
+    drill = verify.restore_drill(ctx.settings) if ctx.config.verify is VerifyMode.RESTORE else None
+    outcomes = verify.verify(ctx.settings, [ctx.backup.name], restore_check=drill)
+    if not outcomes:  # pragma: no cover - the backup was just made
+        raise OperationFailed(f"{ctx.backup.name} was not found to verify")
+    outcome = outcomes[0]
+    if not outcome.ok:
+        raise OperationFailed(f"{outcome.name}: {outcome.problem}")
+    return f"{outcome.name} ({', '.join(outcome.checks)})"
+
+
+def step_push(ctx: job.RunContext) -> str:
+    from velocity_pg.verbs.backup import BackupResult, push_new
+
+    assert isinstance(ctx.backup, BackupResult)
+    remote = offsite.prepare(ctx.settings)
+    pushed = push_new(ctx.settings, remote, ctx.backup)
+    how = "encrypted" if pushed.encrypted else "not encrypted"
+    return (
+        f"{pushed.name} {pushed.status}: {pushed.object_key} "
+        f"({catalog.human_size(pushed.size)}, {how}) in {remote.store.describe()}, checked"
+    )
+
+
+def step_cleanup_offsite(ctx: job.RunContext) -> str:
+    from velocity_pg.verbs import cleanup
+
+    result = cleanup.cleanup_remote(ctx.settings)
+    if result.failed:
+        problems = "; ".join(f"{d.name}: {d.detail}" for d in result.failed[:3])
+        raise OperationFailed(
+            f"off-site cleanup was partial: {len(result.failed)} deletion(s) failed ({problems})"
+        )
+    summary = cleanup.format_remote_summary(result)
+    if result.leftovers_skipped:
+        summary += f" Note: {result.leftovers_skipped}."
+    warning = result.warning()
+    return summary if warning is None else f"{summary} Warning: {warning}"
+
+
+def plan_steps(settings: Settings, config: ScheduleConfig) -> list[job.Step]:
+    """The run's steps, in order."""
+    remote = settings.offsite is not None
+    steps = [job.Step("backup", step_backup)]
+    if remote:
+        steps.append(job.Step("push", step_push, needs=("backup",)))
+    steps.append(job.Step("cleanup", step_cleanup, needs=("backup",)))
+    if remote:
+        steps.append(job.Step("cleanup off-site", step_cleanup_offsite, needs=("backup", "push")))
+    if config.verify is not VerifyMode.NONE:
+        steps.append(job.Step("verify", step_verify, needs=("backup",)))
+    return steps

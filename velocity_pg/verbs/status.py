@@ -17,11 +17,25 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from velocity_pg.errors import ManifestUnreadable
-from velocity_pg.store import catalog, manifest
+from velocity_pg.errors import ManifestUnreadable, OperationFailed
+from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, manifest, remote
+from velocity_pg.store.offsite import (
+    foreign_warning,
+    newest_remote,
+    offsite_of,
+    prepare,
+    split_owned,
+)
+from velocity_pg.store.remote import RemoteBackup
+from velocity_pg.verbs import Failure, Say
+
+if TYPE_CHECKING:  # without importing psycopg before it is needed
+    from velocity_pg.restore import copies
 
 
 def parse_duration(text: str, option: str = "--max-age") -> timedelta:
@@ -282,3 +296,174 @@ def render(status: Status) -> str:
             f"{other.newest.name} ({age} old)"
         )
     return "\n".join(lines)
+
+
+# -- off-site --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    where: str
+    count: int
+    newest: RemoteBackup | None
+    newest_age: timedelta | None
+    problem: str = ""
+    #: (name, owner) of the copies under the prefix that are not this folder's.
+    foreign: tuple[tuple[str, str], ...] = ()
+
+    def warning(self) -> str | None:
+        return foreign_warning(self.where, list(self.foreign))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "where": self.where,
+            "count": self.count,
+            "problem": self.problem or None,
+            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
+            "newest": None
+            if self.newest is None or self.newest_age is None
+            else {
+                "name": self.newest.name,
+                "created_at": self.newest.created.isoformat(),
+                "age_seconds": int(self.newest_age.total_seconds()),
+                "encrypted": self.newest.record.encrypted if self.newest.record else None,
+            },
+        }
+
+    def lines(self) -> list[str]:
+        if self.problem:
+            return [f"Off-site:      cannot be read ({self.problem})"]
+        if self.newest is None or self.newest_age is None:
+            others = f" (but {len(self.foreign)} not this folder's)" if self.foreign else ""
+            return [f"Off-site:      none of this folder's in {self.where}{others}"]
+        enc = (
+            "encrypted" if self.newest.record and self.newest.record.encrypted else "not encrypted"
+        )
+        others = f" (and {len(self.foreign)} not this folder's)" if self.foreign else ""
+        return [
+            f"Off-site:      {self.count} in {self.where}{others}",
+            f"Newest off-site: {self.newest.name} "
+            f"({catalog.human_age(self.newest_age)} old, {enc})",
+        ]
+
+
+def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
+    offsite = offsite_of(settings)
+    try:
+        ctx = prepare(settings, for_upload=False)
+        listing = remote.list_backups(ctx.store)
+        good, foreign = split_owned(settings.backup_dir, listing.backups)
+    except OperationFailed as exc:
+        return RemoteStatus(offsite.url, 0, None, None, exc.message)
+    ranked = newest_remote(good, settings.database)
+    newest = ranked[0] if ranked else None
+    return RemoteStatus(
+        ctx.store.describe(),
+        len(good),
+        newest,
+        None if newest is None else now - newest.created,
+        foreign=tuple(foreign),
+    )
+
+
+# -- the verb -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """``velocity-pg status``: the backup folder, the restore's copies beside the database,
+    and the off-site copies when configured; with a limit, whether they are fresh."""
+
+    local: Status
+    kept: copies.Report
+    remote: RemoteStatus | None
+    now: datetime
+    #: --max-age as shown in the STALE message (the allowance and its source for "auto").
+    max_age_shown: str | None = None
+    remote_limit: timedelta | None = None
+    remote_max_age: str | None = None
+
+    def lines(self) -> list[str]:
+        lines = [render(self.local), *self.kept.lines(self.now)]
+        if self.remote is not None:
+            lines += self.remote.lines()
+        return ["\n".join(lines)]
+
+    def to_json(self) -> dict[str, object]:
+        payload = self.local.to_json()
+        payload["restore"] = self.kept.to_json(self.now)
+        if self.remote is not None:
+            payload["offsite"] = self.remote.to_json() | {
+                "max_age_seconds": None
+                if self.remote_limit is None
+                else int(self.remote_limit.total_seconds())
+            }
+        return payload
+
+    def failure(self) -> Failure | None:
+        problems = []
+        if self.local.stale:
+            assert self.max_age_shown is not None
+            problems.append(self.local.stale_reason(self.max_age_shown))
+        off_site = self.remote
+        if self.remote_limit is not None and off_site is not None:
+            if off_site.problem:
+                problems.append(f"the off-site copies cannot be read: {off_site.problem}")
+            elif off_site.newest_age is None:
+                problems.append("there is no off-site copy")
+            elif off_site.newest_age > self.remote_limit:
+                problems.append(f"the newest off-site copy is older than {self.remote_max_age}")
+        if not problems:
+            return None
+        return Failure(stderr=f"velocity-pg: status: STALE: {'; '.join(problems)}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``--max-age`` and ``--remote-max-age``, read (before anything is looked at)."""
+
+    now: datetime
+    limit: timedelta | None = None
+    #: --max-age as the STALE message shows it (the allowance and its source for "auto").
+    shown: str | None = None
+    remote_limit: timedelta | None = None
+    remote_max_age: str | None = None
+
+
+def limits(settings: Settings, max_age: str | None, remote_max_age: str | None) -> Limits:
+    """Read the limits: a duration, or ``auto`` (BACKUP_HEALTH_MAX_AGE, else the longest
+    gap of BACKUP_SCHEDULE plus a tenth); ConfigError (exit 2) when one is not valid."""
+    now = datetime.now(UTC)
+    shown = max_age
+    limit: timedelta | None
+    if max_age is not None and max_age.strip().lower() == "auto":
+        from velocity_pg.scheduling.config import health_allowance
+        from velocity_pg.scheduling.timetable import human_duration
+
+        limit, source = health_allowance(settings, now)
+        shown = f"{human_duration(limit)} ({source})"
+    else:
+        limit = parse_duration(max_age) if max_age is not None else None
+    remote_limit = (
+        parse_duration(remote_max_age, "--remote-max-age") if remote_max_age is not None else None
+    )
+    return Limits(now, limit, shown, remote_limit, remote_max_age)
+
+
+def run(settings: Settings, limits: Limits, warn: Say) -> Report:
+    """``velocity-pg status``; a warning about the off-site copies goes to ``warn``."""
+    from velocity_pg.postgres import endpoint
+    from velocity_pg.restore import copies
+
+    now = limits.now
+    local = gather(settings.backup_dir, now, limits.limit, settings.database)
+    off_site = None
+    if settings.offsite is not None:
+        off_site = remote_status(settings, now)
+        if (warning := off_site.warning()) is not None:
+            warn(f"velocity-pg: warning: {warning}")
+    # What a restore keeps beside the database (a server we cannot reach is said, not fatal).
+    kept = copies.report(settings, endpoint.database_name(settings.connection) or "")
+    return Report(
+        local, kept, off_site, now, limits.shown, limits.remote_limit, limits.remote_max_age
+    )

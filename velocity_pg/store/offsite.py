@@ -1,4 +1,5 @@
-"""Off-site copies: ``push``, ``pull``, ``list --remote``, ``verify --remote``, off-site cleanup.
+"""Off-site copies, the machinery: the verbs (``push``, ``pull``, ``list --remote``,
+``verify --remote``, ``status``, off-site cleanup) live in :mod:`velocity_pg.verbs`.
 
 Push, in order, so that nothing in the bucket looks like a backup unless it is one:
 
@@ -20,8 +21,8 @@ A copy already under the name counts only when it is this backup's (dump SHA-256
 and size), its object is there, and it is encrypted to the configured recipients
 (:func:`existing_copy`); another backup's copy is never overwritten.
 
-Pull follows only a manifest that describes the backup asked for, and streams
-the object back (through ``age --decrypt -i FILE``) into a temporary file in
+Pull (:mod:`velocity_pg.verbs.pull`) follows only a manifest that describes the backup
+asked for, and streams the object back (through ``age --decrypt -i FILE``) into a temporary file in
 BACKUP_DIR, checks both SHA-256s (object and dump) and only then gives it its
 name, with its manifest: from then on it is an ordinary local backup.
 
@@ -41,7 +42,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -56,7 +57,7 @@ from velocity_pg.errors import (
 )
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import OffSite, Settings
-from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote, retention
+from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote
 from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
 
 #: Leftovers in the bucket (objects without a manifest, unfinished multipart
@@ -557,92 +558,6 @@ def check_object(store: RemoteStore, key: str, size: int, sha256: str, meter: Me
         raise OperationFailed(f"the uploaded object {key} does not read back as it was sent")
 
 
-def select_for_push(
-    ctx: Context,
-    folder: Path,
-    backups: list[catalog.Backup],
-    names: list[str],
-    everything: bool,
-    database: str | None,
-) -> list[Path]:
-    """The named backups, every one of ``backups`` not yet off-site (--all), or the newest
-    of ``database``."""
-    if names:
-        return [catalog.resolve_backup(folder, name) for name in names]
-    if not everything:
-        newest = catalog.newest_of(backups, database)
-        return [newest.path] if newest is not None else []
-    listing = remote.list_backups(ctx.store)
-    copies = {b.name: b.record for b in listing.backups}
-    return [b.path for b in reversed(backups) if not counts_off_site(ctx, b, copies, listing)]
-
-
-def counts_off_site(
-    ctx: Context,
-    backup: catalog.Backup,
-    copies: dict[str, RemoteManifest | None],
-    listing: remote.Listing,
-) -> bool:
-    """True when the listing holds a copy that counts as this local backup's (by its
-    checksums, object and encryption, never by its name alone)."""
-    record = copies.get(backup.name)
-    if record is None:
-        # Not off-site, or a damaged manifest: push_backup says which.
-        return False
-    try:
-        local = manifest.read(backup.path)
-    except ManifestUnreadable:
-        return False  # push_backup reports it
-    if local is None or remote.not_describing(record, backup.name) is not None:
-        return False
-    obj = listing.objects.get(record.object_key)
-    return copy_problem(record, obj, local, ctx.recipients) is None
-
-
-@dataclass
-class PushReport:
-    results: list[PushResult] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    local_backups: int = 0  # in the folder (of every database)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "ok": not self.failures,
-            "backups": [r.to_json() for r in self.results]
-            + [{"name": n, "status": "failed", "problem": p} for n, p in self.failures],
-        }
-
-
-def push(
-    settings: Settings,
-    names: list[str],
-    *,
-    everything: bool = False,
-    meter: Meter | None = None,
-    report: Callable[[str], None] | None = None,
-) -> PushReport:
-    """``velocity-pg push``: upload the selected local backups not yet off-site."""
-    ctx = prepare(settings)
-    folder = settings.backup_dir
-    result = PushReport()
-    with lock.shared(folder, "push"):
-        backups = catalog.list_backups(folder)
-        result.local_backups = len(backups)
-        dumps = select_for_push(ctx, folder, backups, names, everything, settings.database)
-        for dump in dumps:
-            try:
-                pushed = push_backup(ctx, dump, meter)
-            except OperationFailed as exc:
-                result.failures.append((dump.name, exc.message))
-                if report is not None:
-                    report(f"{'FAILED':<16} {dump.name}: {exc.message}")
-                continue
-            result.results.append(pushed)
-            if report is not None:
-                report(pushed.line())
-    return result
-
-
 # -- reading copies back ------------------------------------------------------------------
 
 
@@ -744,55 +659,6 @@ def temp_file(folder: Path) -> Iterator[tuple[int, Path]]:
         path.unlink(missing_ok=True)
 
 
-def pull(settings: Settings, name: str, meter: Meter | None = None) -> Path:
-    """``velocity-pg pull NAME``: download, decrypt, check, then name it; see the docstring."""
-    meter = meter or Meter()
-    folder = settings.backup_dir
-    catalog.require_dir(folder, writable=True)
-    ctx = prepare(settings, for_upload=False)
-    record = described_record(ctx.store, name)
-    identity = age.identity_for(ctx.offsite, name) if record.encrypted else None
-    if (folder / name).exists():
-        raise OperationFailed(f"{name} is already in {folder}; nothing was downloaded")
-    side: Path | None = None
-    named: list[Path] = []  # the backup's name, once it has one
-    try:
-        with temp_file(folder) as (fd, temp):
-            with os.fdopen(os.dup(fd), "wb") as sink:
-                found = fetch(ctx.store, record, sink, identity, meter)
-                sink.flush()
-                os.fsync(sink.fileno())
-            problem = fetch_problem(record, found)
-            if problem is not None:
-                raise OperationFailed(f"{name}: {problem}; nothing was written")
-            side_fd, side = manifest.write_temp(folder, record.dump)
-            try:
-                fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                final = catalog.publish(temp, folder, iter([name]), side, named.append)
-            finally:
-                os.close(side_fd)
-    except OSError as exc:
-        if named:  # it has its name: only the folder's fsync failed
-            raise OperationFailed(
-                catalog.unsynced(
-                    named[0], f"the folder could not be synced ({exc.strerror or exc})"
-                )
-            ) from exc
-        raise OperationFailed(
-            f"cannot write {name} into {folder}: {exc.strerror}; nothing was written"
-        ) from exc
-    except (KeyboardInterrupt, pgtools.Terminated) as exc:
-        word = pgtools.stop_word(exc)
-        if named:
-            stopped = catalog.unsynced(named[0], "the stop came")
-            raise Interrupted(f"{word}: {stopped}") from None
-        raise Interrupted(f"{word}; nothing was written") from None
-    finally:
-        if side is not None:
-            side.unlink(missing_ok=True)
-    return final
-
-
 def described_record(store: RemoteStore, name: str) -> RemoteManifest:
     """The off-site manifest of ``name``, checked to describe that very backup (its name,
     database and time): a manifest that names another is never followed."""
@@ -804,81 +670,6 @@ def described_record(store: RemoteStore, name: str) -> RemoteManifest:
             "nothing was written"
         )
     return record
-
-
-@dataclass(frozen=True)
-class RemoteCheck:
-    """``restore NAME --check`` of a backup that is only off-site: its manifest, read
-    without downloading the dump."""
-
-    name: str
-    where: str
-    record: RemoteManifest
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "ok": True,
-            "name": self.name,
-            "where": self.where,
-            "checked": "the off-site manifest and the object's size (nothing was downloaded)",
-            "not_checked": [
-                "the object's and the dump's SHA-256",
-                "the archive",
-                "the target database",
-            ],
-            "database": self.record.dump.database,
-            "archive_entries": self.record.dump.toc_entries,
-            "size_bytes": self.record.object_size,
-            "encrypted": self.record.encrypted,
-        }
-
-    def lines(self) -> list[str]:
-        how = "encrypted" if self.record.encrypted else "not encrypted"
-        return [
-            f"Check of the off-site copy only (nothing was downloaded): {self.name} is in "
-            f"{self.where} ({catalog.human_size(self.record.object_size)}, {how}), a backup of "
-            f"database {self.record.dump.database!r} with {self.record.dump.toc_entries} "
-            "archive entries; its manifest describes it and its object has the size the "
-            "manifest gives.",
-            "Not checked without downloading it: the checksums (`velocity-pg verify --remote "
-            f"{self.name}`), the archive and the target database (`velocity-pg pull "
-            f"{self.name}`, then `velocity-pg restore --check {self.name}`). Nothing was "
-            "changed.",
-        ]
-
-
-def check_remote(settings: Settings, name: str) -> RemoteCheck:
-    """Check an off-site-only backup for ``restore --check``, from its manifest only."""
-    ctx = prepare(settings, for_upload=False)
-    record = described_record(ctx.store, name)
-    if record.encrypted:
-        age.identity_for(ctx.offsite, name)  # the restore would need it: say so now
-    found = ctx.store.head(record.object_key)
-    if found is None or found.size != record.object_size:
-        what = "is missing" if found is None else f"is {found.size} bytes, not {record.object_size}"
-        raise OperationFailed(
-            f"the off-site copy of {name} cannot be restored: its object {record.object_key} "
-            f"{what} in {ctx.store.describe()}"
-        )
-    return RemoteCheck(name, ctx.store.describe(), record)
-
-
-def needs_pull(settings: Settings, name: str) -> bool:
-    """True when ``restore NAME`` must download the backup first (off-site only)."""
-    return (
-        settings.offsite is not None
-        and catalog.is_backup_name(name)
-        and "/" not in name
-        and not (settings.backup_dir / name).exists()
-    )
-
-
-# -- list --remote -------------------------------------------------------------------------
-
-
-def list_remote(settings: Settings) -> tuple[str, remote.Listing]:
-    ctx = prepare(settings, for_upload=False)
-    return ctx.store.describe(), remote.list_backups(ctx.store)
 
 
 # -- whose copies: this backup folder's, or another's ------------------------------------------
@@ -933,245 +724,13 @@ def foreign_warning(where: str, foreign: list[tuple[str, str]], shown: int = 20)
     )
 
 
-def remote_backup_json(
-    backup: RemoteBackup, now: datetime, owner: str = UNKNOWN_OWNER
-) -> dict[str, object]:
-    record = backup.record
-    return {
-        "name": backup.name,
-        "ok": record is not None,
-        "owner": owner,
-        "origin": record.origin if record else None,
-        "problem": backup.problem,
-        "created_at": backup.created.isoformat(),
-        "age_seconds": int((now - backup.created).total_seconds()),
-        "object_key": record.object_key if record else None,
-        "size_bytes": record.object_size if record else None,
-        "object_sha256": record.object_sha256 if record else None,
-        "dump_sha256": record.dump.sha256 if record else None,
-        "encrypted": record.encrypted if record else None,
-        "recipients": list(record.recipients) if record else [],
-        "uploaded_at": record.uploaded_at if record else None,
-        "last_verification": vars(record.last_verification)
-        if record and record.last_verification
-        else None,
-    }
-
-
 def newest_remote(backups: list[RemoteBackup], database: str | None) -> list[RemoteBackup]:
     """The backups of ``database`` (of any when None), newest first by their own time."""
     mine = [b for b in backups if database is None or b.database == database]
     return sorted(mine, key=lambda b: (b.created, b.name), reverse=True)
 
 
-# -- verify --remote -------------------------------------------------------------------------
-
-
-@dataclass
-class RemoteOutcome:
-    name: str
-    ok: bool = True
-    checks: list[str] = field(default_factory=list)
-    problem: str = ""
-
-    def fail(self, problem: str) -> RemoteOutcome:
-        self.ok, self.problem = False, problem
-        return self
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "ok": self.ok, "checks": self.checks, "problem": self.problem}
-
-    def line(self) -> str:
-        if self.ok:
-            return f"ok      {self.name} (off-site: {', '.join(self.checks)})"
-        return f"FAILED  {self.name} (off-site): {self.problem}"
-
-
-RestoreCheck = Callable[[Path, str, "RemoteOutcome"], None]
-
-
-def verify_remote(
-    settings: Settings,
-    names: list[str],
-    *,
-    everything: bool = False,
-    drill: bool = False,
-    meter: Meter | None = None,
-    report: Callable[[RemoteOutcome], None] | None = None,
-    now: Callable[[], datetime] = utcnow,
-) -> list[RemoteOutcome]:
-    """Read each selected off-site copy end to end and check it; record the verdict."""
-    meter = meter or Meter()
-    ctx = prepare(settings, for_upload=False)
-    identity = ctx.offsite.identity_file
-    if identity is not None:
-        identity = age.identity_for(ctx.offsite, "an off-site copy")
-    if drill:
-        catalog.require_dir(settings.backup_dir, writable=True)
-    listing = remote.list_backups(ctx.store)
-    if names:
-        for name in names:
-            read_record(ctx.store, name)  # says clearly when one is not off-site
-        chosen = [b for b in listing.backups if b.name in set(names)]
-    elif everything:
-        chosen = listing.backups
-    else:
-        chosen = newest_remote(listing.backups, settings.database)[:1]
-    outcomes = []
-    for backup in chosen:
-        try:
-            outcome = verify_one_remote(settings, ctx, backup, identity, drill, meter)
-        except (KeyboardInterrupt, pgtools.Terminated) as exc:
-            # A stop is no verdict: the copy's manifest is left as it was.
-            raise Interrupted(
-                f"{pgtools.stop_word(exc)} while {backup.name} was being verified off-site; "
-                "no verdict was recorded for it"
-            ) from None
-        if backup.record is not None:
-            try:
-                record_verdict(
-                    ctx.store, backup, outcome, "restore" if drill else "checksum", now()
-                )
-            except (KeyboardInterrupt, pgtools.Terminated) as exc:
-                verdict = "ok" if outcome.ok else f"FAILED: {outcome.problem}"
-                raise Interrupted(
-                    f"{pgtools.stop_word(exc)} while the verdict on {backup.name} ({verdict}) "
-                    "was being written into its off-site manifest; it may or may not be there"
-                ) from None
-        if report is not None:
-            report(outcome)
-        outcomes.append(outcome)
-    return outcomes
-
-
-def verify_one_remote(
-    settings: Settings,
-    ctx: Context,
-    backup: RemoteBackup,
-    identity: Path | None,
-    drill: bool,
-    meter: Meter,
-) -> RemoteOutcome:
-    """Read one copy end to end and check it (its verdict is recorded by the caller)."""
-    outcome = RemoteOutcome(backup.name)
-    record = backup.record
-    if record is None:
-        return outcome.fail(backup.problem)
-    if record.encrypted and identity is None and drill:
-        raise ConfigError(
-            "verify --remote --restore of an encrypted copy needs BACKUP_AGE_IDENTITY_FILE"
-        )
-    try:
-        if drill:
-            with temp_file(settings.backup_dir) as (fd, temp):
-                with os.fdopen(os.dup(fd), "wb") as sink:
-                    found = fetch(ctx.store, record, sink, identity, meter, "verifying")
-                problem = fetch_problem(record, found)
-                if problem is not None:
-                    outcome.fail(problem)
-                else:
-                    outcome.checks += checks_done(record, found)
-                    drill_check(settings, temp, record, outcome)
-        else:
-            found = fetch(ctx.store, record, None, identity, meter, "verifying")
-            problem = fetch_problem(record, found)
-            if problem is not None:
-                outcome.fail(problem)
-            else:
-                outcome.checks += checks_done(record, found)
-    except OperationFailed as exc:
-        outcome.fail(exc.message)
-    return outcome
-
-
-def record_verdict(
-    store: RemoteStore, backup: RemoteBackup, outcome: RemoteOutcome, method: str, at: datetime
-) -> None:
-    """Write the verdict into the very manifest that was read, and only while it is still
-    there: a copy deleted meanwhile (an off-site cleanup deletes the manifest first) gets
-    no verdict, and no manifest comes back to life without its object. The verdict is
-    reported either way."""
-    record = backup.record
-    assert record is not None
-    key = remote.manifest_key(record.name)
-    gone = (
-        f"{record.name} was deleted from {store.describe()} while it was being verified "
-        "(an off-site cleanup?); no verdict was written"
-    )
-    try:
-        current = store.head(key)
-        found = store.head(record.object_key) if outcome.ok and current is not None else None
-    except OperationFailed:
-        return
-    if current is None:
-        outcome.fail(gone)
-        return
-    if outcome.ok and (found is None or found.size != record.object_size):
-        outcome.fail(f"its object {record.object_key} vanished or changed while it was verified")
-    verdict = manifest.Verification(
-        at=manifest.now_iso(at),
-        method=method,
-        ok=outcome.ok,
-        detail=outcome.problem or ", ".join(outcome.checks),
-    )
-    try:
-        store.put_bytes(
-            key,
-            remote.dumps(record.with_verification(verdict)),
-            if_match=backup.manifest_object.etag or current.etag,
-        )
-    except remote.Changed:
-        try:
-            vanished = store.head(key) is None
-        except OperationFailed:
-            vanished = False
-        if vanished:
-            outcome.fail(gone)
-            return
-        # A push replaced it meanwhile: the copy verified is not the one there now.
-        note = "no verdict was written: its manifest changed meanwhile"
-        if outcome.ok:
-            outcome.checks.append(note)
-        else:
-            outcome.problem += f"; {note}"
-    except OperationFailed:
-        pass
-
-
-def checks_done(record: RemoteManifest, found: Fetched) -> list[str]:
-    if not record.encrypted:
-        return ["checksum"]
-    if found.dump_sha256 is None:
-        return ["checksum of the encrypted object (set BACKUP_AGE_IDENTITY_FILE to check the dump)"]
-    return ["checksum of the encrypted object", "decrypted dump checksum"]
-
-
-def drill_check(
-    settings: Settings, dump: Path, record: RemoteManifest, outcome: RemoteOutcome
-) -> None:
-    from velocity_pg.restore import drill
-
-    program = pgtools.find_program("pg_restore")
-    try:
-        listing = pgtools.capture(pgtools.pg_restore_list_cmd(program.path, dump))
-    except CommandFailed as exc:
-        outcome.fail(f"not a readable archive ({exc.message})")
-        return
-    entries = pgtools.count_toc_entries(listing)
-    if entries != record.dump.toc_entries:
-        outcome.fail(f"{entries} archive entries, the manifest says {record.dump.toc_entries}")
-        return
-    outcome.checks.append(f"archive ({entries} entries)")
-    from velocity_pg.postgres import endpoint
-
-    problem, detail = drill.run_drill(endpoint.resolve(settings.connection), dump, listing)
-    if problem is not None:
-        outcome.fail(problem)
-    else:
-        outcome.checks.append(detail)
-
-
-# -- cleanup off-site ----------------------------------------------------------------------
+# -- cleanup off-site: deleting copies and leftovers ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1194,51 +753,6 @@ class RemoteDeletion:
         }
 
 
-@dataclass
-class RemoteCleanup:
-    where: str
-    plan: retention.Plan
-    dry_run: bool
-    deletions: list[RemoteDeletion] = field(default_factory=list)
-    leftovers: list[RemoteDeletion] = field(default_factory=list)
-    damaged: list[RemoteBackup] = field(default_factory=list)
-    #: (name, owner) of the copies that are not this folder's: never counted or deleted.
-    foreign: list[tuple[str, str]] = field(default_factory=list)
-    #: Why the unfinished uploads were not looked at this time ("" when they were).
-    leftovers_skipped: str = ""
-
-    def warning(self) -> str | None:
-        return foreign_warning(self.where, self.foreign)
-
-    @property
-    def failed(self) -> list[RemoteDeletion]:
-        return [d for d in [*self.deletions, *self.leftovers] if not d.done]
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "where": self.where,
-            "dry_run": self.dry_run,
-            "policy": self.plan.policy.to_json(),
-            "keep": [d.to_json() for d in self.plan.keep],
-            "delete": [d.to_json() for d in self.deletions],
-            "leftovers": [d.to_json() for d in self.leftovers],
-            "damaged": [b.name for b in self.damaged],
-            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
-            "leftovers_skipped": self.leftovers_skipped or None,
-            "partial": bool(self.failed),
-        }
-
-
-def remote_policy(offsite: OffSite) -> retention.Policy:
-    return retention.Policy(
-        max_age_days=offsite.max_age_days,
-        max_count=offsite.max_count,
-        min_keep=offsite.min_keep,
-        settings_prefix="BACKUP_S3_",
-        tiers=offsite.tiers,
-    )
-
-
 def split_owned(
     folder: Path, backups: list[RemoteBackup]
 ) -> tuple[list[RemoteBackup], list[tuple[str, str]]]:
@@ -1247,52 +761,6 @@ def split_owned(
     owner = owners(folder, good)
     mine = [b for b in good if owner[b.name] == THIS_FOLDER]
     return mine, [(b.name, owner[b.name]) for b in good if owner[b.name] != THIS_FOLDER]
-
-
-def cleanup_remote(
-    settings: Settings,
-    *,
-    dry_run: bool = False,
-    now: Callable[[], datetime] = utcnow,
-    on_plan: Callable[[RemoteCleanup], None] | None = None,
-    on_outcome: Callable[[RemoteDeletion], None] | None = None,
-) -> RemoteCleanup:
-    """Apply the off-site retention plan to this folder's copies only: the backups' own
-    times, the floor always kept; another folder's copies are named, never deleted."""
-    ctx = prepare(settings, for_upload=False)
-    store = ctx.store
-    listing = remote.list_backups(store)
-    good, foreign = split_owned(settings.backup_dir, listing.backups)
-    by_name = {b.name: b for b in good}
-    moment = now()
-    plan = retention.plan([b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment)
-    result = RemoteCleanup(
-        where=store.describe(),
-        plan=plan,
-        dry_run=dry_run,
-        damaged=[b for b in listing.backups if b.record is None],
-        foreign=foreign,
-    )
-    if on_plan is not None:
-        on_plan(result)
-    report = on_outcome or (lambda _d: None)
-    for decision in plan.delete:
-        backup = by_name[decision.backup.name]
-        assert backup.record is not None
-        deletion = (
-            RemoteDeletion(backup.name, backup.record.object_size, "would delete", decision.reason)
-            if dry_run
-            else delete_remote(store, backup.record, decision.reason)
-        )
-        result.deletions.append(deletion)
-        report(deletion)
-    with leftovers_lock(settings.backup_dir, dry_run) as busy:
-        result.leftovers_skipped = busy
-        for leftover in [] if busy else leftovers(store, listing, moment):
-            outcome = leftover(dry_run)
-            result.leftovers.append(outcome)
-            report(outcome)
-    return result
 
 
 @contextlib.contextmanager
@@ -1365,105 +833,3 @@ def leftovers(
 
         actions.append(abort)
     return actions
-
-
-def format_remote_plan(result: RemoteCleanup) -> list[str]:
-    lines = [
-        ("Dry run (nothing is deleted): " if result.dry_run else "")
-        + f"off-site cleanup of {result.where}: {result.plan.policy.describe()} "
-        "(ages from each backup's own time)."
-    ]
-    lines += [
-        f"{'keep':<12} {d.backup.name}  {catalog.human_size(d.backup.size):>9}  {d.reason}"
-        for d in result.plan.keep
-    ]
-    lines += [f"{'left alone':<12} {b.name}  {'':>9}  {b.problem}" for b in result.damaged]
-    if result.leftovers_skipped:
-        lines.append(f"Note: {result.leftovers_skipped}.")
-    return lines
-
-
-def format_remote_outcome(d: RemoteDeletion) -> str:
-    action = {"deleted": "deleted", "would delete": "would delete", "vanished": "gone"}.get(
-        d.status, "NOT DELETED"
-    )
-    return f"{action:<12} {d.name}  {catalog.human_size(d.size):>9}  {d.detail}"
-
-
-def format_remote_summary(result: RemoteCleanup) -> str:
-    plan = result.plan
-    if result.dry_run:
-        return (
-            f"Dry run off-site: would keep {len(plan.keep)} backup(s) and delete "
-            f"{len(plan.delete)}; nothing was deleted."
-        )
-    deleted = sum(1 for d in result.deletions if d.status == "deleted")
-    return f"Off-site: kept {len(plan.keep)} backup(s), deleted {deleted} of {len(plan.delete)}."
-
-
-# -- status ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteStatus:
-    where: str
-    count: int
-    newest: RemoteBackup | None
-    newest_age: timedelta | None
-    problem: str = ""
-    #: (name, owner) of the copies under the prefix that are not this folder's.
-    foreign: tuple[tuple[str, str], ...] = ()
-
-    def warning(self) -> str | None:
-        return foreign_warning(self.where, list(self.foreign))
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "where": self.where,
-            "count": self.count,
-            "problem": self.problem or None,
-            "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
-            "newest": None
-            if self.newest is None or self.newest_age is None
-            else {
-                "name": self.newest.name,
-                "created_at": self.newest.created.isoformat(),
-                "age_seconds": int(self.newest_age.total_seconds()),
-                "encrypted": self.newest.record.encrypted if self.newest.record else None,
-            },
-        }
-
-    def lines(self) -> list[str]:
-        if self.problem:
-            return [f"Off-site:      cannot be read ({self.problem})"]
-        if self.newest is None or self.newest_age is None:
-            others = f" (but {len(self.foreign)} not this folder's)" if self.foreign else ""
-            return [f"Off-site:      none of this folder's in {self.where}{others}"]
-        enc = (
-            "encrypted" if self.newest.record and self.newest.record.encrypted else "not encrypted"
-        )
-        others = f" (and {len(self.foreign)} not this folder's)" if self.foreign else ""
-        return [
-            f"Off-site:      {self.count} in {self.where}{others}",
-            f"Newest off-site: {self.newest.name} "
-            f"({catalog.human_age(self.newest_age)} old, {enc})",
-        ]
-
-
-def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
-    offsite = offsite_of(settings)
-    try:
-        ctx = prepare(settings, for_upload=False)
-        listing = remote.list_backups(ctx.store)
-        good, foreign = split_owned(settings.backup_dir, listing.backups)
-    except OperationFailed as exc:
-        return RemoteStatus(offsite.url, 0, None, None, exc.message)
-    ranked = newest_remote(good, settings.database)
-    newest = ranked[0] if ranked else None
-    return RemoteStatus(
-        ctx.store.describe(),
-        len(good),
-        newest,
-        None if newest is None else now - newest.created,
-        foreign=tuple(foreign),
-    )

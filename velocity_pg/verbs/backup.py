@@ -20,7 +20,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +29,9 @@ from velocity_pg.errors import CommandFailed, ConfigError, Interrupted, Operatio
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, manifest
+from velocity_pg.store import catalog, lock, manifest
+from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
+from velocity_pg.verbs import Failure, Say
 
 
 @dataclass(frozen=True)
@@ -193,3 +195,82 @@ def read_back(dump: Path, server_num: int) -> int:
             f"the new dump does not read back ({exc.message}); no backup was written"
         ) from exc
     return pgtools.count_toc_entries(listing)
+
+
+# -- the verb: the backup, then its off-site copy when configured ----------------------------
+
+
+def push_new(settings: Settings, ctx: Context, backup: BackupResult) -> PushResult:
+    """Copy a backup just made off-site, holding the folder lock shared like ``push``: an
+    off-site cleanup never cuts this upload."""
+    with lock.shared(settings.backup_dir, f"push {backup.name}"):
+        return push_backup(ctx, backup.path)
+
+
+@dataclass(frozen=True)
+class BackedUp:
+    """``velocity-pg backup``: the new backup, and its off-site copy when configured."""
+
+    backup: BackupResult
+    backup_dir: Path
+    pushed: PushResult | None = None
+    where: str = ""
+    #: Why the off-site copy failed ("" when it did not).
+    offsite_problem: str = ""
+    #: The first line was said as soon as the backup was made.
+    said: bool = False
+
+    def lines(self) -> list[str]:
+        lines = [] if self.said else [created_line(self.backup)]
+        pushed = self.pushed
+        if pushed is not None:
+            how = "encrypted" if pushed.encrypted else "not encrypted"
+            lines.append(
+                f"Off-site copy checked: {pushed.object_key} ({catalog.human_size(pushed.size)}, "
+                f"{how}) in {self.where}"
+                + (f"; it replaced {pushed.replaced}" if pushed.replaced else "")
+            )
+        return lines
+
+    def to_json(self) -> dict[str, object]:
+        payload = self.backup.to_json()
+        if self.offsite_problem:
+            payload["offsite"] = {"status": "failed", "problem": self.offsite_problem}
+        elif self.pushed is not None:
+            payload["offsite"] = self.pushed.to_json() | {"where": self.where}
+        return payload
+
+    def failure(self) -> Failure | None:
+        if not self.offsite_problem:
+            return None
+        name = self.backup.name
+        return Failure.error(
+            f"{name} was created locally in {self.backup_dir} but NOT copied off-site: "
+            f"{self.offsite_problem}; retry with `velocity-pg push {name}`",
+            offsite=True,
+        )
+
+
+def created_line(result: BackupResult) -> str:
+    return (
+        f"Backup created: {result.name} ({catalog.human_size(result.size)}, "
+        f"{result.compression}) of database {result.database!r} in {result.duration:.1f} s"
+    )
+
+
+def run(settings: Settings, say: Say | None = None) -> BackedUp:
+    """Back up, then copy the backup off-site when BACKUP_S3_URL is set (everything that
+    needs is checked before the dump starts). The first line goes to ``say`` as soon as
+    the backup is made."""
+    ctx = prepare(settings) if settings.offsite is not None else None
+    result = create_backup(settings)
+    if say is not None:
+        say(created_line(result))
+    done = BackedUp(result, settings.backup_dir, said=say is not None)
+    if ctx is None:
+        return done
+    try:
+        pushed = push_new(settings, ctx, result)
+    except OperationFailed as exc:
+        return replace(done, offsite_problem=exc.message)
+    return replace(done, pushed=pushed, where=ctx.store.describe())

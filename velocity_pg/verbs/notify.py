@@ -16,6 +16,7 @@ that cannot be delivered is logged on stderr, and the verb waits at most
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -23,6 +24,7 @@ from velocity_pg.errors import ConfigError, ExitStatus, Interrupted, VelocityErr
 from velocity_pg.scheduling import notify
 from velocity_pg.scheduling.notify import Event, NotifyConfig
 from velocity_pg.settings import Settings
+from velocity_pg.verbs import Failure, Say
 
 #: The longest a manual verb waits, after its work, for its messages to go out.
 VERB_WAIT = 20.0
@@ -42,8 +44,26 @@ def require(settings: Settings) -> NotifyConfig:
     return config
 
 
+@dataclass(frozen=True)
+class Described:
+    """``velocity-pg notify``: the message settings, one line each."""
+
+    shown: list[str]
+
+    def lines(self) -> list[str]:
+        return list(self.shown)
+
+    def to_json(self) -> dict[str, object]:
+        return {"lines": self.shown}
+
+
+def show_settings(settings: Settings) -> Described:
+    """``velocity-pg notify``."""
+    return Described(describe(settings))
+
+
 def describe(settings: Settings) -> list[str]:
-    """``velocity-pg notify``: what is configured (the URLs by position and service only)."""
+    """What is configured (the URLs by position and service only)."""
     config = notify.load(settings, datetime.now(UTC))
     if config is None:
         return ["Messages: off (BACKUP_NOTIFY_URLS is not set)."]
@@ -58,6 +78,37 @@ def describe(settings: Settings) -> list[str]:
     lines.append(f"Repeated at most every (BACKUP_NOTIFY_REPEAT): {notify.short(config.repeat)}")
     lines.append(f"Digest (BACKUP_NOTIFY_DIGEST): {config.digest or 'off'}")
     return lines
+
+
+@dataclass(frozen=True)
+class Tested:
+    """``velocity-pg notify --test``: what became of the test message at each URL."""
+
+    results: list[notify.Delivery]
+
+    @property
+    def delivered(self) -> int:
+        return sum(r.delivered for r in self.results)
+
+    def lines(self) -> list[str]:
+        return [
+            *(r.line() for r in self.results),
+            f"{self.delivered} of {len(self.results)} URL(s) took the test message.",
+        ]
+
+    def to_json(self) -> dict[str, object]:
+        return {"delivered": self.delivered, "urls": len(self.results)}
+
+    def failure(self) -> Failure | None:
+        return Failure() if self.delivered < len(self.results) else None
+
+
+def run_test(settings: Settings, warn: Say) -> Tested:
+    """``velocity-pg notify --test``; the log lines on the way go to ``warn`` at the end."""
+    results, logged = test(settings)
+    for line in logged:
+        warn(f"velocity-pg: {line}")
+    return Tested(results)
 
 
 def test(settings: Settings) -> tuple[list[notify.Delivery], list[str]]:

@@ -1,0 +1,172 @@
+"""``velocity-pg list``: the backups in BACKUP_DIR (of every database), newest first;
+with ``--remote``, the off-site copies and whose each is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from velocity_pg.report import describe_check, describe_verification, format_table
+from velocity_pg.settings import Settings
+from velocity_pg.store import catalog, remote
+from velocity_pg.store.catalog import Backup, human_age, human_size
+from velocity_pg.store.manifest import Manifest
+from velocity_pg.store.offsite import UNKNOWN_OWNER, owners, prepare
+from velocity_pg.store.remote import RemoteBackup
+from velocity_pg.verbs.status import read_state
+
+#: What :func:`velocity_pg.verbs.status.read_state` says of a backup: its manifest, and
+#: (reason, detail) of a problem.
+State = tuple[Manifest | None, tuple[str, str] | None]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The local backups, newest first, each with its manifest's state."""
+
+    backup_dir: Path
+    backups: list[Backup]
+    states: list[State]
+    now: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup_dir": str(self.backup_dir),
+            "backups": [
+                {
+                    "name": b.name,
+                    "database": b.database,
+                    "path": str(b.path),
+                    "size_bytes": b.size,
+                    "created_at": b.created.isoformat(),
+                    "modified_at": b.mtime.isoformat(),
+                    "age_seconds": int((self.now - b.created).total_seconds()),
+                    "manifest": "unreadable"
+                    if problem and problem[0] == "manifest_unreadable"
+                    else (rec is not None),
+                    "readable": not (problem and problem[0] == "dump_unreadable"),
+                    "manifest_problem": problem[1]
+                    if problem and problem[0] == "manifest_unreadable"
+                    else None,
+                    "problem": problem[1] if problem else None,
+                    "sha256": rec.sha256 if rec is not None else None,
+                    "compression": rec.compression if rec is not None else None,
+                    "last_verification": vars(rec.last_verification)
+                    if rec is not None and rec.last_verification
+                    else None,
+                }
+                for b, (rec, problem) in zip(self.backups, self.states, strict=True)
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        if not self.backups:
+            return [f"No backups yet in {self.backup_dir}. Create one with `velocity-pg backup`."]
+        rows = [
+            (
+                b.name,
+                b.database if b.database.isprintable() else repr(b.database),
+                human_size(b.size),
+                b.created.strftime("%Y-%m-%d %H:%M:%S"),
+                human_age(self.now - b.created),
+                problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
+            )
+            for b, (rec, problem) in zip(self.backups, self.states, strict=True)
+        ]
+        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
+        total = sum(b.size for b in self.backups)
+        return [
+            format_table(header, rows, right=(2, 4)),
+            f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}",
+        ]
+
+
+def list_local(settings: Settings) -> Listing:
+    """``velocity-pg list``."""
+    backups = catalog.list_backups(settings.backup_dir)
+    now = datetime.now(UTC)
+    return Listing(settings.backup_dir, backups, [read_state(b) for b in backups], now)
+
+
+@dataclass(frozen=True)
+class RemoteListing:
+    """The off-site copies under BACKUP_S3_URL, and whose each is."""
+
+    where: str
+    listing: remote.Listing
+    owner: dict[str, str]
+    now: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "where": self.where,
+            "backups": [
+                remote_backup_json(b, self.now, self.owner[b.name]) for b in self.listing.backups
+            ],
+            "unfinished_uploads": [o.key for o in self.listing.orphans],
+        }
+
+    def lines(self) -> list[str]:
+        listing, where, now = self.listing, self.where, self.now
+        lines = []
+        if not listing.backups:
+            lines.append(f"No off-site backups in {where}. Copy one with `velocity-pg push`.")
+        else:
+            rows = []
+            for b in listing.backups:
+                rec = b.record
+                rows.append(
+                    (
+                        b.name,
+                        human_size(rec.object_size) if rec else "?",
+                        b.created.strftime("%Y-%m-%d %H:%M:%S"),
+                        human_age(now - b.created),
+                        ("age" if rec.encrypted else "no") if rec else "?",
+                        self.owner[b.name] if rec else "?",
+                        describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
+                    )
+                )
+            header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "WHOSE", "VERIFIED")
+            lines.append(format_table(header, rows, right=(1, 3)))
+            lines.append(f"{len(listing.backups)} off-site backup(s) in {where}")
+        if listing.orphans:
+            lines.append(
+                f"{len(listing.orphans)} unfinished upload(s) without a manifest (not backups; "
+                "cleanup removes them after an hour)"
+            )
+        return lines
+
+
+def list_remote(settings: Settings) -> RemoteListing:
+    """``velocity-pg list --remote``."""
+    ctx = prepare(settings, for_upload=False)
+    listing = remote.list_backups(ctx.store)
+    owner = owners(settings.backup_dir, listing.backups)
+    return RemoteListing(ctx.store.describe(), listing, owner, datetime.now(UTC))
+
+
+def remote_backup_json(
+    backup: RemoteBackup, now: datetime, owner: str = UNKNOWN_OWNER
+) -> dict[str, object]:
+    record = backup.record
+    return {
+        "name": backup.name,
+        "ok": record is not None,
+        "owner": owner,
+        "origin": record.origin if record else None,
+        "problem": backup.problem,
+        "created_at": backup.created.isoformat(),
+        "age_seconds": int((now - backup.created).total_seconds()),
+        "object_key": record.object_key if record else None,
+        "size_bytes": record.object_size if record else None,
+        "object_sha256": record.object_sha256 if record else None,
+        "dump_sha256": record.dump.sha256 if record else None,
+        "encrypted": record.encrypted if record else None,
+        "recipients": list(record.recipients) if record else [],
+        "uploaded_at": record.uploaded_at if record else None,
+        "last_verification": vars(record.last_verification)
+        if record and record.last_verification
+        else None,
+    }
