@@ -72,12 +72,12 @@ class Listing:
                 human_size(b.size),
                 b.created.strftime("%Y-%m-%d %H:%M:%S"),
                 human_age(self.now - b.created),
-                problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
                 describe_pin(rec.pin if rec is not None else None),
+                problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
             )
             for b, (rec, problem) in zip(self.backups, self.states, strict=True)
         ]
-        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED", "PINNED")
+        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "PINNED", "VERIFIED")
         total = sum(b.size for b in self.backups)
         pinned = [
             b for b, (rec, _) in zip(self.backups, self.states, strict=True) if rec and rec.pin
@@ -130,8 +130,8 @@ class RemoteListing:
                         human_age(now - b.created),
                         ("age" if rec.encrypted else "no") if rec else "?",
                         self.owner[b.name] if rec else "?",
-                        describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                         describe_pin(rec.pin) if rec else "?",
+                        describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                     )
                 )
             header = (
@@ -141,8 +141,8 @@ class RemoteListing:
                 "AGE",
                 "ENCRYPTED",
                 "WHOSE",
-                "VERIFIED",
                 "PINNED",
+                "VERIFIED",
             )
             lines.append(format_table(header, rows, right=(1, 3)))
             pinned = [b.record for b in listing.backups if b.record and b.record.pin]
