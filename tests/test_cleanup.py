@@ -79,6 +79,29 @@ class Folder:
         )
 
 
+def write_manifest(dump: Path) -> Path:
+    """A readable manifest beside ``dump`` (one that cannot be read keeps its backup: its
+    pin is unknown, see tests/test_offsite_pins.py)."""
+    from velocity_pg.store import manifest
+
+    digest, size = manifest.sha256_file(dump)
+    record = manifest.Manifest(
+        sha256=digest,
+        size_bytes=size,
+        started_at="2025-01-01T00:00:00+00:00",
+        finished_at="2025-01-01T00:00:01+00:00",
+        duration_seconds=1.0,
+        database=catalog.database_of(dump.name) or "velocity",
+        server_version="17.0",
+        pg_dump_version="17.0",
+        velocity_pg_version="test",
+        toc_entries=1,
+    )
+    path = manifest.path_for(dump)
+    path.write_bytes(manifest.dumps(record))
+    return path
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Folder:
     backup_dir = tmp_path / "backups"
@@ -579,7 +602,7 @@ def test_manifest_is_deleted_with_its_dump_and_orphans_are_cleared(folder: Folde
     old = folder.add_backup(40)
     kept = folder.add_backup(1)
     for dump in (old, kept):
-        manifest.path_for(dump).write_text('{"format": "velocity-pg-manifest/1"}')
+        write_manifest(dump)
     # A manifest whose dump was removed by hand two hours ago, and one from a
     # backup publishing right now (recent): only the old orphan goes.
     gone = folder.backup_dir / "velocity_2025-01-01_000000.dump.json"
@@ -618,8 +641,7 @@ def test_each_database_pruned_on_its_own(folder: Folder) -> None:
     quiet = [folder.add_backup(age, database="my_app") for age in (5, 60)]
     lonely = folder.add_backup(90, database="a/b")  # a%2Fb_...: old, but its only backup
     for path in (*busy, *quiet, lonely):
-        manifest_path = path.with_name(path.name + ".json")
-        manifest_path.write_text("{}")  # goes with its dump
+        manifest_path = write_manifest(path)  # goes with its dump
         stamp = path.stat().st_mtime
         os.utime(manifest_path, (stamp, stamp))
     notes = folder.backup_dir / "my_app notes.txt"

@@ -148,6 +148,7 @@ def test_local_cleanup_keeps_the_tiers_and_explains_every_decision(folder: Folde
             "weekly",
             "monthly",
             "yearly",
+            "pinned",
         }
     assert folder.backups() == sorted(expected)
 

@@ -241,7 +241,7 @@ def test_reasons_name_the_setting() -> None:
         "within the limits: modified 1d 0h ago, number 1 of at most 2"
     )
     assert [k.label for k in newest.kept_by] == ["floor", "newest 2, within 30 days"]
-    assert [m.rule for m in gone.not_kept_by] == [Rule.MIN_KEEP, Rule.LIMITS]
+    assert [m.rule for m in gone.not_kept_by] == [Rule.MIN_KEEP, Rule.LIMITS, Rule.PINNED]
     assert second.reason == "within the limits: modified 2d 0h ago, number 2 of at most 2"
     assert result.bytes_to_free == 100
 

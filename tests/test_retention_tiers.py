@@ -165,7 +165,7 @@ def test_tiers_match_the_model_on_generated_calendars(seed: int) -> None:
         # Deleted only when no rule keeps it, and each rule says why not.
         assert not decision.kept_by
         rules = {m.rule for m in decision.not_kept_by}
-        assert rules == {Rule.MIN_KEEP, Rule.LIMITS} | {t for t, _ in tiers.active()}
+        assert rules == {Rule.MIN_KEEP, Rule.LIMITS, Rule.PINNED} | {t for t, _ in tiers.active()}
     for decision in result.keep:
         assert decision.kept_by
         # The limits and the floor decide as without tiers; tiers only add.
@@ -346,6 +346,7 @@ def test_a_tier_overrides_the_limits_and_says_so() -> None:
         {"rule": "min_keep", "why": "not one of the newest 1 (BACKUP_MIN_KEEP)"},
         {"rule": "limits", "why": "beyond the newest 5 (number 6, BACKUP_MAX_COUNT)"},
         {"rule": "weekly", "why": "not the newest of 2026-W49 (BACKUP_KEEP_WEEKLY)"},
+        {"rule": "pinned", "why": "not pinned"},
     ]
     assert sunday.to_json()["kept_by"] == [{"rule": "weekly", "label": "weekly 2026-W47"}]
     assert sunday.to_json()["created_at"] == "2026-11-22T03:00:00+00:00"

@@ -207,8 +207,8 @@ def finish(state: State, result: Result, as_json: bool, failure: Failure | None)
 @global_options
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
-    restore, schedule, and off-site copies with push and pull; notify sends messages;
-    entrypoint starts the db image.
+    pin and unpin, restore, schedule, and off-site copies with push and pull; notify sends
+    messages; entrypoint starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
@@ -224,11 +224,15 @@ def cli() -> None:
     help="pg_dump's compression: gzip:0-9, zstd:1-22, lz4:1-12 (zstd and lz4 need "
     "pg_dump 16+) or none [env BACKUP_COMPRESSION; default gzip:9].",
 )
+@click.option("--pin", "pinned", is_flag=True, help="Pin the new backup (see `pin`).")
+@click.option("--reason", metavar="TEXT", help="With --pin: why it is kept.")
 @notify_option("backup")
 @json_option
 @global_options
 @pass_state
-def backup(state: State, compression: str | None, as_json: bool) -> None:
+def backup(
+    state: State, compression: str | None, pinned: bool, reason: str | None, as_json: bool
+) -> None:
     """Dump the database (pg_dump -Fc) into BACKUP_DIR/<database>_YYYY-MM-DD_HHMMSS.dump.
 
     Runs alongside the application without blocking it. A failed backup
@@ -236,8 +240,12 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
     """
     from velocity_pg.verbs import backup as backup_verb
 
+    if reason is not None and not pinned:
+        raise click.UsageError("--reason goes with --pin")
     result = backup_verb.run(
-        state.settings(BACKUP_COMPRESSION=compression), say=None if as_json else click.echo
+        state.settings(BACKUP_COMPRESSION=compression),
+        say=None if as_json else click.echo,
+        pin=backup_verb.pin_for(reason) if pinned else None,
     )
     finish(state, result, as_json, result.failure())
 
@@ -411,6 +419,37 @@ def push(state: State, names: tuple[str, ...], everything: bool, as_json: bool) 
     result = push_verb.push(
         state.settings(), list(names), everything=everything, report=None if as_json else click.echo
     )
+    finish(state, result, as_json, result.failure())
+
+
+@cli.command(short_help="Pin a backup: cleanup never deletes it, here or off-site.")
+@click.argument("name", metavar="NAME")
+@click.option("--reason", metavar="TEXT", help="Why it is kept (shown by list and cleanup).")
+@json_option
+@global_options
+@pass_state
+def pin(state: State, name: str, reason: str | None, as_json: bool) -> None:
+    """Pin backup NAME: cleanup never deletes it, locally or off-site, until it is unpinned.
+
+    The pin is written into the backup's manifest and, with BACKUP_S3_URL set, into its
+    off-site copy's. Pinning a pinned backup again updates its reason.
+    """
+    from velocity_pg.verbs import pin as pin_verb
+
+    result = pin_verb.pin(state.settings(), name, reason)
+    finish(state, result, as_json, result.failure())
+
+
+@cli.command(short_help="Release a backup's pin; retention rules apply to it again.")
+@click.argument("name", metavar="NAME")
+@json_option
+@global_options
+@pass_state
+def unpin(state: State, name: str, as_json: bool) -> None:
+    """Release backup NAME's pin (a person's or an automatic one), here and off-site."""
+    from velocity_pg.verbs import pin as pin_verb
+
+    result = pin_verb.unpin(state.settings(), name)
     finish(state, result, as_json, result.failure())
 
 

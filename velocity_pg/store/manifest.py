@@ -41,6 +41,27 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """A pin: the backup is kept whatever the retention rules say (``velocity-pg pin``).
+
+    ``auto`` says who set it: a person (``pin``, ``backup --pin``) or velocity-pg itself
+    (the last good backup before an anomaly); ``unpin`` releases either kind.
+    """
+
+    at: str  # ISO 8601, UTC: when it was set
+    reason: str = ""
+    auto: bool = False
+
+    def describe(self) -> str:
+        """``pinned: before the 3.2 upgrade``, ``pinned automatically: ...``, ``pinned``."""
+        head = "pinned automatically" if self.auto else "pinned"
+        return f"{head}: {self.reason}" if self.reason else head
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Manifest:
     sha256: str
     size_bytes: int
@@ -58,6 +79,9 @@ class Manifest:
     compression_method: str | None = None
     compression_level: int | None = None
     last_verification: Verification | None = field(default=None)
+    #: The pin (``velocity-pg pin``); None when unpinned, and in manifests written before
+    #: pins existed.
+    pin: Pin | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +97,9 @@ class Manifest:
 
     def with_verification(self, verification: Verification) -> Manifest:
         return replace(self, last_verification=verification)
+
+    def with_pin(self, pin: Pin | None) -> Manifest:
+        return replace(self, pin=pin)
 
 
 def path_for(dump: Path) -> Path:
@@ -179,7 +206,9 @@ def from_json(raw: object, where: str = "") -> Manifest:
         compression_level=_optional(raw, "compression_level", count),
     )
     verification = verification_from(raw, where)
-    return manifest if verification is None else manifest.with_verification(verification)
+    if verification is not None:
+        manifest = manifest.with_verification(verification)
+    return manifest.with_pin(pin_from(raw, where))
 
 
 def verification_from(raw: dict[str, Any], where: str = "") -> Verification | None:
@@ -202,6 +231,37 @@ def verification_from(raw: dict[str, Any], where: str = "") -> Verification | No
     return Verification(
         at=moment(verification, "at", where=where), method=method, ok=ok, detail=detail
     )
+
+
+#: A pin's reason is one line of at most this many characters.
+MAX_REASON = 500
+
+
+def pin_from(raw: dict[str, Any], where: str = "") -> Pin | None:
+    """The ``pin`` of a parsed manifest (local, or the dump's in an off-site one), validated;
+    None when absent (a manifest from before pins reads as unpinned)."""
+    pin = raw.get("pin")
+    if pin is None:
+        return None
+    where += "pin."
+    if not isinstance(pin, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    reason = pin.get("reason", "")
+    if not isinstance(reason, str) or reason_problem(reason) is not None:
+        raise ValueError(f"field {where}reason is not a valid reason")
+    auto = pin.get("auto", False)
+    if not isinstance(auto, bool):
+        raise ValueError(f"field {where}auto is not true or false")
+    return Pin(at=moment(pin, "at", where=where), reason=reason, auto=auto)
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why a pin's reason cannot be recorded (it must be one printable line); None if it can."""
+    if len(reason) > MAX_REASON:
+        return f"it is longer than {MAX_REASON} characters"
+    if not reason.isprintable():
+        return "it must be one line of printable text"
+    return None
 
 
 def _refuse_constant(name: str) -> object:

@@ -193,7 +193,7 @@ def retry_hint(name: str) -> str:
 @dataclass(frozen=True)
 class PushResult:
     name: str
-    status: str  # "pushed" or "already off-site"
+    status: str  # "pushed", "already off-site", or "pin updated" (already off-site)
     object_key: str
     size: int
     encrypted: bool
@@ -399,9 +399,11 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
     key = remote.object_key(name, offsite.encrypted)
     counted, replacing = existing_copy(ctx, name, record)
     if counted is not None:
-        return PushResult(
-            name, "already off-site", counted.object_key, counted.object_size, counted.encrypted
-        )
+        status = "already off-site"
+        if counted.pin != record.pin:  # pinned or unpinned since: the pin travels with it
+            set_remote_pin(store, name, record.pin, record.sha256)
+            status = "pin updated"
+        return PushResult(name, status, counted.object_key, counted.object_size, counted.encrypted)
     # Overwriting the object a manifest still names: a failure must not delete it then.
     in_place = replacing is not None and replacing.record.object_key == key
     clear_stale_uploads(store, key, name)
@@ -672,6 +674,51 @@ def described_record(store: RemoteStore, name: str) -> RemoteManifest:
     return record
 
 
+# -- pins off-site ------------------------------------------------------------------------
+
+
+def set_remote_pin(
+    store: RemoteStore, name: str, pin: manifest.Pin | None, dump_sha256: str | None = None
+) -> tuple[RemoteManifest, bool] | None:
+    """Write ``pin`` (None: unpin) into the off-site manifest of ``name``; (the manifest as
+    it was, whether it changed), or None when ``name`` is not off-site.
+
+    Only the manifest object is rewritten (the copy's object and checksums stay as they
+    are), conditionally on the version read (a push or a verify that rewrote it meanwhile
+    makes this fail, never lose its write), and read back. With ``dump_sha256`` (the local
+    dump's), a copy of another backup under the name is refused. OperationFailed when the
+    pin could not be written; the off-site manifest is then as it was.
+    """
+    key = remote.manifest_key(name)
+    found = store.head(key)
+    if found is None:
+        return None
+    try:
+        record = remote.read_manifest(store, found)
+    except ValueError as exc:
+        raise OperationFailed(f"the off-site manifest {key} is damaged ({exc})") from exc
+    wrong = remote.not_describing(record, name)
+    if wrong is None and dump_sha256 is not None and record.dump.sha256 != dump_sha256:
+        wrong = (
+            "it is a copy of a different backup under the same name (its dump's SHA-256 differs)"
+        )
+    if wrong is not None:
+        raise OperationFailed(f"the off-site copy of {name} in {store.describe()}: {wrong}")
+    if record.pin == pin:
+        return record, False
+    data = remote.dumps(record.with_pin(pin))
+    try:
+        store.put_bytes(key, data, if_match=found.etag or None)
+    except remote.Changed:
+        raise OperationFailed(
+            f"its off-site manifest {key} changed while it was being rewritten (a push or a "
+            "verify at work)"
+        ) from None
+    if store.get_bytes(key) != data:
+        raise OperationFailed(f"the off-site manifest {key} does not read back as it was written")
+    return record, True
+
+
 # -- whose copies: this backup folder's, or another's ------------------------------------------
 
 #: What ``list --remote`` shows for this folder's copies, and for copies whose folder is
@@ -737,12 +784,12 @@ def newest_remote(backups: list[RemoteBackup], database: str | None) -> list[Rem
 class RemoteDeletion:
     name: str
     size: int
-    status: str  # "deleted", "would delete", "vanished", "failed"
+    status: str  # "deleted", "would delete", "vanished", "changed" (left alone), "failed"
     detail: str
 
     @property
     def done(self) -> bool:
-        return self.status in ("deleted", "would delete", "vanished")
+        return self.status in ("deleted", "would delete", "vanished", "changed")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -778,13 +825,26 @@ def leftovers_lock(folder: Path, dry_run: bool) -> Iterator[str]:
         yield why
 
 
-def delete_remote(store: RemoteStore, record: RemoteManifest, reason: str) -> RemoteDeletion:
-    """Delete the manifest first (the backup stops counting at once), then the object."""
+def delete_remote(
+    store: RemoteStore, record: RemoteManifest, reason: str, listed: str = ""
+) -> RemoteDeletion:
+    """Delete the manifest first (the backup stops counting at once), then the object.
+
+    ``listed``: the manifest's version tag when it was planned; a manifest rewritten
+    since (pinned meanwhile, say) is left alone."""
     key = remote.manifest_key(record.name)
     try:
-        if store.head(key) is None:
+        found = store.head(key)
+        if found is None:
             return RemoteDeletion(
                 record.name, record.object_size, "vanished", "was already gone when its turn came"
+            )
+        if listed and found.etag and found.etag.strip('"') != listed.strip('"'):
+            return RemoteDeletion(
+                record.name,
+                record.object_size,
+                "changed",
+                "its manifest was rewritten after cleanup listed it (pinned?); left alone",
             )
         store.delete(key)
         store.delete(record.object_key)

@@ -181,6 +181,14 @@ class RemoteManifest:
     def with_verification(self, verification: manifest.Verification) -> RemoteManifest:
         return replace(self, last_verification=verification)
 
+    @property
+    def pin(self) -> manifest.Pin | None:
+        """The backup's pin: it travels in the dump's manifest, which a push uploads."""
+        return self.dump.pin
+
+    def with_pin(self, pin: manifest.Pin | None) -> RemoteManifest:
+        return replace(self, dump=self.dump.with_pin(pin))
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["recipients"] = list(self.recipients)

@@ -37,12 +37,18 @@ its floor, its tiers). The rules, for the backups of one database, exactly:
    One backup can be kept by several tiers at once (daily, weekly, monthly).
    A backup named in the future (clock skew) counts like any other: it is the
    newest of its day.
-6. **Decision.** A backup is kept when **any** rule keeps it: the limits (rules
-   2-3), the floor, a tier. It is deleted only when no rule keeps it. So a
+6. **Pins** (``velocity-pg pin``, ``backup --pin``; the pin is in the backup's
+   manifest, off-site in the copy's). A pinned backup is always kept, by a person's
+   pin or an automatic one, whatever its age, rank or period; a pinned backup still
+   counts towards the count and the floor like any other. A backup whose manifest
+   cannot be read may be pinned: it is kept too ("pin unknown"), so a damaged
+   manifest never lets a pinned backup go.
+7. **Decision.** A backup is kept when **any** rule keeps it: the limits (rules
+   2-3), the floor, a tier, a pin. It is deleted only when no rule keeps it. So a
    backup too old or beyond the count is still kept by the floor or a tier. Each
    decision names every rule that keeps the backup (:attr:`Decision.kept_by`),
    or, for a deletion, why each rule does not (:attr:`Decision.not_kept_by`).
-7. **Order of deletion**: oldest first (the reverse of rule 1), so a run that
+8. **Order of deletion**: oldest first (the reverse of rule 1), so a run that
    is interrupted has removed the least valuable backups.
 
 Every limit must be at least 1: zero would mean "keep nothing" (or "keep no
@@ -67,6 +73,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from velocity_pg.store.catalog import Backup, human_age
+from velocity_pg.store.manifest import Pin
 
 DAY = timedelta(days=1)
 
@@ -74,7 +81,7 @@ DAY = timedelta(days=1)
 class Rule(StrEnum):
     """A rule of the plan: the limits a deleted backup broke (``MAX_AGE``, ``MAX_COUNT``),
     and the rules that keep a backup (``MIN_KEEP`` the floor, ``LIMITS`` within both
-    limits, the tiers ``DAILY`` ... ``YEARLY``)."""
+    limits, the tiers ``DAILY`` ... ``YEARLY``, ``PINNED`` a pin)."""
 
     MAX_AGE = "max_age"
     MAX_COUNT = "max_count"
@@ -84,6 +91,7 @@ class Rule(StrEnum):
     WEEKLY = "weekly"
     MONTHLY = "monthly"
     YEARLY = "yearly"
+    PINNED = "pinned"
 
 
 #: The tiers, shortest period first, and what one period is called.
@@ -238,7 +246,8 @@ class Decision:
     reason: str
     rank: int  # 1 = newest by mtime among its database's backups
     age: timedelta  # now - mtime; negative when the mtime is in the future
-    #: Every rule that keeps it (empty for a deletion), in the order floor, limits, tiers.
+    #: Every rule that keeps it (empty for a deletion), in the order floor, limits, tiers,
+    #: pin.
     kept_by: tuple[Keep, ...] = ()
     #: For a deletion: why each rule does not keep it.
     not_kept_by: tuple[Miss, ...] = ()
@@ -308,9 +317,17 @@ def newest_first_key(backup: Backup) -> tuple[datetime, str]:
     return (backup.mtime, backup.name)
 
 
-def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
+def plan(
+    backups: Iterable[Backup],
+    policy: Policy,
+    now: datetime,
+    *,
+    pins: Mapping[str, Pin] | None = None,
+    pin_unknown: Mapping[str, str] | None = None,
+) -> Plan:
     """Decide keep/delete for each backup at the moment ``now``: each database's backups
-    on their own (see the module docstring)."""
+    on their own (see the module docstring). ``pins``: the pinned backups' pins, by name;
+    ``pin_unknown``: the backups whose pin cannot be known (why), by name: both kept."""
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware datetime for now")
     every = list(backups)
@@ -321,7 +338,9 @@ def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
     for backup in every:
         by_database.setdefault(backup.database, []).append(backup)
     groups = tuple(
-        plan_database(database, by_database[database], policy, now)
+        plan_database(
+            database, by_database[database], policy, now, pins=pins, pin_unknown=pin_unknown
+        )
         for database in sorted(by_database)
     )
     keep = tuple(d for group in groups for d in group.keep)
@@ -334,14 +353,23 @@ def plan(backups: Iterable[Backup], policy: Policy, now: datetime) -> Plan:
     return Plan(policy=policy, now=now, keep=keep, delete=delete, groups=groups)
 
 
-def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now: datetime) -> Group:
-    """Rules 1-7 for the backups of one database."""
+def plan_database(
+    database: str,
+    backups: Iterable[Backup],
+    policy: Policy,
+    now: datetime,
+    *,
+    pins: Mapping[str, Pin] | None = None,
+    pin_unknown: Mapping[str, str] | None = None,
+) -> Group:
+    """Rules 1-8 for the backups of one database."""
     ranked = sorted(backups, key=newest_first_key, reverse=True)
     # Each rule's verdict on each backup, in the order reasons name them.
     rules: list[Mapping[str, Verdict]] = [floor_verdicts(ranked, policy)]
     limits: dict[str, Verdict] = {}
     rules.append(limits)
     rules.extend(tier_verdicts(ranked, tier, n, policy) for tier, n in policy.tiers.active())
+    rules.append(pin_verdicts(ranked, pins or {}, pin_unknown or {}))
 
     keep: list[Decision] = []
     delete: list[Decision] = []
@@ -373,9 +401,10 @@ def plan_database(database: str, backups: Iterable[Backup], policy: Policy, now:
             keep.append(Decision(backup, False, saved_by, reason, rank, age, kept_by=kept_by))
         else:
             missed = tuple(v for v in verdicts if isinstance(v, Miss))
-            # The limits first (what today's reasons said), then every other rule.
+            # The limits first (what today's reasons said), then every other rule; "not
+            # pinned" goes without saying in the text (``not_kept_by`` has it).
             ordered = sorted(missed, key=lambda m: m.rule is not Rule.LIMITS)
-            reason = "; ".join(m.why for m in ordered)
+            reason = "; ".join(m.why for m in ordered if m.rule is not Rule.PINNED)
             delete.append(
                 Decision(backup, True, tuple(broken), reason, rank, age, not_kept_by=missed)
             )
@@ -394,6 +423,30 @@ def floor_verdicts(ranked: Sequence[Backup], policy: Policy) -> dict[str, Verdic
     )
     missed = Miss(Rule.MIN_KEEP, f"not one of the newest {policy.min_keep} ({setting})")
     return {b.name: kept if b.name in floor else missed for b in ranked}
+
+
+def pin_verdicts(
+    backups: Iterable[Backup], pins: Mapping[str, Pin], unknown: Mapping[str, str]
+) -> dict[str, Verdict]:
+    """Rule 6: a pinned backup is kept (``pinned: REASON``), and one whose pin cannot be
+    known (an unreadable manifest) too."""
+    missed = Miss(Rule.PINNED, "not pinned")
+    verdicts: dict[str, Verdict] = {}
+    for backup in backups:
+        pin = pins.get(backup.name)
+        why = unknown.get(backup.name)
+        if pin is not None:
+            label = pin.describe()
+            verdicts[backup.name] = Keep(Rule.PINNED, label, label)
+        elif why is not None:
+            verdicts[backup.name] = Keep(
+                Rule.PINNED,
+                "pin unknown",
+                f"pin unknown: {why}; kept until its manifest is readable",
+            )
+        else:
+            verdicts[backup.name] = missed
+    return verdicts
 
 
 def tier_verdicts(

@@ -14,8 +14,8 @@ work returns that part with a :class:`Failure` (its result's ``failure()``), whi
 the command line prints after the result before it exits 1.
 
 One module per verb: ``backup``, ``list``, ``verify``, ``status``, ``cleanup``,
-``push``, ``pull``, ``schedule``, ``notify``, ``entrypoint`` (and ``restore``, whose
-machinery is :mod:`velocity_pg.restore`).
+``push``, ``pull``, ``pin`` (and ``unpin``), ``schedule``, ``notify``, ``entrypoint``
+(and ``restore``, whose machinery is :mod:`velocity_pg.restore`).
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ class BackupResult:
     sha256: str
     toc_entries: int
     compression: str = compressions.DEFAULT.spec
+    #: ``backup --pin``: the pin recorded in its manifest as it was written.
+    pin: manifest.Pin | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -62,6 +64,7 @@ class BackupResult:
             "toc_entries": self.toc_entries,
             "compression": self.compression,
             "manifest": str(manifest.path_for(self.path)),
+            "pin": None if self.pin is None else self.pin.to_json(),
         }
 
 
@@ -69,8 +72,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -> BackupResult:
-    """Take one backup of the configured database; see the module docstring."""
+def pin_for(reason: str | None, now: Callable[[], datetime] = utcnow) -> manifest.Pin:
+    """``backup --pin [--reason]``'s pin; a reason that cannot be recorded is bad usage."""
+    if reason is not None and (problem := manifest.reason_problem(reason)) is not None:
+        raise ConfigError(f"the pin's reason cannot be recorded: {problem}")
+    return manifest.Pin(at=manifest.now_iso(now()), reason=reason or "")
+
+
+def create_backup(
+    settings: Settings,
+    *,
+    now: Callable[[], datetime] = utcnow,
+    pin: manifest.Pin | None = None,
+) -> BackupResult:
+    """Take one backup of the configured database (``pin``: pinned, in its manifest as it
+    is written); see the module docstring."""
     folder = settings.backup_dir
     catalog.require_dir(folder, writable=True)
     # The database libpq reaches with the user's settings (service file, URI, ...).
@@ -133,6 +149,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
                 toc_entries=toc_entries,
                 compression_method=compression.method,
                 compression_level=compression.level,
+                pin=pin,
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,6 +198,7 @@ def create_backup(settings: Settings, *, now: Callable[[], datetime] = utcnow) -
         pg_dump_version=program.version,
         sha256=sha256,
         toc_entries=toc_entries,
+        pin=pin,
         compression=compression.spec,
     )
 
@@ -255,15 +273,16 @@ def created_line(result: BackupResult) -> str:
     return (
         f"Backup created: {result.name} ({catalog.human_size(result.size)}, "
         f"{result.compression}) of database {result.database!r} in {result.duration:.1f} s"
+        + ("" if result.pin is None else f"; {result.pin.describe()}")
     )
 
 
-def run(settings: Settings, say: Say | None = None) -> BackedUp:
+def run(settings: Settings, say: Say | None = None, pin: manifest.Pin | None = None) -> BackedUp:
     """Back up, then copy the backup off-site when BACKUP_S3_URL is set (everything that
     needs is checked before the dump starts). The first line goes to ``say`` as soon as
     the backup is made."""
     ctx = prepare(settings) if settings.offsite is not None else None
-    result = create_backup(settings)
+    result = create_backup(settings, pin=pin)
     if say is not None:
         say(created_line(result))
     done = BackedUp(result, settings.backup_dir, said=say is not None)

@@ -7,7 +7,8 @@ Order of work, so that nothing that must be kept is ever removed:
    ``verify`` holding it shared (or another cleanup) makes cleanup fail at
    once, having deleted nothing (a dry run takes no lock and deletes nothing);
 3. list the backups of every database (only regular files named
-   ``<database>_YYYY-MM-DD_HHMMSS.dump``) and make the plan
+   ``<database>_YYYY-MM-DD_HHMMSS.dump``), read their pins from their manifests
+   (a pinned backup, or one whose manifest cannot be read, is kept) and make the plan
    (:func:`velocity_pg.store.retention.plan`, each database's backups on their
    own) under the lock;
 4. delete the planned backups oldest first. Just before each deletion the file
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from velocity_pg.errors import OperationFailed
+from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.settings import OffSite, Settings
 from velocity_pg.store import catalog, lock, manifest, remote, retention
 from velocity_pg.store.offsite import (
@@ -230,8 +231,9 @@ def _clean(
 ) -> CleanupResult:
     backups = catalog.list_backups(folder)
     temps = find_temp_files(folder)
+    pins, unknown = read_pins(backups)
     moment = now()
-    the_plan = retention.plan(backups, policy, moment)
+    the_plan = retention.plan(backups, policy, moment, pins=pins, pin_unknown=unknown)
     stale_temps = [t for t in temps if temp_decision(t, moment) is None]
     if not dry_run and (the_plan.delete or stale_temps):
         catalog.require_dir(folder, writable=True)  # fail before deleting anything
@@ -262,6 +264,24 @@ def _clean(
 
 
 # -- backups ---------------------------------------------------------------------
+
+
+def read_pins(
+    backups: list[catalog.Backup],
+) -> tuple[dict[str, manifest.Pin], dict[str, str]]:
+    """The pins of the backups (from their manifests), and why the pin of a backup whose
+    manifest cannot be read is unknown; both by name."""
+    pins: dict[str, manifest.Pin] = {}
+    unknown: dict[str, str] = {}
+    for backup in backups:
+        try:
+            record = manifest.read(backup.path)
+        except ManifestUnreadable as exc:
+            unknown[backup.name] = exc.message
+            continue
+        if record is not None and record.pin is not None:
+            pins[backup.name] = record.pin
+    return pins, unknown
 
 
 def backup_files(backup: catalog.Backup) -> list[Path]:
@@ -521,7 +541,10 @@ def cleanup_remote(
     good, foreign = split_owned(settings.backup_dir, listing.backups)
     by_name = {b.name: b for b in good}
     moment = now()
-    plan = retention.plan([b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment)
+    pins = {b.name: b.record.pin for b in good if b.record is not None and b.record.pin}
+    plan = retention.plan(
+        [b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment, pins=pins
+    )
     result = RemoteCleanup(
         where=store.describe(),
         plan=plan,
@@ -538,7 +561,7 @@ def cleanup_remote(
         deletion = (
             RemoteDeletion(backup.name, backup.record.object_size, "would delete", decision.reason)
             if dry_run
-            else delete_remote(store, backup.record, decision.reason)
+            else delete_remote(store, backup.record, decision.reason, backup.manifest_object.etag)
         )
         result.deletions.append(deletion)
         report(deletion)
@@ -568,9 +591,12 @@ def format_remote_plan(result: RemoteCleanup) -> list[str]:
 
 
 def format_remote_outcome(d: RemoteDeletion) -> str:
-    action = {"deleted": "deleted", "would delete": "would delete", "vanished": "gone"}.get(
-        d.status, "NOT DELETED"
-    )
+    action = {
+        "deleted": "deleted",
+        "would delete": "would delete",
+        "vanished": "gone",
+        "changed": "left alone",
+    }.get(d.status, "NOT DELETED")
     return f"{action:<12} {d.name}  {catalog.human_size(d.size):>9}  {d.detail}"
 
 

@@ -12,7 +12,7 @@ from velocity_pg.report import describe_check, describe_verification, format_tab
 from velocity_pg.settings import Settings
 from velocity_pg.store import catalog, remote
 from velocity_pg.store.catalog import Backup, human_age, human_size
-from velocity_pg.store.manifest import Manifest
+from velocity_pg.store.manifest import Manifest, Pin
 from velocity_pg.store.offsite import UNKNOWN_OWNER, owners, prepare
 from velocity_pg.store.remote import RemoteBackup
 from velocity_pg.verbs.status import read_state
@@ -56,6 +56,7 @@ class Listing:
                     "last_verification": vars(rec.last_verification)
                     if rec is not None and rec.last_verification
                     else None,
+                    "pin": rec.pin.to_json() if rec is not None and rec.pin else None,
                 }
                 for b, (rec, problem) in zip(self.backups, self.states, strict=True)
             ],
@@ -71,16 +72,20 @@ class Listing:
                 human_size(b.size),
                 b.created.strftime("%Y-%m-%d %H:%M:%S"),
                 human_age(self.now - b.created),
+                describe_pin(rec.pin if rec is not None else None),
                 problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
             )
             for b, (rec, problem) in zip(self.backups, self.states, strict=True)
         ]
-        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
+        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "PINNED", "VERIFIED")
         total = sum(b.size for b in self.backups)
-        return [
-            format_table(header, rows, right=(2, 4)),
-            f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}",
+        pinned = [
+            b for b, (rec, _) in zip(self.backups, self.states, strict=True) if rec and rec.pin
         ]
+        count = f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}"
+        if pinned:
+            count += f"; {len(pinned)} pinned ({human_size(sum(b.size for b in pinned))})"
+        return [format_table(header, rows, right=(2, 4)), count]
 
 
 def list_local(settings: Settings) -> Listing:
@@ -125,12 +130,30 @@ class RemoteListing:
                         human_age(now - b.created),
                         ("age" if rec.encrypted else "no") if rec else "?",
                         self.owner[b.name] if rec else "?",
+                        describe_pin(rec.pin) if rec else "?",
                         describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                     )
                 )
-            header = ("NAME", "SIZE", "CREATED (UTC)", "AGE", "ENCRYPTED", "WHOSE", "VERIFIED")
+            header = (
+                "NAME",
+                "SIZE",
+                "CREATED (UTC)",
+                "AGE",
+                "ENCRYPTED",
+                "WHOSE",
+                "PINNED",
+                "VERIFIED",
+            )
             lines.append(format_table(header, rows, right=(1, 3)))
-            lines.append(f"{len(listing.backups)} off-site backup(s) in {where}")
+            pinned = [b.record for b in listing.backups if b.record and b.record.pin]
+            lines.append(
+                f"{len(listing.backups)} off-site backup(s) in {where}"
+                + (
+                    f"; {len(pinned)} pinned ({human_size(sum(r.object_size for r in pinned))})"
+                    if pinned
+                    else ""
+                )
+            )
         if listing.orphans:
             lines.append(
                 f"{len(listing.orphans)} unfinished upload(s) without a manifest (not backups; "
@@ -169,4 +192,21 @@ def remote_backup_json(
         "last_verification": vars(record.last_verification)
         if record and record.last_verification
         else None,
+        "pin": record.pin.to_json() if record and record.pin else None,
     }
+
+
+#: A pin's reason is cut to this many characters in the table (``--json`` has it whole).
+PIN_WIDTH = 40
+
+
+def describe_pin(pin: Pin | None) -> str:
+    """The PINNED column: ``-``, ``yes``, ``yes: REASON`` (``auto: REASON`` for an automatic
+    pin), the reason cut to :data:`PIN_WIDTH`."""
+    if pin is None:
+        return "-"
+    head = "auto" if pin.auto else "yes"
+    if not pin.reason:
+        return head
+    reason = pin.reason if len(pin.reason) <= PIN_WIDTH else pin.reason[: PIN_WIDTH - 3] + "..."
+    return f"{head}: {reason}"

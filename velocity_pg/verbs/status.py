@@ -130,6 +130,9 @@ class Status:
     ignored: tuple[Ignored, ...] = ()
     #: The other databases with backups in the folder, by name.
     others: tuple[Other, ...] = ()
+    #: The pinned backups in the folder (of every database) and their space.
+    pinned_count: int = 0
+    pinned_bytes: int = 0
 
     @property
     def stale(self) -> bool:
@@ -182,6 +185,7 @@ class Status:
             "ignored": [i.to_json() for i in self.ignored],
             "future": [i.name for i in self.ignored if i.reason == "future"],
             "other_databases": [other.to_json(self.now) for other in self.others],
+            "pinned": {"count": self.pinned_count, "bytes": self.pinned_bytes},
         }
 
 
@@ -239,6 +243,7 @@ def gather(
         check = record.last_verification if record else None
         if check is not None and check.ok and (last_good is None or check.at > last_good[1].at):
             last_good = (backup.name, check)
+    pinned = [b for b in every if _pinned(b)]
     usage = shutil.disk_usage(folder)
     return Status(
         backup_dir=folder,
@@ -256,7 +261,17 @@ def gather(
         max_age=max_age,
         ignored=tuple(ignored),
         others=others,
+        pinned_count=len(pinned),
+        pinned_bytes=sum(b.size for b in pinned),
     )
+
+
+def _pinned(backup: catalog.Backup) -> bool:
+    try:
+        record = manifest.read(backup.path)
+    except ManifestUnreadable:
+        return False  # said as "not counted" when it is the configured database's
+    return record is not None and record.pin is not None
 
 
 def render(status: Status) -> str:
@@ -266,6 +281,11 @@ def render(status: Status) -> str:
         f"Backups:       {status.count} ({catalog.human_size(status.total_bytes)}); "
         f"{catalog.human_size(status.free_bytes)} free",
     ]
+    if status.pinned_count:
+        lines.append(
+            f"Pinned:        {status.pinned_count} ({catalog.human_size(status.pinned_bytes)}); "
+            "cleanup never deletes them"
+        )
     if status.database is not None:
         lines.insert(1, f"Database:      {status.database}")
     if status.newest is None or status.newest_age is None:
@@ -310,6 +330,9 @@ class RemoteStatus:
     problem: str = ""
     #: (name, owner) of the copies under the prefix that are not this folder's.
     foreign: tuple[tuple[str, str], ...] = ()
+    #: This folder's pinned copies and their space (their objects' sizes).
+    pinned_count: int = 0
+    pinned_bytes: int = 0
 
     def warning(self) -> str | None:
         return foreign_warning(self.where, list(self.foreign))
@@ -320,6 +343,7 @@ class RemoteStatus:
             "count": self.count,
             "problem": self.problem or None,
             "foreign": [{"name": n, "owner": o} for n, o in self.foreign],
+            "pinned": {"count": self.pinned_count, "bytes": self.pinned_bytes},
             "newest": None
             if self.newest is None or self.newest_age is None
             else {
@@ -340,6 +364,8 @@ class RemoteStatus:
             "encrypted" if self.newest.record and self.newest.record.encrypted else "not encrypted"
         )
         others = f" (and {len(self.foreign)} not this folder's)" if self.foreign else ""
+        if self.pinned_count:
+            others += f"; {self.pinned_count} pinned ({catalog.human_size(self.pinned_bytes)})"
         return [
             f"Off-site:      {self.count} in {self.where}{others}",
             f"Newest off-site: {self.newest.name} "
@@ -357,12 +383,15 @@ def remote_status(settings: Settings, now: datetime) -> RemoteStatus:
         return RemoteStatus(offsite.url, 0, None, None, exc.message)
     ranked = newest_remote(good, settings.database)
     newest = ranked[0] if ranked else None
+    pinned = [b.record for b in good if b.record is not None and b.record.pin is not None]
     return RemoteStatus(
         ctx.store.describe(),
         len(good),
         newest,
         None if newest is None else now - newest.created,
         foreign=tuple(foreign),
+        pinned_count=len(pinned),
+        pinned_bytes=sum(r.object_size for r in pinned),
     )
 
 
