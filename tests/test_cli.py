@@ -97,6 +97,7 @@ class TestList:
             "CREATED",
             "(UTC)",
             "AGE",
+            "CONTENTS",
             "VERIFIED",
         ]
         assert lines[1].split()[:2] == ["velocity_2026-02-01_120000.dump", "velocity"]

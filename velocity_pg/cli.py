@@ -239,6 +239,8 @@ def backup(state: State, compression: str | None, as_json: bool) -> None:
     result = backup_verb.run(
         state.settings(BACKUP_COMPRESSION=compression), say=None if as_json else click.echo
     )
+    for line in result.backup.warnings():
+        echo_err(line)
     finish(state, result, as_json, result.failure())
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from velocity_pg.report import describe_check, describe_verification, format_table
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, remote
+from velocity_pg.store import anomaly, catalog, remote
 from velocity_pg.store.catalog import Backup, human_age, human_size
 from velocity_pg.store.manifest import Manifest
 from velocity_pg.store.offsite import UNKNOWN_OWNER, owners, prepare
@@ -56,6 +56,8 @@ class Listing:
                     "last_verification": vars(rec.last_verification)
                     if rec is not None and rec.last_verification
                     else None,
+                    "has_statistics": rec is not None and rec.statistics is not None,
+                    "suspect": anomaly.to_json(rec.suspect if rec is not None else None),
                 }
                 for b, (rec, problem) in zip(self.backups, self.states, strict=True)
             ],
@@ -71,16 +73,30 @@ class Listing:
                 human_size(b.size),
                 b.created.strftime("%Y-%m-%d %H:%M:%S"),
                 human_age(self.now - b.created),
+                contents(rec),
                 problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
             )
             for b, (rec, problem) in zip(self.backups, self.states, strict=True)
         ]
-        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "VERIFIED")
+        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "CONTENTS", "VERIFIED")
         total = sum(b.size for b in self.backups)
-        return [
+        lines = [
             format_table(header, rows, right=(2, 4)),
             f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}",
         ]
+        for b, (rec, _problem) in zip(self.backups, self.states, strict=True):
+            if rec is not None and rec.suspect is not None:
+                lines.append(f"SUSPECT {b.name}: {anomaly.describe(rec.suspect)}")
+        return lines
+
+
+def contents(record: Manifest | None) -> str:
+    """The CONTENTS column: ``SUSPECT``, ``ok``, ``no statistics``, or ``-`` (no manifest)."""
+    if record is None:
+        return "-"
+    if record.suspect is not None:
+        return "SUSPECT"
+    return "ok" if record.statistics is not None else "no statistics"
 
 
 def list_local(settings: Settings) -> Listing:
