@@ -66,10 +66,17 @@ def compare(
     return reasons
 
 
+def is_suspect(record: manifest.Manifest | None) -> bool:
+    """Whether a backup counts as suspect wherever that matters (``list``, ``status``,
+    ``status --max-age``, the comparison of the next backup). The one place for
+    ``accept NAME`` to change: an accepted backup will not be suspect any more."""
+    return record is not None and record.suspect is not None
+
+
 def counts_as_good(record: manifest.Manifest) -> bool:
     """Whether a backup can be the one the next is compared with: it has statistics and
-    is not suspect. (The hook for ``accept NAME``: an accepted backup counts as good.)"""
-    return record.statistics is not None and record.suspect is None
+    is not suspect."""
+    return record.statistics is not None and not is_suspect(record)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class Listing:
             f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}",
         ]
         for b, (rec, _problem) in zip(self.backups, self.states, strict=True):
-            if rec is not None and rec.suspect is not None:
+            if rec is not None and rec.suspect is not None and anomaly.is_suspect(rec):
                 lines.append(f"SUSPECT {b.name}: {anomaly.describe(rec.suspect)}")
         return lines
 
@@ -94,7 +94,7 @@ def contents(record: Manifest | None) -> str:
     """The CONTENTS column: ``SUSPECT``, ``ok``, ``no statistics``, or ``-`` (no manifest)."""
     if record is None:
         return "-"
-    if record.suspect is not None:
+    if anomaly.is_suspect(record):
         return "SUSPECT"
     return "ok" if record.statistics is not None else "no statistics"
 

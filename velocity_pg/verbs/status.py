@@ -273,7 +273,7 @@ def gather(
         if verdict is not None:
             ignored.append(verdict)
             continue
-        mark = record.suspect if record else None
+        mark = record.suspect if record is not None and anomaly.is_suspect(record) else None
         if newest is None:
             newest = backup
             newest_has_manifest = record is not None
