@@ -98,6 +98,7 @@ class TestList:
             "(UTC)",
             "AGE",
             "PINNED",
+            "CONTENTS",
             "VERIFIED",
         ]
         assert lines[1].split()[:2] == ["velocity_2026-02-01_120000.dump", "velocity"]

@@ -231,7 +231,7 @@ def test_urls_split_on_commas_and_spaces_but_not_inside_a_url() -> None:
 
 def test_events_and_their_groups() -> None:
     assert notify.parse_events(None) == frozenset(
-        {"failed", "offsite", "verify", "recovered", "stale", "digest"}
+        {"failed", "offsite", "verify", "suspect", "recovered", "stale", "digest"}
     )
     assert notify.parse_events("failures") == {"failed", "offsite", "verify"}
     assert notify.parse_events("stale, recovered") == {"stale", "recovered"}
@@ -492,6 +492,31 @@ def test_a_failing_drill_is_told_as_a_failed_check(target: Target, hooks: WebHoo
     assert "Reason (verify): " in post.body["message"]
     assert "Do not rely on that backup" in post.body["message"]
     no_secrets(result.stdout, result.stderr)
+
+
+def test_a_suspect_backup_is_logged_and_told(target: Target, hooks: WebHooks) -> None:
+    with target.connect() as conn:
+        conn.execute("CREATE TABLE big AS SELECT generate_series(1, 2000) AS id")
+        conn.execute("ANALYZE big")
+    assert target.run("backup").returncode == 0
+    with target.connect() as conn:
+        conn.execute("DELETE FROM big")
+        conn.execute("ANALYZE big")
+    env = target.env(BACKUP_NOTIFY_URLS=hooks.json_url())
+    result = target.run("schedule", "--once", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr  # a valid backup still
+    assert "SUSPECT, see below" in result.stdout
+    assert "WARNING: backup " in result.stdout
+    assert "looks wrong: table public.big 2,000 -> 0 rows" in result.stdout
+    (post,) = hooks.wait_for("looks WRONG", timeout=10)
+    assert "table public.big 2,000 -> 0 rows" in post.body["message"]
+    assert "check the database now" in post.body["message"]
+    # Not wanted: logged, not sent.
+    hooks.posts.clear()
+    quiet = target.env(BACKUP_NOTIFY_URLS=hooks.json_url(), BACKUP_NOTIFY_ON="failures")
+    result = target.run("schedule", "--once", env=quiet)
+    assert result.returncode == 0 and "looks wrong" in result.stdout
+    assert not hooks.titled("looks WRONG")
 
 
 def test_an_off_site_failure_is_told_as_such_while_the_local_backup_is_fine(

@@ -136,7 +136,7 @@ def test_a_nested_off_site_manifest_is_that_copy_s_problem_only(
     assert "unexpected" not in verified.stderr
     named = target.run("verify", "--remote", bad, env=env)
     assert named.returncode == 1
-    assert "is damaged (it is nested deeper than 4 levels)" in named.stderr
+    assert "is damaged (it is nested deeper than 5 levels)" in named.stderr
 
     cleaned = target.run("cleanup", env=env)
     assert cleaned.returncode == 0, cleaned.stderr

@@ -247,6 +247,8 @@ def backup(
         say=None if as_json else click.echo,
         pin=backup_verb.pin_for(reason) if pinned else None,
     )
+    for line in result.backup.warnings():
+        echo_err(line)
     finish(state, result, as_json, result.failure())
 
 

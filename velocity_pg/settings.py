@@ -33,6 +33,10 @@ DEFAULT_MIN_KEEP = 1
 #: nothing of its own, so the age, count and floor alone decide, as before tiers.
 DEFAULT_TIERS = Tiers()
 DEFAULT_DUMP_NICE = 10
+#: A backup is suspect when a table of at least this many rows lost more than
+#: BACKUP_ANOMALY_DROP percent of them (store/anomaly.py).
+DEFAULT_ANOMALY_MIN_ROWS = 1000
+DEFAULT_ANOMALY_DROP = 50
 #: BACKUP_TCP_TIMEOUT's range, in seconds (its default: DEFAULT_TCP_TIMEOUT, above).
 MIN_TCP_TIMEOUT = 4
 MAX_TCP_TIMEOUT = 86400
@@ -185,6 +189,9 @@ class Settings:
     keep_previous: bool = True
     #: pg_dump's --compress method and level (BACKUP_COMPRESSION).
     compression: Compression = compressions.DEFAULT
+    #: BACKUP_ANOMALY_MIN_ROWS and BACKUP_ANOMALY_DROP (percent): when a backup is suspect.
+    anomaly_min_rows: int = DEFAULT_ANOMALY_MIN_ROWS
+    anomaly_drop: int = DEFAULT_ANOMALY_DROP
     #: ``velocity-pg schedule``'s settings, as given: parsed and checked by
     #: :mod:`velocity_pg.scheduling.config` (only the verbs that use them refuse
     #: a bad value, so a typo there never stops a manual backup).
@@ -464,6 +471,8 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         compression=compressions.parse(compression_text)
         if (compression_text := text("BACKUP_COMPRESSION")) is not None
         else compressions.DEFAULT,
+        anomaly_min_rows=number("BACKUP_ANOMALY_MIN_ROWS", DEFAULT_ANOMALY_MIN_ROWS, minimum=0),
+        anomaly_drop=percent(pick(layers, "BACKUP_ANOMALY_DROP"), DEFAULT_ANOMALY_DROP),
         schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
         timezone=text("TZ"),
         verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,
@@ -521,6 +530,15 @@ def parse_int(
     if not minimum <= value <= maximum:
         raise ConfigError(f"{named} is out of range; {bound}")
     return value
+
+
+def percent(value: Value | None, default: int) -> int:
+    """A percentage setting: ``50`` or ``50%``, a whole number from 1 to 100."""
+    if value is None:
+        return default
+    digits = value.text.strip()
+    digits = digits.removesuffix("%").rstrip() if digits.endswith("%") else digits
+    return parse_int(value.named(), digits, minimum=1, maximum=100, example=default)
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

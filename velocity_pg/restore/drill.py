@@ -60,12 +60,17 @@ def drop_abandoned(admin: Conn, conn: Endpoint | None = None) -> list[str]:
     return dropped
 
 
-def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, str]:
+def run_drill(
+    where: Endpoint, dump: Path, listing: str, counts: dict[str, int] | None = None
+) -> tuple[str | None, str]:
     """Restore ``dump`` into a throwaway database and check its tables.
 
-    Returns (problem, detail): ``problem`` is None when the drill passed.
+    Returns (problem, detail): ``problem`` is None when the drill passed. ``counts``, when
+    given, gets the exact rows of each table restored (``schema.table``: a count of the
+    throwaway copy, which the drill has just written anyway).
     """
     import psycopg
+    from psycopg import sql
 
     conn = where
     with db.connect_maintenance(conn) as admin:
@@ -105,6 +110,12 @@ def run_drill(where: Endpoint, dump: Path, listing: str) -> tuple[str | None, st
                 return f"the restore drill failed: {reason}", ""
             with db.connect(conn, name) as drilled:
                 present = [(str(s), str(t)) for s, t in drilled.execute(RESTORED_TABLES_SQL)]
+                for schema, table in present if counts is not None else ():
+                    query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(table)
+                    )
+                    row = drilled.execute(query).fetchone()
+                    counts[f"{schema}.{table}"] = int(row[0]) if row is not None else 0  # type: ignore[call-overload,index]
             missing = archive.missing_tables(entries, present)
             if missing:
                 shown = ", ".join(missing[:5])

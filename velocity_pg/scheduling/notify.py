@@ -56,6 +56,7 @@ class Event(StrEnum):
     FAILED = "failed"  # a run (or a manual verb) failed
     OFFSITE = "offsite"  # the off-site copy failed while the local backup succeeded
     VERIFY = "verify"  # a checksum verification or a restore drill failed
+    SUSPECT = "suspect"  # a new backup looks wrong next to the previous good one
     RECOVERED = "recovered"  # a success after failures or staleness
     STALE = "stale"  # no successful backup within the allowance
     DIGEST = "digest"  # the periodic "all good" (BACKUP_NOTIFY_DIGEST)
@@ -67,7 +68,7 @@ EVENT_GROUPS: dict[str, frozenset[Event]] = {
     "failures": frozenset({Event.FAILED, Event.OFFSITE, Event.VERIFY}),
     "all": frozenset(set(Event) - {Event.TEST}),
 }
-DEFAULT_ON = "failures,recovered,stale,digest"
+DEFAULT_ON = "failures,suspect,recovered,stale,digest"
 
 
 @dataclass(frozen=True)
@@ -484,6 +485,19 @@ def failure_message(
         f"What to do: {todo}",
     ]
     return Message(event, title, "\n".join(lines))
+
+
+def suspect_message(origin: Origin, name: str, why: str) -> Message:
+    """A new backup that looks wrong (store/anomaly.py): ``why`` names the tables and numbers."""
+    title = f"velocity-pg on {origin.name}: backup of {origin.of} looks WRONG ({name})"
+    lines = [
+        *origin.header(),
+        f"What happened: the new backup {name} was made, but it looks wrong: {why}.",
+        "What to do: check the database now (a table emptied or dropped by mistake?). The "
+        "backup is kept; the earlier good backups are what a restore of the lost data needs "
+        "(`velocity-pg list` marks the suspect ones).",
+    ]
+    return Message(Event.SUSPECT, title, "\n".join(lines))
 
 
 def recovered_message(origin: Origin, what: str, failing_for: timedelta) -> Message:

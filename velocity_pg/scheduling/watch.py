@@ -169,6 +169,11 @@ class Watch:
                 s.runs_ok += 1
             self.save()
 
+    def suspect(self, name: str, why: str) -> bool:
+        """A new backup that looks wrong: told once, for that backup (no state: the next
+        suspect backup is another message). True when a message was queued."""
+        return self.notifier.send(notify.suspect_message(self.origin, name, why))
+
     def failed(
         self,
         now: datetime,

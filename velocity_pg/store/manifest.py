@@ -38,6 +38,44 @@ class Verification:
     method: str  # "checksum" or "restore"
     ok: bool
     detail: str = ""
+    #: A restore drill's exact rows of each table it restored (``schema.table``: rows);
+    #: None for a checksum verification and in manifests written before.
+    restored_rows: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class TableStatistics:
+    """One table's size as the server's statistics estimate it at backup time (no scan)."""
+
+    schema: str
+    name: str
+    rows: int
+    size_bytes: int
+    #: Where ``rows`` comes from: ``reltuples`` (pg_class, kept by ANALYZE and VACUUM),
+    #: or ``n_live_tup`` (pg_stat_user_tables) for a table never analyzed.
+    rows_source: str
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What the database held when it was backed up, from the server's statistics."""
+
+    at: str  # ISO 8601, UTC
+    database_bytes: int
+    tables: tuple[TableStatistics, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """Why a backup looks wrong next to the previous good backup of the same database."""
+
+    at: str  # ISO 8601, UTC: when the verdict was reached
+    compared_with: str  # the previous good backup's name
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -82,9 +120,19 @@ class Manifest:
     #: The pin (``velocity-pg pin``); None when unpinned, and in manifests written before
     #: pins existed.
     pin: Pin | None = None
+    #: The server's statistics at backup time; None in manifests written before
+    #: velocity-pg recorded them (or when the server would not give them).
+    statistics: Statistics | None = None
+    #: Set when the backup looks wrong next to the previous good one (store/anomaly.py).
+    suspect: Suspect | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Written only when present: a manifest without them reads as before.
+        for key in ("statistics", "suspect"):
+            if data[key] is None:
+                del data[key]
+        return data
 
     @property
     def compression(self) -> str | None:
@@ -100,6 +148,9 @@ class Manifest:
 
     def with_pin(self, pin: Pin | None) -> Manifest:
         return replace(self, pin=pin)
+
+    def with_suspect(self, suspect: Suspect | None) -> Manifest:
+        return replace(self, suspect=suspect)
 
 
 def path_for(dump: Path) -> Path:
@@ -141,10 +192,12 @@ def dumps(manifest: Manifest) -> bytes:
     return (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
-#: A manifest is well under 1 KiB; anything near this is not one (and is not read further).
-MAX_BYTES = 256 * 1024
-#: The object, ``last_verification`` inside it: nothing deeper is ever written.
-MAX_DEPTH = 4
+#: A manifest is about 1 KiB plus about 200 bytes a table for its statistics (at most
+#: MAX_TABLES of them, some 4 MiB); anything larger is not one (and is not read further).
+MAX_BYTES = 8 * 1024 * 1024
+#: The deepest a manifest nests: an off-site manifest (1) holds the dump's manifest (2),
+#: its ``statistics`` (3), their ``tables`` (4), each table (5). Nothing deeper is written.
+MAX_DEPTH = 5
 _MAX_TEXT = 64 * 1024
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -206,9 +259,76 @@ def from_json(raw: object, where: str = "") -> Manifest:
         compression_level=_optional(raw, "compression_level", count),
     )
     verification = verification_from(raw, where)
-    if verification is not None:
-        manifest = manifest.with_verification(verification)
-    return manifest.with_pin(pin_from(raw, where))
+    return replace(
+        manifest,
+        last_verification=verification,
+        statistics=statistics_from(raw, where),
+        suspect=suspect_from(raw, where),
+        pin=pin_from(raw, where),
+    )
+
+
+_ROW_SOURCES = ("reltuples", "n_live_tup")
+#: The most tables a manifest's statistics hold: a database with more gets none recorded
+#: (see velocity_pg.verbs.backup.read_statistics), so the manifest stays within MAX_BYTES.
+MAX_TABLES = 20_000
+
+
+def statistics_from(raw: dict[str, Any], where: str = "") -> Statistics | None:
+    """The ``statistics`` of a parsed manifest, validated; None when it has none."""
+    stats = raw.get("statistics")
+    if stats is None:
+        return None
+    where += "statistics."
+    if not isinstance(stats, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    tables = stats.get("tables", [])
+    if not isinstance(tables, list) or len(tables) > MAX_TABLES:
+        raise ValueError(f"{where}tables is not a list")
+    parsed = []
+    for number, table in enumerate(tables):
+        at = f"{where}tables[{number}]."
+        if not isinstance(table, dict):
+            raise ValueError(f"{at.rstrip('.')} is not an object")
+        source = text(table, "rows_source", where=at)
+        if source not in _ROW_SOURCES:
+            raise ValueError(f"{at}rows_source {source!r} is not one of {_ROW_SOURCES}")
+        parsed.append(
+            TableStatistics(
+                schema=text(table, "schema", where=at),
+                name=text(table, "name", where=at),
+                rows=count(table, "rows", at),
+                size_bytes=count(table, "size_bytes", at),
+                rows_source=source,
+            )
+        )
+    return Statistics(
+        at=moment(stats, "at", where=where),
+        database_bytes=count(stats, "database_bytes", where),
+        tables=tuple(parsed),
+    )
+
+
+def suspect_from(raw: dict[str, Any], where: str = "") -> Suspect | None:
+    """The ``suspect`` mark of a parsed manifest, validated; None when it has none."""
+    mark = raw.get("suspect")
+    if mark is None:
+        return None
+    where += "suspect."
+    if not isinstance(mark, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    reasons = mark.get("reasons")
+    if (
+        not isinstance(reasons, list)
+        or not reasons
+        or not all(isinstance(r, str) and len(r) <= _MAX_TEXT for r in reasons)
+    ):
+        raise ValueError(f"{where}reasons is not a list of reasons")
+    return Suspect(
+        at=moment(mark, "at", where=where),
+        compared_with=text(mark, "compared_with", where=where),
+        reasons=tuple(reasons),
+    )
 
 
 def verification_from(raw: dict[str, Any], where: str = "") -> Verification | None:
@@ -228,8 +348,22 @@ def verification_from(raw: dict[str, Any], where: str = "") -> Verification | No
     detail = verification.get("detail", "")
     if not isinstance(detail, str) or len(detail) > _MAX_TEXT:
         raise ValueError(f"{where}detail is not a string")
+    rows = verification.get("restored_rows")
+    if rows is not None and (
+        not isinstance(rows, dict)
+        or len(rows) > MAX_TABLES
+        or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in rows.items()
+        )
+    ):
+        raise ValueError(f"{where}restored_rows is not a table of row counts")
     return Verification(
-        at=moment(verification, "at", where=where), method=method, ok=ok, detail=detail
+        at=moment(verification, "at", where=where),
+        method=method,
+        ok=ok,
+        detail=detail,
+        restored_rows=rows,
     )
 
 

@@ -7,7 +7,9 @@ Order of work, so that nothing is ever lost:
 2. pg_dump writes into a fresh temporary file (``.velocity-tmp-*.partial``),
    which we hold locked so ``cleanup`` can tell it belongs to a live backup;
 3. only after pg_dump succeeded: fsync, mode 0600, checksum, read the table of
-   contents back with ``pg_restore --list``, write the manifest, then link the
+   contents back with ``pg_restore --list``, write the manifest (with the server's
+   statistics, read just before pg_dump started, and the suspect mark when they look
+   wrong next to the previous good backup's, see :mod:`velocity_pg.store.anomaly`), then link the
    manifest and the dump to the first free ``<database>_YYYY-MM-DD_HHMMSS.dump``
    name (named after the database the server says it dumped; never
    overwriting; manifest first), fsync the folder;
@@ -29,7 +31,7 @@ from velocity_pg.errors import CommandFailed, ConfigError, Interrupted, Operatio
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock, manifest
+from velocity_pg.store import anomaly, catalog, lock, manifest
 from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
 from velocity_pg.verbs import Failure, Say
 
@@ -49,6 +51,27 @@ class BackupResult:
     compression: str = compressions.DEFAULT.spec
     #: ``backup --pin``: the pin recorded in its manifest as it was written.
     pin: manifest.Pin | None = None
+    #: Set when the backup looks wrong next to the previous good one (store/anomaly.py).
+    suspect: manifest.Suspect | None = None
+    #: Why no statistics were recorded ("" when they were).
+    statistics_problem: str = ""
+
+    def warnings(self) -> list[str]:
+        """For stderr: a suspect backup's WARNING (it is a valid backup still: exit 0), or
+        why it has no statistics."""
+        lines = []
+        if self.suspect is not None:
+            lines.append(
+                f"velocity-pg: WARNING: backup {self.name} looks wrong: "
+                f"{anomaly.describe(self.suspect)}; it is kept like any backup: check the "
+                "database before the next backups replace the good ones"
+            )
+        if self.statistics_problem:
+            lines.append(
+                f"velocity-pg: warning: {self.statistics_problem}; this backup cannot be "
+                "compared with the previous one"
+            )
+        return lines
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +88,8 @@ class BackupResult:
             "compression": self.compression,
             "manifest": str(manifest.path_for(self.path)),
             "pin": None if self.pin is None else self.pin.to_json(),
+            "suspect": anomaly.to_json(self.suspect),
+            "statistics_problem": self.statistics_problem or None,
         }
 
 
@@ -95,6 +120,8 @@ def create_backup(
     with db.connect(where) as connection:
         server_num = db.server_version_num(connection)
         server_version = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        # Just before pg_dump starts: what the database holds by the server's statistics.
+        statistics, statistics_problem = read_statistics(connection, now())
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
     compression = settings.compression
@@ -150,6 +177,8 @@ def create_backup(
                 compression_method=compression.method,
                 compression_level=compression.level,
                 pin=pin,
+                statistics=statistics,
+                suspect=judge_new(settings, dbname, started, statistics, finished),
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,7 +229,53 @@ def create_backup(
         toc_entries=toc_entries,
         pin=pin,
         compression=compression.spec,
+        suspect=record.suspect,
+        statistics_problem=statistics_problem,
     )
+
+
+def read_statistics(connection: db.Conn, at: datetime) -> tuple[manifest.Statistics | None, str]:
+    """The server's statistics (no scan), or None and why not: a backup never fails
+    for want of them."""
+    import psycopg
+
+    try:
+        database_bytes, tables = db.table_statistics(connection)
+    except psycopg.Error as exc:
+        return None, f"the server's statistics could not be read ({db.one_line(exc)})"
+    if len(tables) > manifest.MAX_TABLES:
+        return None, (
+            f"the database has {len(tables)} tables, more than the {manifest.MAX_TABLES} "
+            "whose statistics a manifest holds; none were recorded"
+        )
+    return manifest.Statistics(
+        at=manifest.now_iso(at),
+        database_bytes=database_bytes,
+        tables=tuple(manifest.TableStatistics(*row) for row in tables),
+    ), ""
+
+
+def rule_of(settings: Settings) -> anomaly.Rule:
+    return anomaly.Rule(min_rows=settings.anomaly_min_rows, drop=settings.anomaly_drop)
+
+
+def judge_new(
+    settings: Settings,
+    database: str,
+    started: datetime,
+    statistics: manifest.Statistics | None,
+    at: datetime,
+) -> manifest.Suspect | None:
+    """The new backup's suspect mark, next to the previous good backup in the folder
+    (written into its manifest before it gets its name: no backup looks good first)."""
+    if statistics is None:
+        return None
+    try:
+        backups = catalog.list_backups(settings.backup_dir)
+    except OSError:
+        return None  # the folder was just written: the backup itself is what matters
+    previous = anomaly.previous_good(backups, database, started)
+    return anomaly.judge(statistics, previous, manifest.now_iso(at), rule_of(settings))
 
 
 def read_back(dump: Path, server_num: int) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from velocity_pg.report import describe_check, describe_verification, format_table
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, remote
+from velocity_pg.store import anomaly, catalog, remote
 from velocity_pg.store.catalog import Backup, human_age, human_size
 from velocity_pg.store.manifest import Manifest, Pin
 from velocity_pg.store.offsite import UNKNOWN_OWNER, owners, prepare
@@ -57,6 +57,8 @@ class Listing:
                     if rec is not None and rec.last_verification
                     else None,
                     "pin": rec.pin.to_json() if rec is not None and rec.pin else None,
+                    "has_statistics": rec is not None and rec.statistics is not None,
+                    "suspect": anomaly.to_json(rec.suspect if rec is not None else None),
                 }
                 for b, (rec, problem) in zip(self.backups, self.states, strict=True)
             ],
@@ -73,11 +75,14 @@ class Listing:
                 b.created.strftime("%Y-%m-%d %H:%M:%S"),
                 human_age(self.now - b.created),
                 describe_pin(rec.pin if rec is not None else None),
+                contents(rec),
                 problem[1].split(" (", 1)[0] if problem else describe_verification(rec),
             )
             for b, (rec, problem) in zip(self.backups, self.states, strict=True)
         ]
-        header = ("NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "PINNED", "VERIFIED")
+        header = (
+            "NAME", "DATABASE", "SIZE", "CREATED (UTC)", "AGE", "PINNED", "CONTENTS", "VERIFIED",
+        )  # fmt: skip
         total = sum(b.size for b in self.backups)
         pinned = [
             b for b, (rec, _) in zip(self.backups, self.states, strict=True) if rec and rec.pin
@@ -85,7 +90,20 @@ class Listing:
         count = f"{len(self.backups)} backup(s), {human_size(total)} in {self.backup_dir}"
         if pinned:
             count += f"; {len(pinned)} pinned ({human_size(sum(b.size for b in pinned))})"
-        return [format_table(header, rows, right=(2, 4)), count]
+        lines = [format_table(header, rows, right=(2, 4)), count]
+        for b, (rec, _problem) in zip(self.backups, self.states, strict=True):
+            if rec is not None and rec.suspect is not None and anomaly.is_suspect(rec):
+                lines.append(f"SUSPECT {b.name}: {anomaly.describe(rec.suspect)}")
+        return lines
+
+
+def contents(record: Manifest | None) -> str:
+    """The CONTENTS column: ``SUSPECT``, ``ok``, ``no statistics``, or ``-`` (no manifest)."""
+    if record is None:
+        return "-"
+    if anomaly.is_suspect(record):
+        return "SUSPECT"
+    return "ok" if record.statistics is not None else "no statistics"
 
 
 def list_local(settings: Settings) -> Listing:

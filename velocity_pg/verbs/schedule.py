@@ -108,6 +108,7 @@ class Scheduler:
     def run(self, scheduled: datetime) -> job.RunResult | None:
         """One run now (due at ``scheduled``); None when another scheduler's run holds the lock."""
         folder = self.settings.backup_dir
+        ctx: job.RunContext | None = None
         with contextlib.ExitStack() as stack:
             try:
                 held = stack.enter_context(lock.scheduled_run(folder))
@@ -134,6 +135,7 @@ class Scheduler:
                     clock=self.clock,
                     on_step=lambda outcome: self.out(outcome.line(self.zone)),
                 )
+        self.tell_suspect(ctx)
         verdict = "succeeded" if result.ok else "FAILED"
         failed = [s.name for s in result.steps if s.status is job.StepStatus.FAILED]
         summary = f"run {verdict} in {result.duration:.1f} s" + (
@@ -151,6 +153,22 @@ class Scheduler:
         except Exception as exc:  # a message never stops the scheduler
             self.log(f"notify: the run's message failed (unexpected {type(exc).__name__})")
         return result
+
+    def tell_suspect(self, ctx: job.RunContext | None) -> None:
+        """A new backup that looks wrong: logged, and the ``suspect`` message sent."""
+        suspect = None if ctx is None else ctx.extra.get(SUSPECT_KEY)
+        if not isinstance(suspect, tuple):
+            return
+        name, why = suspect
+        self.log(f"WARNING: backup {name} looks wrong: {why}")
+        if self.watch is None:
+            return
+        try:
+            self.watch.suspect(name, why)
+        except (KeyboardInterrupt, Terminated, Interrupted):
+            raise
+        except Exception as exc:  # a message never stops the scheduler
+            self.log(f"notify: the suspect message failed (unexpected {type(exc).__name__})")
 
     def tell(self, result: job.RunResult) -> None:
         """The run's message, if any: failed (which steps, why) or recovered."""
@@ -533,15 +551,26 @@ def once(settings: Settings, config: ScheduleConfig) -> int:
 # is pruned after a push that failed.
 
 
+#: Where step_backup leaves (name, why) of a new backup that looks wrong.
+SUSPECT_KEY = "suspect"
+
+
 def step_backup(ctx: job.RunContext) -> str:
+    from velocity_pg.store import anomaly
     from velocity_pg.verbs.backup import create_backup
 
     result = create_backup(ctx.settings)
     ctx.backup = result
-    return (
+    said = (
         f"{result.name} ({catalog.human_size(result.size)}) of database {result.database!r} "
         f"in {result.duration:.1f} s"
     )
+    if result.suspect is not None:
+        ctx.extra[SUSPECT_KEY] = (result.name, anomaly.describe(result.suspect))
+        said += "; SUSPECT, see below"
+    if result.statistics_problem:
+        said += f"; {result.statistics_problem}"
+    return said
 
 
 def step_cleanup(ctx: job.RunContext) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, manifest, remote
+from velocity_pg.store import anomaly, catalog, manifest, remote
 from velocity_pg.store.offsite import (
     foreign_warning,
     newest_remote,
@@ -133,13 +133,28 @@ class Status:
     #: The pinned backups in the folder (of every database) and their space.
     pinned_count: int = 0
     pinned_bytes: int = 0
+    #: The newest backup's suspect mark (store/anomaly.py), and whether it has statistics.
+    newest_suspect: manifest.Suspect | None = None
+    newest_has_statistics: bool = False
+    #: How many of the database's backups that count are suspect.
+    suspect_count: int = 0
+    #: The newest backup that counts and is not suspect: what --max-age judges.
+    newest_good: catalog.Backup | None = None
+
+    @property
+    def newest_good_age(self) -> timedelta | None:
+        if self.newest_good is None:
+            return None
+        return max(self.now - self.newest_good.created, timedelta(0))
 
     @property
     def stale(self) -> bool:
-        """True when a max age is set and the newest real backup is older, or there is none."""
+        """True when a max age is set and the newest good backup (real and not suspect)
+        is older, or there is none."""
         if self.max_age is None:
             return False
-        return self.newest_age is None or self.newest_age > self.max_age
+        age = self.newest_good_age
+        return age is None or age > self.max_age
 
     def stale_reason(self, limit: str) -> str:
         """Why ``--max-age`` fails, in one line."""
@@ -150,6 +165,16 @@ class Status:
                 if not self.ignored
                 else f"no file here counts as a backup{of}"
             )
+        elif self.newest_suspect is not None:
+            looks = (
+                f"the newest backup{of}, {self.newest.name}, looks wrong "
+                f"({anomaly.describe(self.newest_suspect, 1)})"
+            )
+            if self.newest_good is None:
+                why = f"{looks} and no other backup is good"
+            else:
+                why = f"{looks} and the newest good one is older than {limit}: "
+                why += self.newest_good.name
         else:
             why = f"the newest backup{of} is older than {limit}: {self.newest.name}"
         if self.ignored:
@@ -176,6 +201,18 @@ class Status:
                 "last_verification": None
                 if self.newest_verification is None
                 else vars(self.newest_verification),
+                "has_statistics": self.newest_has_statistics,
+                "suspect": anomaly.to_json(self.newest_suspect),
+            },
+            "suspect_count": self.suspect_count,
+            "newest_good": None
+            if self.newest_good is None
+            else {
+                "name": self.newest_good.name,
+                "created_at": self.newest_good.created.isoformat(),
+                "age_seconds": int(self.newest_good_age.total_seconds())
+                if self.newest_good_age
+                else 0,
             },
             "last_good_verification": None
             if self.last_good_verification is None
@@ -230,16 +267,27 @@ def gather(
     newest_has_manifest = False
     last_good: tuple[str, manifest.Verification] | None = None
     ignored: list[Ignored] = []
+    newest_suspect: manifest.Suspect | None = None
+    newest_has_statistics = False
+    suspect_count = 0
+    newest_good: catalog.Backup | None = None
     for backup in backups:
         record, problem = read_state(backup)
         verdict = judge(backup, record, problem, now)
         if verdict is not None:
             ignored.append(verdict)
             continue
+        mark = record.suspect if record is not None and anomaly.is_suspect(record) else None
         if newest is None:
             newest = backup
             newest_has_manifest = record is not None
             newest_verification = record.last_verification if record else None
+            newest_suspect = mark
+            newest_has_statistics = record is not None and record.statistics is not None
+        if mark is not None:
+            suspect_count += 1
+        elif newest_good is None:
+            newest_good = backup
         check = record.last_verification if record else None
         if check is not None and check.ok and (last_good is None or check.at > last_good[1].at):
             last_good = (backup.name, check)
@@ -263,6 +311,10 @@ def gather(
         others=others,
         pinned_count=len(pinned),
         pinned_bytes=sum(b.size for b in pinned),
+        newest_suspect=newest_suspect,
+        newest_has_statistics=newest_has_statistics,
+        suspect_count=suspect_count,
+        newest_good=newest_good,
     )
 
 
@@ -304,6 +356,24 @@ def render(status: Status) -> str:
         else:
             verdict = "ok" if check.ok else "FAILED"
             lines.append(f"Verified:      {verdict} by {check.method} at {check.at}")
+        if status.newest_suspect is not None:
+            lines.append(f"Contents:      SUSPECT: {anomaly.describe(status.newest_suspect)}")
+            good = status.newest_good
+            if good is None or status.newest_good_age is None:
+                lines.append("Newest good:   none")
+            else:
+                lines.append(
+                    f"Newest good:   {good.name} ({catalog.human_age(status.newest_good_age)} old)"
+                )
+        elif status.newest_has_statistics:
+            lines.append("Contents:      not suspect")
+        elif status.newest_has_manifest:
+            lines.append("Contents:      no statistics (made before velocity-pg recorded them)")
+    if status.suspect_count:
+        lines.append(
+            f"Suspect:       {status.suspect_count} backup(s) look wrong "
+            "(`velocity-pg list` names them)"
+        )
     if status.last_good_verification is not None:
         name, check = status.last_good_verification
         lines.append(f"Last good verification: {name} ({check.method}, {check.at})")

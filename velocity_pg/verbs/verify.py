@@ -38,7 +38,7 @@ from velocity_pg.errors import (
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import age, catalog, lock, manifest, remote
+from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote
 from velocity_pg.store.offsite import (
     Context,
     Fetched,
@@ -65,6 +65,10 @@ class Outcome:
     problem: str = ""
     #: Why the result could not be recorded in the manifest ("" when it was, or none exists).
     warning: str = ""
+    #: Set when the backup looks wrong next to the previous good one (store/anomaly.py).
+    suspect: manifest.Suspect | None = None
+    #: The restore drill's exact rows of each table restored (None without a drill).
+    restored_rows: dict[str, int] | None = None
 
     def fail(self, problem: str) -> Outcome:
         self.ok = False
@@ -78,10 +82,20 @@ class Outcome:
             "checks": self.checks,
             "problem": self.problem,
             "warning": self.warning or None,
+            "suspect": anomaly.to_json(self.suspect),
         }
 
     def warning_line(self) -> str:
         return f"velocity-pg: warning: {self.name}: {self.warning}" if self.warning else ""
+
+    def suspect_line(self) -> str:
+        """A suspect backup's WARNING (its checks decide the exit status, not this)."""
+        if self.suspect is None:
+            return ""
+        return (
+            f"velocity-pg: WARNING: backup {self.name} looks wrong: "
+            f"{anomaly.describe(self.suspect)}; check the database"
+        )
 
     def line(self) -> str:
         if self.ok:
@@ -149,6 +163,31 @@ def check_archive(
 
 
 RestoreCheck = Callable[[Path, str, Outcome], None]
+#: The contents check: a backup's suspect mark (existing or new) next to the previous good
+#: one, and what to say of it.
+ContentsCheck = Callable[[Path, manifest.Manifest], tuple[manifest.Suspect | None, str]]
+
+
+def contents_check(folder: Path, rule: anomaly.Rule, now: Callable[[], datetime]) -> ContentsCheck:
+    """Compare each backup's statistics with the previous good backup's (of the same
+    database, made before it). A mark once made stays (only ``accept`` will lift it)."""
+
+    def check(dump: Path, record: manifest.Manifest) -> tuple[manifest.Suspect | None, str]:
+        if record.statistics is None:
+            return None, "no statistics"
+        if record.suspect is not None:
+            return record.suspect, "SUSPECT"
+        backups = catalog.list_backups(folder)
+        this = next((b for b in backups if b.name == dump.name), None)
+        if this is None:
+            return None, "contents not compared"
+        previous = anomaly.previous_good(backups, this.database, this.created, skip=this.name)
+        if previous is None:
+            return None, "no earlier statistics to compare with"
+        mark = anomaly.judge(record.statistics, previous, manifest.now_iso(now()), rule)
+        return mark, "SUSPECT" if mark is not None else f"not suspect next to {previous.name}"
+
+    return check
 
 
 def check_compression(
@@ -170,6 +209,7 @@ def verify_one(
     restore_check: RestoreCheck | None,
     now: Callable[[], datetime],
     reader: pgtools.Program | None = None,
+    contents: ContentsCheck | None = None,
 ) -> Outcome:
     outcome = Outcome(name=dump.name)
     try:
@@ -187,15 +227,25 @@ def verify_one(
     except OSError as exc:
         outcome.fail(f"cannot read it: {exc.strerror}")
     if record is not None:
+        if contents is not None and outcome.ok:
+            try:
+                outcome.suspect, said = contents(dump, record)
+            except OSError as exc:
+                said = f"contents not compared ({exc.strerror})"
+            outcome.checks.append(said)
         method = "restore" if restore_check is not None else "checksum"
         check = manifest.Verification(
             at=manifest.now_iso(now()),
             method=method,
             ok=outcome.ok,
             detail=outcome.problem or ", ".join(outcome.checks),
+            restored_rows=outcome.restored_rows,
         )
         try:
-            manifest.replace_manifest(dump, record.with_verification(check))
+            updated = record.with_verification(check)
+            if record.suspect is None and outcome.suspect is not None:
+                updated = updated.with_suspect(outcome.suspect)
+            manifest.replace_manifest(dump, updated)
         except VelocityError as exc:
             outcome.warning = (
                 f"the result was not recorded in its manifest ({exc.message}); "
@@ -216,6 +266,8 @@ def verify(
 ) -> list[Outcome]:
     """Verify the selected backups, reporting each as it is done."""
     folder = settings.backup_dir
+    rule = anomaly.Rule(min_rows=settings.anomaly_min_rows, drop=settings.anomaly_drop)
+    contents = contents_check(folder, rule, now)
     with lock.shared(folder, "verify"):
         dumps = select(folder, names, everything, settings.database)
         reader: pgtools.Program | None = None
@@ -224,7 +276,7 @@ def verify(
             pg_restore = reader.path
         outcomes = []
         for dump in dumps:
-            outcome = verify_one(dump, pg_restore, restore_check, now, reader)
+            outcome = verify_one(dump, pg_restore, restore_check, now, reader, contents)
             if report is not None:
                 report(outcome)
             outcomes.append(outcome)
@@ -241,7 +293,10 @@ def restore_drill(settings: Settings) -> RestoreCheck:
     def check(dump: Path, listing: str, outcome: Outcome) -> None:
         if not resolved:  # once, when the first backup gets this far
             resolved.append(endpoint.resolve(settings.connection))
-        problem, detail = drill.run_drill(resolved[0], dump, listing)
+        counts: dict[str, int] = {}
+        problem, detail = drill.run_drill(resolved[0], dump, listing, counts)
+        if problem is None:
+            outcome.restored_rows = counts
         if problem is not None:
             outcome.fail(problem)
         else:
@@ -524,6 +579,8 @@ def run(
             say(outcome.line())
         if outcome.warning:
             warn(outcome.warning_line())
+        if outcome.suspect is not None:
+            warn(outcome.suspect_line())
 
     outcomes = verify(
         settings,

@@ -1,0 +1,140 @@
+"""A backup that looks wrong: compare a backup's statistics with the previous good one's.
+
+Every backup records what the server's statistics say the database held (rows and
+size of each table, the database's size; see :class:`manifest.Statistics`). A new
+backup is **suspect** next to the previous good backup of the same database when
+
+* a table of the previous one is gone;
+* a table of at least ``min_rows`` rows (BACKUP_ANOMALY_MIN_ROWS) lost more than
+  ``drop`` percent (BACKUP_ANOMALY_DROP) of them;
+* the database shrank by more than ``drop`` percent.
+
+A suspect backup is still a valid backup: it is kept, listed and restorable, only
+marked. :func:`compare` is pure; :func:`previous_good` reads the folder's manifests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from velocity_pg.errors import ManifestUnreadable
+from velocity_pg.store import catalog, manifest
+
+DEFAULT_MIN_ROWS = 1000
+DEFAULT_DROP = 50  # percent
+
+
+@dataclass(frozen=True)
+class Rule:
+    """BACKUP_ANOMALY_MIN_ROWS and BACKUP_ANOMALY_DROP."""
+
+    min_rows: int = DEFAULT_MIN_ROWS
+    drop: int = DEFAULT_DROP  # percent; 100 turns the shrink rules off
+
+    def dropped(self, before: int, after: int) -> bool:
+        """Whether ``after`` lost more than ``drop`` percent of ``before``."""
+        return (before - after) * 100 > self.drop * before
+
+
+def number(value: int) -> str:
+    """120400 as ``120,400``."""
+    return f"{value:,}"
+
+
+def compare(
+    new: manifest.Statistics, previous: manifest.Statistics, rule: Rule = Rule()
+) -> list[str]:
+    """Why ``new`` looks wrong next to ``previous`` (empty: it does not), table by table."""
+    reasons: list[str] = []
+    now = {(t.schema, t.name): t for t in new.tables}
+    for before in previous.tables:
+        after = now.get((before.schema, before.name))
+        if after is None:
+            reasons.append(f"table {before.shown} is gone (it had {number(before.rows)} rows)")
+        elif before.rows >= rule.min_rows and rule.dropped(before.rows, after.rows):
+            reasons.append(
+                f"table {before.shown} {number(before.rows)} -> {number(after.rows)} rows"
+            )
+    if rule.dropped(previous.database_bytes, new.database_bytes):
+        reasons.append(
+            f"database {catalog.human_size(previous.database_bytes)} -> "
+            f"{catalog.human_size(new.database_bytes)}"
+        )
+    return reasons
+
+
+def is_suspect(record: manifest.Manifest | None) -> bool:
+    """Whether a backup counts as suspect wherever that matters (``list``, ``status``,
+    ``status --max-age``, the comparison of the next backup). The one place for
+    ``accept NAME`` to change: an accepted backup will not be suspect any more."""
+    return record is not None and record.suspect is not None
+
+
+def counts_as_good(record: manifest.Manifest) -> bool:
+    """Whether a backup can be the one the next is compared with: it has statistics and
+    is not suspect."""
+    return record.statistics is not None and not is_suspect(record)
+
+
+@dataclass(frozen=True)
+class Previous:
+    name: str
+    record: manifest.Manifest
+
+
+def previous_good(
+    backups: Iterable[catalog.Backup],
+    database: str,
+    before: datetime,
+    *,
+    skip: str = "",
+    read: Callable[[Path], manifest.Manifest | None] = manifest.read,
+) -> Previous | None:
+    """The newest backup of ``database`` made before ``before`` that counts as good
+    (``backups`` newest first, as :func:`catalog.list_backups` gives them). A backup
+    whose manifest cannot be read is passed over, never an error."""
+    for backup in backups:
+        if backup.database != database or backup.name == skip or backup.created >= before:
+            continue
+        try:
+            record = read(backup.path)
+        except (ManifestUnreadable, OSError):
+            continue
+        if record is not None and counts_as_good(record):
+            return Previous(backup.name, record)
+    return None
+
+
+def judge(
+    new: manifest.Statistics | None,
+    previous: Previous | None,
+    at: str,
+    rule: Rule = Rule(),
+) -> manifest.Suspect | None:
+    """The suspect mark for a backup with statistics ``new``; None when it looks right
+    (or there is nothing to compare: no statistics, no previous good backup)."""
+    if new is None or previous is None or previous.record.statistics is None:
+        return None
+    reasons = compare(new, previous.record.statistics, rule)
+    if not reasons:
+        return None
+    return manifest.Suspect(at=at, compared_with=previous.name, reasons=tuple(reasons))
+
+
+def to_json(mark: manifest.Suspect | None) -> dict[str, object] | None:
+    """A suspect mark for --json: ``{"at", "compared_with", "reasons"}``, or None."""
+    if mark is None:
+        return None
+    return {"at": mark.at, "compared_with": mark.compared_with, "reasons": list(mark.reasons)}
+
+
+def describe(suspect: manifest.Suspect, limit: int = 3) -> str:
+    """``table shop.orders 120,400 -> 0 rows; ... (next to NAME)``, a few reasons."""
+    shown = "; ".join(suspect.reasons[:limit])
+    more = len(suspect.reasons) - limit
+    if more > 0:
+        shown += f" (and {more} more)"
+    return f"{shown} (next to {suspect.compared_with})"
