@@ -68,9 +68,17 @@ def compare(
 
 def is_suspect(record: manifest.Manifest | None) -> bool:
     """Whether a backup counts as suspect wherever that matters (``list``, ``status``,
-    ``status --max-age``, the comparison of the next backup). The one place for
-    ``accept NAME`` to change: an accepted backup will not be suspect any more."""
-    return record is not None and record.suspect is not None
+    ``status --max-age``, retention, the comparison of the next backup): it has a suspect
+    mark and nobody accepted its new state (``velocity-pg accept NAME``)."""
+    return record is not None and record.suspect is not None and record.accepted is None
+
+
+def suspect_reason(record: manifest.Manifest | None) -> str | None:
+    """Why a backup is suspect, in one line for the retention plan; None when it is not
+    (no mark, or accepted)."""
+    if record is None or record.suspect is None or not is_suspect(record):
+        return None
+    return describe(record.suspect, 1)
 
 
 def counts_as_good(record: manifest.Manifest) -> bool:
