@@ -249,6 +249,8 @@ def backup(
     )
     for line in result.backup.warnings():
         echo_err(line)
+    if result.backup.suspect is not None and state.notice is not None:
+        state.notice.fresh = False  # a suspect backup does not make the backups fresh
     finish(state, result, as_json, result.failure())
 
 

@@ -139,6 +139,18 @@ def to_json(mark: manifest.Suspect | None) -> dict[str, object] | None:
     return {"at": mark.at, "compared_with": mark.compared_with, "reasons": list(mark.reasons)}
 
 
+def pin_reason(suspect: manifest.Suspect) -> str:
+    """The automatic pin's reason on the good backup a suspect one was compared with:
+    ``last backup before the anomaly of 2026-12-05: table shop.orders 120,400 -> 0 rows``
+    (one line, within a pin reason's length)."""
+    day = suspect.at[:10]
+    text = f"last backup before the anomaly of {day}: " + "; ".join(suspect.reasons)
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) > manifest.MAX_REASON:
+        text = text[: manifest.MAX_REASON - 3] + "..."
+    return text
+
+
 def describe(suspect: manifest.Suspect, limit: int = 3) -> str:
     """``table shop.orders 120,400 -> 0 rows; ... (next to NAME)``, a few reasons."""
     shown = "; ".join(suspect.reasons[:limit])

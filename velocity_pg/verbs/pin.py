@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg.errors import ConfigError, ManifestUnreadable, OperationFailed
+from velocity_pg.errors import ConfigError, ManifestUnreadable, OperationFailed, VelocityError
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock, manifest, remote
+from velocity_pg.store import anomaly, catalog, lock, manifest, remote
 from velocity_pg.store.manifest import Pin
 from velocity_pg.store.offsite import described_record, prepare, set_remote_pin
 from velocity_pg.store.remote import RemoteStore
@@ -147,6 +147,86 @@ def pin(
         return current, ALREADY
 
     return _apply(settings, name, True, change)
+
+
+@dataclass(frozen=True)
+class AutoPin:
+    """The automatic pin of the last good backup before an anomaly (``backup``, ``verify``):
+    what was done, or why it could not be."""
+
+    #: The good backup (``Suspect.compared_with``).
+    name: str
+    #: The pin as it now stands in the folder (a person's stays as it was); None when
+    #: pinning failed.
+    pin: Pin | None = None
+    #: What happened in the folder (:data:`PINNED`, :data:`ALREADY`), "" when it failed.
+    local: str = ""
+    #: Why the good backup is not pinned (locally); "" when it is.
+    problem: str = ""
+    #: Why its off-site copy is not pinned (the local pin stands); "" when it is or
+    #: there is none.
+    offsite_problem: str = ""
+    #: Whether its off-site copy is pinned (False: none, or not configured, or failed).
+    offsite: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and not self.offsite_problem
+
+    def sentence(self) -> str:
+        """For the suspect WARNING, the scheduler's log and the suspect message."""
+        retry = f"pin it with `velocity-pg pin {self.name}`"
+        if self.problem:
+            return f"the last good backup {self.name} is NOT pinned ({self.problem}); {retry}"
+        assert self.pin is not None
+        there = " here and off-site" if self.offsite else ""
+        if self.local == ALREADY and not self.pin.auto:
+            said = f"the last good backup {self.name} stays {self.pin.describe()}{there}"
+        elif self.local == ALREADY:
+            said = f"the last good backup {self.name} is already pinned automatically{there}"
+        else:
+            said = f"the last good backup {self.name} is now pinned automatically{there}"
+        if self.offsite_problem:
+            said += f", but its off-site copy is NOT pinned ({self.offsite_problem}); {retry} again"
+        return said
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "pinned": not self.problem,
+            "pin": None if self.pin is None else self.pin.to_json(),
+            "offsite": self.offsite,
+            "problem": self.problem or None,
+            "offsite_problem": self.offsite_problem or None,
+        }
+
+
+def pin_before_anomaly(
+    settings: Settings, suspect: manifest.Suspect, *, now: Callable[[], datetime] = utcnow
+) -> AutoPin:
+    """Pin the good backup ``suspect`` was compared with, automatically, here and off-site
+    when it has a copy; a pin already there (a person's above all) is left as it is. Never
+    raises for a failure: the backup that found the anomaly succeeded, and the result
+    says what could not be pinned."""
+    good = suspect.compared_with
+    auto = Pin(at=manifest.now_iso(now()), reason=anomaly.pin_reason(suspect), auto=True)
+
+    def change(current: Pin | None) -> tuple[Pin | None, str]:
+        return (auto, PINNED) if current is None else (current, ALREADY)
+
+    try:
+        result = _apply(settings, good, True, change)
+    except VelocityError as exc:
+        return AutoPin(good, problem=exc.message)
+    if result.local == ABSENT:  # only off-site (it was cleaned up here meanwhile)
+        return AutoPin(good, problem=f"it is no longer in {result.backup_dir}")
+    return AutoPin(
+        good,
+        pin=result.pin,
+        local=result.local,
+        offsite_problem=result.offsite_problem,
+        offsite=bool(result.offsite) and result.offsite not in (ABSENT, "failed"),
+    )
 
 
 def unpin(settings: Settings, name: str) -> PinResult:
