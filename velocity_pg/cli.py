@@ -457,6 +457,23 @@ def unpin(state: State, name: str, as_json: bool) -> None:
     finish(state, result, as_json, result.failure())
 
 
+@cli.command(short_help="A suspect backup's new state is intended: it counts as good again.")
+@click.argument("name", metavar="NAME")
+@json_option
+@global_options
+@pass_state
+def accept(state: State, name: str, as_json: bool) -> None:
+    """Accept suspect backup NAME: the change it shows was intended (a table emptied on
+    purpose). It, and the backups suspect for the same anomaly, count as good from now
+    on, and the automatic pin of the good backup before them is released (a person's pin
+    stays). Recorded in the manifests, here and off-site.
+    """
+    from velocity_pg.verbs import accept as accept_verb
+
+    result = accept_verb.accept(state.settings(), name)
+    finish(state, result, as_json, result.failure())
+
+
 @cli.command(
     short_help="Download an off-site backup into BACKUP_DIR, checked against its manifest."
 )

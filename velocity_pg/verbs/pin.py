@@ -146,7 +146,7 @@ def pin(
             return Pin(at=at, reason=current.reason if reason is None else reason), UPDATED
         return current, ALREADY
 
-    return _apply(settings, name, True, change)
+    return apply_pin(settings, name, True, change)
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def pin_before_anomaly(
         return (auto, PINNED) if current is None else (current, ALREADY)
 
     try:
-        result = _apply(settings, good, True, change)
+        result = apply_pin(settings, good, True, change)
     except VelocityError as exc:
         return AutoPin(good, problem=exc.message)
     if result.local == ABSENT:  # only off-site (it was cleaned up here meanwhile)
@@ -235,13 +235,13 @@ def unpin(settings: Settings, name: str) -> PinResult:
     def change(current: Pin | None) -> tuple[Pin | None, str]:
         return None, (NOT_PINNED if current is None else UNPINNED)
 
-    return _apply(settings, name, False, change)
+    return apply_pin(settings, name, False, change)
 
 
 Change = Callable[[Pin | None], tuple[Pin | None, str]]
 
 
-def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinResult:
+def apply_pin(settings: Settings, name: str, pinning: bool, change: Change) -> PinResult:
     if not catalog.is_backup_name(name):
         raise ConfigError(f"{name!r} is not a backup name; run `velocity-pg list` to see them")
     verb = "pin" if pinning else "unpin"
@@ -254,7 +254,7 @@ def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinR
     sha256: str | None = None
     if dump.exists() or dump.is_symlink():
         with lock.exclusive(folder, f"{verb} {name}"):
-            record = _read(dump, verb)
+            record = read_local(dump, verb)
             desired, local = change(record.pin)
             previous = record.pin.describe() if record.pin is not None else ""
             sha256 = record.sha256
@@ -297,7 +297,7 @@ def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinR
     return PinResult(name, pinning, desired, folder, local, offsite, where, previous=previous)
 
 
-def _read(dump: Path, verb: str) -> manifest.Manifest:
+def read_local(dump: Path, verb: str) -> manifest.Manifest:
     """The manifest of a local backup, or OperationFailed: a pin needs one."""
     try:
         record = manifest.read(dump)
