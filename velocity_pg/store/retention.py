@@ -391,7 +391,8 @@ def plan_database(
     for backup in ranked:
         if backup.name in suspect:
             floor[backup.name] = Miss(
-                Rule.MIN_KEEP, f"suspect: {suspect[backup.name]}; not counted in the floor"
+                Rule.MIN_KEEP,
+                f"suspect: not counted in the floor ({policy.setting(Rule.MIN_KEEP)})",
             )
     # Each rule's verdict on each backup, in the order reasons name them.
     rules: list[Mapping[str, Verdict]] = [floor]
@@ -414,11 +415,7 @@ def plan_database(
         broken_text = _describe_limits(broken, policy, counted, age)
         why_suspect = suspect.get(backup.name)
         if why_suspect is not None:
-            broken_text = f"suspect: {why_suspect}; " + (
-                f"{broken_text} (it does not count towards {policy.setting(Rule.MAX_COUNT)})"
-                if broken
-                else ""
-            )
+            broken_text = f"suspect: {why_suspect}; {broken_text}"
         if broken:
             limits[backup.name] = Miss(Rule.LIMITS, broken_text)
         elif why_suspect is not None:
@@ -426,9 +423,9 @@ def plan_database(
                 Rule.LIMITS,
                 f"newest {policy.max_count} of all, within {policy.max_age_days} days "
                 "(suspect, not counted)",
-                f"within the limits: {_describe_fresh(age)}, number {rank} of all "
-                f"{policy.max_count} newest (suspect: {why_suspect}; it does not count "
-                "towards the good ones)",
+                f"within the limits: {_describe_fresh(age)}, number {rank} of the "
+                f"{policy.max_count} newest of all (suspect: {why_suspect}; not counted "
+                "against the good ones)",
             )
         else:
             limits[backup.name] = Keep(
