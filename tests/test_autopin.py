@@ -156,3 +156,51 @@ def test_accept_of_an_unknown_backup_fails(target: Target, tmp_path: Path) -> No
     assert result.returncode == 1
     assert "there is no backup app_2026-01-01_000000.dump" in result.stderr
     assert target.run("accept", "nonsense").returncode == 2
+
+
+# -- freshness for the notifications' stale event (no server) --------------------------------
+
+
+def test_the_schedulers_freshness_skips_suspect_backups(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from test_anomaly_rules import put, record, stats
+
+    from velocity_pg.store import catalog
+    from velocity_pg.verbs.schedule import newest_good
+
+    now = datetime.now(UTC)
+    good = put(tmp_path, now - timedelta(days=3), record(statistics=stats(t=5000)))
+    mark = manifest.Suspect(at=now.isoformat(), compared_with=good.name, reasons=("r",))
+    bad = put(tmp_path, now - timedelta(hours=1), record(statistics=stats(t=0), suspect=mark))
+    found = newest_good(catalog.list_backups(tmp_path))
+    assert found is not None and found.name == good.name
+    # Accepted: it counts as good (and fresh) again.
+    accepted = manifest.Accepted(at=now.isoformat(), by="someone")
+    manifest.path_for(bad).write_bytes(
+        manifest.dumps(record(statistics=stats(t=0), suspect=mark, accepted=accepted))
+    )
+    found = newest_good(catalog.list_backups(tmp_path))
+    assert found is not None and found.name == bad.name
+
+
+def test_a_suspect_run_does_not_end_staleness(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from velocity_pg.scheduling import notify
+    from velocity_pg.scheduling.watch import Watch, iso
+
+    now = datetime.now(UTC)
+    notifier = notify.Notifier(notify.NotifyConfig(urls=(), events=frozenset()), print)
+    watch = Watch(
+        tmp_path,
+        notifier,
+        notify.Origin("host", str(tmp_path), "app"),
+        repeat=timedelta(hours=1),
+        log=print,
+    )
+    watch.state.stale_since = iso(now - timedelta(hours=2))
+    watch.succeeded(now, "the run", fresh=False)
+    assert watch.state.stale_since is not None and watch.state.last_success is None
+    watch.succeeded(now, "the run")
+    assert watch.state.stale_since is None and watch.state.last_success == iso(now)
