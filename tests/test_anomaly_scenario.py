@@ -181,3 +181,45 @@ def test_a_table_emptied_on_day_one_and_sixty_days_of_backups(
         for line in would.values():
             assert "suspect: table public.orders 5,000 -> 0 rows" in line, line
             assert "beyond the newest 3 (number " in line, line
+
+
+def remote_dump(bucket: Bucket, name: str) -> dict[str, object]:  # noqa: F811
+    body = bucket.client.get_object(Bucket=bucket.name, Key=f"db/{name}.json")["Body"].read()
+    dump = json.loads(body)["dump"]
+    assert isinstance(dump, dict)
+    return dump
+
+
+def test_accept_off_site_records_it_and_releases_the_pin_there(
+    target: Target,
+    bucket: Bucket,  # noqa: F811 (the fixture)
+) -> None:
+    offsite = target.env(**offsite_env(bucket))
+    fill(target, "orders", 3000)
+    made = target.run("backup", "--json", env=offsite)
+    assert made.returncode == 0, made.stderr
+    good = json.loads(made.stdout)["name"]
+    with target.connect() as conn:
+        conn.execute("DELETE FROM orders")
+        conn.execute("ANALYZE orders")
+    made = target.run("backup", "--json", env=offsite)
+    assert made.returncode == 0, made.stderr
+    bad = json.loads(made.stdout)["name"]
+    assert f"{good} is now pinned automatically here and off-site" in made.stderr
+    pin = remote_dump(bucket, good)["pin"]
+    assert isinstance(pin, dict) and pin["auto"] is True
+    assert remote_dump(bucket, bad)["suspect"]
+    listed = target.run("list", "--remote", env=offsite)
+    assert f"SUSPECT {bad}: table public.orders 3,000 -> 0 rows" in listed.stdout
+
+    accepted = target.run("accept", bad, env=offsite)
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"The automatic pin of {good} is released here and off-site." in accepted.stdout
+    assert f"Off-site in s3://{bucket.name}/db" in accepted.stdout
+    assert remote_dump(bucket, good)["pin"] is None
+    mark = remote_dump(bucket, bad)["accepted"]
+    assert isinstance(mark, dict) and mark["by"]
+    listed = target.run("list", "--remote", "--json", env=offsite)
+    items = {b["name"]: b for b in json.loads(listed.stdout)["backups"]}
+    assert items[bad]["accepted"] is not None and items[good]["pin"] is None
+    assert "SUSPECT" not in target.run("list", "--remote", env=offsite).stdout
