@@ -187,7 +187,8 @@ def accept(settings: Settings, name: str, *, now: Callable[[], datetime] = utcno
 
 def same_anomaly(folder: Path, name: str, record: manifest.Manifest) -> list[catalog.Backup]:
     """``name`` and the other suspect (not accepted) backups of its database compared with
-    the same good backup, newest first; a manifest that cannot be read is passed over."""
+    the same good backup (``name`` first, then newest first); a manifest that cannot be
+    read is passed over."""
     assert record.suspect is not None
     good = record.suspect.compared_with
     found = []
@@ -203,7 +204,8 @@ def same_anomaly(folder: Path, name: str, record: manifest.Manifest) -> list[cat
             and other.suspect.compared_with == good
         ):
             found.append(backup)
-    return found
+    # NAME first: when its manifest cannot be rewritten, nothing else is.
+    return sorted(found, key=lambda b: b.name != name)
 
 
 def release(settings: Settings, result: AcceptResult) -> None:
