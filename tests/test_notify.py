@@ -511,6 +511,9 @@ def test_a_suspect_backup_is_logged_and_told(target: Target, hooks: WebHooks) ->
     (post,) = hooks.wait_for("looks WRONG", timeout=10)
     assert "table public.big 2,000 -> 0 rows" in post.body["message"]
     assert "check the database now" in post.body["message"]
+    assert "Pin: The last good backup " in post.body["message"]
+    assert "is now pinned automatically" in post.body["message"]
+    assert "automatic pin: the last good backup " in result.stdout
     # Not wanted: logged, not sent.
     hooks.posts.clear()
     quiet = target.env(BACKUP_NOTIFY_URLS=hooks.json_url(), BACKUP_NOTIFY_ON="failures")

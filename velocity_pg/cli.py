@@ -207,8 +207,8 @@ def finish(state: State, result: Result, as_json: bool, failure: Failure | None)
 @global_options
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
-    pin and unpin, restore, schedule, and off-site copies with push and pull; notify sends
-    messages; entrypoint starts the db image.
+    pin and unpin, accept, restore, schedule, and off-site copies with push and pull; notify
+    sends messages; entrypoint starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
@@ -249,6 +249,8 @@ def backup(
     )
     for line in result.backup.warnings():
         echo_err(line)
+    if result.backup.suspect is not None and state.notice is not None:
+        state.notice.fresh = False  # a suspect backup does not make the backups fresh
     finish(state, result, as_json, result.failure())
 
 
@@ -452,6 +454,23 @@ def unpin(state: State, name: str, as_json: bool) -> None:
     from velocity_pg.verbs import pin as pin_verb
 
     result = pin_verb.unpin(state.settings(), name)
+    finish(state, result, as_json, result.failure())
+
+
+@cli.command(short_help="A suspect backup's new state is intended: it counts as good again.")
+@click.argument("name", metavar="NAME")
+@json_option
+@global_options
+@pass_state
+def accept(state: State, name: str, as_json: bool) -> None:
+    """Accept suspect backup NAME: the change it shows was intended (a table emptied on
+    purpose). It, and the backups suspect for the same anomaly, count as good from now
+    on, and the automatic pin of the good backup before them is released (a person's pin
+    stays). Recorded in the manifests, here and off-site.
+    """
+    from velocity_pg.verbs import accept as accept_verb
+
+    result = accept_verb.accept(state.settings(), name)
     finish(state, result, as_json, result.failure())
 
 

@@ -487,15 +487,18 @@ def failure_message(
     return Message(event, title, "\n".join(lines))
 
 
-def suspect_message(origin: Origin, name: str, why: str) -> Message:
-    """A new backup that looks wrong (store/anomaly.py): ``why`` names the tables and numbers."""
+def suspect_message(origin: Origin, name: str, why: str, pinned: str = "") -> Message:
+    """A new backup that looks wrong (store/anomaly.py): ``why`` names the tables and numbers;
+    ``pinned`` what became of the automatic pin of the good backup before it."""
     title = f"velocity-pg on {origin.name}: backup of {origin.of} looks WRONG ({name})"
     lines = [
         *origin.header(),
         f"What happened: the new backup {name} was made, but it looks wrong: {why}.",
+        *([f"Pin: {pinned[0].upper()}{pinned[1:]}."] if pinned else []),
         "What to do: check the database now (a table emptied or dropped by mistake?). The "
         "backup is kept; the earlier good backups are what a restore of the lost data needs "
-        "(`velocity-pg list` marks the suspect ones).",
+        f"(`velocity-pg list` marks the suspect ones). If the change was intended: "
+        f"`velocity-pg accept {name}`.",
     ]
     return Message(Event.SUSPECT, title, "\n".join(lines))
 

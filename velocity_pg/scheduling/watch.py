@@ -138,18 +138,27 @@ class Watch:
 
     # -- the runs ----------------------------------------------------------------------
 
-    def succeeded(self, now: datetime, what: str, covers: frozenset[str] | None = None) -> None:
+    def succeeded(
+        self,
+        now: datetime,
+        what: str,
+        covers: frozenset[str] | None = None,
+        *,
+        fresh: bool = True,
+    ) -> None:
         """A run (or verb) that succeeded: "recovered" when it ends failures or staleness.
 
         ``covers``: a manual verb's steps (``{"verify"}``); it ends only failures of those
         steps (a good ``verify`` says nothing of failing backups), and only ``backup``
-        ends staleness. None: a whole scheduled run, which ends everything.
+        ends staleness. None: a whole scheduled run, which ends everything. ``fresh``:
+        False when the backup it made is suspect (store/anomaly.py): it ends failures, but
+        not staleness, and the backups are no fresher for it.
         """
         with self._lock:
             s = self.state
             failing = set((s.failure_steps or "").split(", ")) - {""}
             ends_failing = s.failing_since is not None and (covers is None or failing <= covers)
-            makes_backup = covers is None or "backup" in covers
+            makes_backup = (covers is None or "backup" in covers) and fresh
             ends_stale = s.stale_since is not None and makes_backup
             began = [
                 moment
@@ -169,10 +178,10 @@ class Watch:
                 s.runs_ok += 1
             self.save()
 
-    def suspect(self, name: str, why: str) -> bool:
+    def suspect(self, name: str, why: str, pinned: str = "") -> bool:
         """A new backup that looks wrong: told once, for that backup (no state: the next
         suspect backup is another message). True when a message was queued."""
-        return self.notifier.send(notify.suspect_message(self.origin, name, why))
+        return self.notifier.send(notify.suspect_message(self.origin, name, why, pinned))
 
     def failed(
         self,

@@ -68,9 +68,17 @@ def compare(
 
 def is_suspect(record: manifest.Manifest | None) -> bool:
     """Whether a backup counts as suspect wherever that matters (``list``, ``status``,
-    ``status --max-age``, the comparison of the next backup). The one place for
-    ``accept NAME`` to change: an accepted backup will not be suspect any more."""
-    return record is not None and record.suspect is not None
+    ``status --max-age``, retention, the comparison of the next backup): it has a suspect
+    mark and nobody accepted its new state (``velocity-pg accept NAME``)."""
+    return record is not None and record.suspect is not None and record.accepted is None
+
+
+def suspect_reason(record: manifest.Manifest | None) -> str | None:
+    """Why a backup is suspect, in one line for the retention plan; None when it is not
+    (no mark, or accepted)."""
+    if record is None or record.suspect is None or not is_suspect(record):
+        return None
+    return describe(record.suspect, 1)
 
 
 def counts_as_good(record: manifest.Manifest) -> bool:
@@ -129,6 +137,18 @@ def to_json(mark: manifest.Suspect | None) -> dict[str, object] | None:
     if mark is None:
         return None
     return {"at": mark.at, "compared_with": mark.compared_with, "reasons": list(mark.reasons)}
+
+
+def pin_reason(suspect: manifest.Suspect) -> str:
+    """The automatic pin's reason on the good backup a suspect one was compared with:
+    ``last backup before the anomaly of 2026-12-05: table shop.orders 120,400 -> 0 rows``
+    (one line, within a pin reason's length)."""
+    day = suspect.at[:10]
+    text = f"last backup before the anomaly of {day}: " + "; ".join(suspect.reasons)
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) > manifest.MAX_REASON:
+        text = text[: manifest.MAX_REASON - 3] + "..."
+    return text
 
 
 def describe(suspect: manifest.Suspect, limit: int = 3) -> str:

@@ -79,6 +79,18 @@ class Suspect:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """``velocity-pg accept NAME``: a person said a suspect backup's new state is intended;
+    it no longer counts as suspect (its ``suspect`` mark stays, as a record)."""
+
+    at: str  # ISO 8601, UTC
+    by: str  # who: the user name velocity-pg ran as
+
+    def describe(self) -> str:
+        return f"accepted by {self.by} at {self.at}"
+
+
+@dataclass(frozen=True)
 class Pin:
     """A pin: the backup is kept whatever the retention rules say (``velocity-pg pin``).
 
@@ -125,11 +137,13 @@ class Manifest:
     statistics: Statistics | None = None
     #: Set when the backup looks wrong next to the previous good one (store/anomaly.py).
     suspect: Suspect | None = None
+    #: Set by ``accept NAME``: the suspect mark no longer counts (store/anomaly.py).
+    accepted: Accepted | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when present: a manifest without them reads as before.
-        for key in ("statistics", "suspect"):
+        for key in ("statistics", "suspect", "accepted"):
             if data[key] is None:
                 del data[key]
         return data
@@ -151,6 +165,9 @@ class Manifest:
 
     def with_suspect(self, suspect: Suspect | None) -> Manifest:
         return replace(self, suspect=suspect)
+
+    def with_accepted(self, accepted: Accepted | None) -> Manifest:
+        return replace(self, accepted=accepted)
 
 
 def path_for(dump: Path) -> Path:
@@ -264,6 +281,7 @@ def from_json(raw: object, where: str = "") -> Manifest:
         last_verification=verification,
         statistics=statistics_from(raw, where),
         suspect=suspect_from(raw, where),
+        accepted=accepted_from(raw, where),
         pin=pin_from(raw, where),
     )
 
@@ -329,6 +347,17 @@ def suspect_from(raw: dict[str, Any], where: str = "") -> Suspect | None:
         compared_with=text(mark, "compared_with", where=where),
         reasons=tuple(reasons),
     )
+
+
+def accepted_from(raw: dict[str, Any], where: str = "") -> Accepted | None:
+    """The ``accepted`` mark of a parsed manifest, validated; None when it has none."""
+    mark = raw.get("accepted")
+    if mark is None:
+        return None
+    where += "accepted."
+    if not isinstance(mark, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    return Accepted(at=moment(mark, "at", where=where), by=text(mark, "by", where=where))
 
 
 def verification_from(raw: dict[str, Any], where: str = "") -> Verification | None:

@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -681,13 +681,26 @@ def set_remote_pin(
     store: RemoteStore, name: str, pin: manifest.Pin | None, dump_sha256: str | None = None
 ) -> tuple[RemoteManifest, bool] | None:
     """Write ``pin`` (None: unpin) into the off-site manifest of ``name``; (the manifest as
-    it was, whether it changed), or None when ``name`` is not off-site.
+    it was, whether it changed), or None when ``name`` is not off-site. See
+    :func:`update_remote_dump`."""
+    return update_remote_dump(store, name, lambda dump: dump.with_pin(pin), dump_sha256)
+
+
+def update_remote_dump(
+    store: RemoteStore,
+    name: str,
+    change: Callable[[manifest.Manifest], manifest.Manifest],
+    dump_sha256: str | None = None,
+) -> tuple[RemoteManifest, bool] | None:
+    """Rewrite the dump's part of the off-site manifest of ``name`` (its pin, its accepted
+    mark) as ``change`` says; (the manifest as it was, whether it changed), or None when
+    ``name`` is not off-site.
 
     Only the manifest object is rewritten (the copy's object and checksums stay as they
     are), conditionally on the version read (a push or a verify that rewrote it meanwhile
     makes this fail, never lose its write), and read back. With ``dump_sha256`` (the local
     dump's), a copy of another backup under the name is refused. OperationFailed when the
-    pin could not be written; the off-site manifest is then as it was.
+    manifest could not be written; the off-site manifest is then as it was.
     """
     key = remote.manifest_key(name)
     found = store.head(key)
@@ -704,9 +717,10 @@ def set_remote_pin(
         )
     if wrong is not None:
         raise OperationFailed(f"the off-site copy of {name} in {store.describe()}: {wrong}")
-    if record.pin == pin:
+    changed = change(record.dump)
+    if changed == record.dump:
         return record, False
-    data = remote.dumps(record.with_pin(pin))
+    data = remote.dumps(replace(record, dump=changed))
     try:
         store.put_bytes(key, data, if_match=found.etag or None)
     except remote.Changed:

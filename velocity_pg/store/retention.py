@@ -56,12 +56,21 @@ day"), which is never what a user wants from a backup tool; :func:`plan`
 refuses it even if a caller bypassed the settings' validation. A tier of 0 is
 off (a tier only ever keeps backups, never deletes one).
 
+Suspect backups (``plan(..., suspects=...)``; a backup that looks wrong next to the
+previous good one and that nobody accepted, see :mod:`velocity_pg.store.anomaly`) do
+not count towards the floor or the count: rules 3 and 4 rank the **good** backups
+only, so a run of suspect backups never pushes the last good ones out. A suspect
+backup gets a :class:`Miss` from the floor (``suspect: ...``), and is kept by the
+limits only while it is one of the ``max_count`` newest of *all* the database's
+backups and not too old (the newest backup is never thrown away for looking wrong;
+the suspect ones are kept beside the good ones, not instead of them), else a
+:class:`Miss` ``suspect: ...`` from the limits too. The tiers and pins treat it like
+any other backup.
+
 Adding a rule (a pin, say) means: a function giving each backup of a database a
 :class:`Keep` or a :class:`Miss` (see :func:`floor_verdicts`,
 :func:`tier_verdicts`), and its place in :func:`plan_database`'s list; the
-decision and its reasons follow from the verdicts. A backup that must not count
-towards the floor or the count (a suspect one) would be left out of the ranking
-those two rules see, and get a :class:`Miss` from each.
+decision and its reasons follow from the verdicts.
 """
 
 from __future__ import annotations
@@ -324,10 +333,13 @@ def plan(
     *,
     pins: Mapping[str, Pin] | None = None,
     pin_unknown: Mapping[str, str] | None = None,
+    suspects: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide keep/delete for each backup at the moment ``now``: each database's backups
     on their own (see the module docstring). ``pins``: the pinned backups' pins, by name;
-    ``pin_unknown``: the backups whose pin cannot be known (why), by name: both kept."""
+    ``pin_unknown``: the backups whose pin cannot be known (why), by name: both kept;
+    ``suspects``: the suspect backups (why, one line), by name: they do not count towards
+    the floor or the count."""
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware datetime for now")
     every = list(backups)
@@ -339,7 +351,13 @@ def plan(
         by_database.setdefault(backup.database, []).append(backup)
     groups = tuple(
         plan_database(
-            database, by_database[database], policy, now, pins=pins, pin_unknown=pin_unknown
+            database,
+            by_database[database],
+            policy,
+            now,
+            pins=pins,
+            pin_unknown=pin_unknown,
+            suspects=suspects,
         )
         for database in sorted(by_database)
     )
@@ -361,11 +379,23 @@ def plan_database(
     *,
     pins: Mapping[str, Pin] | None = None,
     pin_unknown: Mapping[str, str] | None = None,
+    suspects: Mapping[str, str] | None = None,
 ) -> Group:
     """Rules 1-8 for the backups of one database."""
     ranked = sorted(backups, key=newest_first_key, reverse=True)
+    suspect = suspects or {}
+    # The floor and the count see the good backups only.
+    good = [b for b in ranked if b.name not in suspect]
+    good_rank = {b.name: n for n, b in enumerate(good, start=1)}
+    floor = floor_verdicts(good, policy)
+    for backup in ranked:
+        if backup.name in suspect:
+            floor[backup.name] = Miss(
+                Rule.MIN_KEEP,
+                f"suspect: not counted in the floor ({policy.setting(Rule.MIN_KEEP)})",
+            )
     # Each rule's verdict on each backup, in the order reasons name them.
-    rules: list[Mapping[str, Verdict]] = [floor_verdicts(ranked, policy)]
+    rules: list[Mapping[str, Verdict]] = [floor]
     limits: dict[str, Verdict] = {}
     rules.append(limits)
     rules.extend(tier_verdicts(ranked, tier, n, policy) for tier, n in policy.tiers.active())
@@ -376,21 +406,35 @@ def plan_database(
     for rank, backup in enumerate(ranked, start=1):
         age = now - backup.mtime
         broken: list[Rule] = []
+        # A good backup's number among the good ones; a suspect one's among all.
+        counted = good_rank.get(backup.name, rank)
         if age > policy.max_age:
             broken.append(Rule.MAX_AGE)
-        if rank > policy.max_count:
+        if counted > policy.max_count:
             broken.append(Rule.MAX_COUNT)
-        broken_text = _describe_limits(broken, policy, rank, age)
-        limits[backup.name] = (
-            Miss(Rule.LIMITS, broken_text)
-            if broken
-            else Keep(
+        broken_text = _describe_limits(broken, policy, counted, age)
+        why_suspect = suspect.get(backup.name)
+        if why_suspect is not None:
+            broken_text = f"suspect: {why_suspect}; {broken_text}"
+        if broken:
+            limits[backup.name] = Miss(Rule.LIMITS, broken_text)
+        elif why_suspect is not None:
+            limits[backup.name] = Keep(
+                Rule.LIMITS,
+                f"newest {policy.max_count} of all, within {policy.max_age_days} days "
+                "(suspect, not counted)",
+                f"within the limits: {_describe_fresh(age)}, number {rank} of the "
+                f"{policy.max_count} newest of all (suspect: {why_suspect}; not counted "
+                "against the good ones)",
+            )
+        else:
+            limits[backup.name] = Keep(
                 Rule.LIMITS,
                 f"newest {policy.max_count}, within {policy.max_age_days} days",
                 f"within the limits: {_describe_fresh(age)}, "
-                f"number {rank} of at most {policy.max_count}",
+                f"number {counted} of at most {policy.max_count}"
+                + (" good backups" if suspect else ""),
             )
-        )
         verdicts = [rule[backup.name] for rule in rules]
         kept_by = tuple(v for v in verdicts if isinstance(v, Keep))
         if kept_by:

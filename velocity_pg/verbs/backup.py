@@ -13,7 +13,11 @@ Order of work, so that nothing is ever lost:
    manifest and the dump to the first free ``<database>_YYYY-MM-DD_HHMMSS.dump``
    name (named after the database the server says it dumped; never
    overwriting; manifest first), fsync the folder;
-4. on any failure or interruption the temporary file is removed.
+4. on any failure or interruption the temporary file is removed;
+5. a suspect backup: the good backup it was compared with is pinned automatically
+   (:func:`velocity_pg.verbs.pin.pin_before_anomaly`, here and off-site), unless it is
+   pinned already; when that fails the backup still stands, and its WARNING says the
+   good one is NOT pinned and how to pin it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from velocity_pg.settings import Settings
 from velocity_pg.store import anomaly, catalog, lock, manifest
 from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
 from velocity_pg.verbs import Failure, Say
+from velocity_pg.verbs.pin import AutoPin, pin_before_anomaly
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class BackupResult:
     suspect: manifest.Suspect | None = None
     #: Why no statistics were recorded ("" when they were).
     statistics_problem: str = ""
+    #: A suspect backup: the automatic pin of the good backup it was compared with.
+    autopin: AutoPin | None = None
 
     def warnings(self) -> list[str]:
         """For stderr: a suspect backup's WARNING (it is a valid backup still: exit 0), or
@@ -64,7 +71,9 @@ class BackupResult:
             lines.append(
                 f"velocity-pg: WARNING: backup {self.name} looks wrong: "
                 f"{anomaly.describe(self.suspect)}; it is kept like any backup: check the "
-                "database before the next backups replace the good ones"
+                "database"
+                + ("" if self.autopin is None else f"; {self.autopin.sentence()}")
+                + f" (`velocity-pg accept {self.name}` if the change was intended)"
             )
         if self.statistics_problem:
             lines.append(
@@ -89,6 +98,7 @@ class BackupResult:
             "manifest": str(manifest.path_for(self.path)),
             "pin": None if self.pin is None else self.pin.to_json(),
             "suspect": anomaly.to_json(self.suspect),
+            "autopin": None if self.autopin is None else self.autopin.to_json(),
             "statistics_problem": self.statistics_problem or None,
         }
 
@@ -216,6 +226,7 @@ def create_backup(
         os.close(fd)
         if side_fd is not None:
             os.close(side_fd)
+    autopin = None if record.suspect is None else pin_before_anomaly(settings, record.suspect)
     return BackupResult(
         name=final.name,
         path=final,
@@ -231,6 +242,7 @@ def create_backup(
         compression=compression.spec,
         suspect=record.suspect,
         statistics_problem=statistics_problem,
+        autopin=autopin,
     )
 
 

@@ -7,8 +7,9 @@ Order of work, so that nothing that must be kept is ever removed:
    ``verify`` holding it shared (or another cleanup) makes cleanup fail at
    once, having deleted nothing (a dry run takes no lock and deletes nothing);
 3. list the backups of every database (only regular files named
-   ``<database>_YYYY-MM-DD_HHMMSS.dump``), read their pins from their manifests
-   (a pinned backup, or one whose manifest cannot be read, is kept) and make the plan
+   ``<database>_YYYY-MM-DD_HHMMSS.dump``), read their pins and suspect marks from
+   their manifests (a pinned backup, or one whose manifest cannot be read, is kept; a
+   suspect one does not count towards the floor or the count) and make the plan
    (:func:`velocity_pg.store.retention.plan`, each database's backups on their
    own) under the lock;
 4. delete the planned backups oldest first. Just before each deletion the file
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.settings import OffSite, Settings
-from velocity_pg.store import catalog, lock, manifest, remote, retention
+from velocity_pg.store import anomaly, catalog, lock, manifest, remote, retention
 from velocity_pg.store.offsite import (
     RemoteDeletion,
     delete_remote,
@@ -231,9 +232,11 @@ def _clean(
 ) -> CleanupResult:
     backups = catalog.list_backups(folder)
     temps = find_temp_files(folder)
-    pins, unknown = read_pins(backups)
+    pins, unknown, suspects = read_marks(backups)
     moment = now()
-    the_plan = retention.plan(backups, policy, moment, pins=pins, pin_unknown=unknown)
+    the_plan = retention.plan(
+        backups, policy, moment, pins=pins, pin_unknown=unknown, suspects=suspects
+    )
     stale_temps = [t for t in temps if temp_decision(t, moment) is None]
     if not dry_run and (the_plan.delete or stale_temps):
         catalog.require_dir(folder, writable=True)  # fail before deleting anything
@@ -266,13 +269,14 @@ def _clean(
 # -- backups ---------------------------------------------------------------------
 
 
-def read_pins(
+def read_marks(
     backups: list[catalog.Backup],
-) -> tuple[dict[str, manifest.Pin], dict[str, str]]:
-    """The pins of the backups (from their manifests), and why the pin of a backup whose
-    manifest cannot be read is unknown; both by name."""
+) -> tuple[dict[str, manifest.Pin], dict[str, str], dict[str, str]]:
+    """The pins of the backups (from their manifests), why the pin of a backup whose
+    manifest cannot be read is unknown, and why the suspect ones are suspect; by name."""
     pins: dict[str, manifest.Pin] = {}
     unknown: dict[str, str] = {}
+    suspects: dict[str, str] = {}
     for backup in backups:
         try:
             record = manifest.read(backup.path)
@@ -281,7 +285,9 @@ def read_pins(
             continue
         if record is not None and record.pin is not None:
             pins[backup.name] = record.pin
-    return pins, unknown
+        if (why := anomaly.suspect_reason(record)) is not None:
+            suspects[backup.name] = why
+    return pins, unknown, suspects
 
 
 def backup_files(backup: catalog.Backup) -> list[Path]:
@@ -542,8 +548,17 @@ def cleanup_remote(
     by_name = {b.name: b for b in good}
     moment = now()
     pins = {b.name: b.record.pin for b in good if b.record is not None and b.record.pin}
+    suspects = {
+        b.name: why
+        for b in good
+        if b.record is not None and (why := anomaly.suspect_reason(b.record.dump)) is not None
+    }
     plan = retention.plan(
-        [b.as_catalog_backup() for b in good], remote_policy(ctx.offsite), moment, pins=pins
+        [b.as_catalog_backup() for b in good],
+        remote_policy(ctx.offsite),
+        moment,
+        pins=pins,
+        suspects=suspects,
     )
     result = RemoteCleanup(
         where=store.describe(),

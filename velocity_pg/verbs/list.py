@@ -3,6 +3,7 @@ with ``--remote``, the off-site copies and whose each is."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ class Listing:
                     "pin": rec.pin.to_json() if rec is not None and rec.pin else None,
                     "has_statistics": rec is not None and rec.statistics is not None,
                     "suspect": anomaly.to_json(rec.suspect if rec is not None else None),
+                    "accepted": vars(rec.accepted) if rec is not None and rec.accepted else None,
                 }
                 for b, (rec, problem) in zip(self.backups, self.states, strict=True)
             ],
@@ -91,10 +93,22 @@ class Listing:
         if pinned:
             count += f"; {len(pinned)} pinned ({human_size(sum(b.size for b in pinned))})"
         lines = [format_table(header, rows, right=(2, 4)), count]
-        for b, (rec, _problem) in zip(self.backups, self.states, strict=True):
-            if rec is not None and rec.suspect is not None and anomaly.is_suspect(rec):
-                lines.append(f"SUSPECT {b.name}: {anomaly.describe(rec.suspect)}")
+        lines += marks((b.name, rec) for b, (rec, _problem) in zip(
+            self.backups, self.states, strict=True
+        ))  # fmt: skip
         return lines
+
+
+def marks(backups: Iterable[tuple[str, Manifest | None]]) -> list[str]:
+    """Below the table: each suspect backup's reasons, and each automatic pin's whole reason
+    (the last good backup before an anomaly, named)."""
+    lines = []
+    for name, rec in backups:
+        if rec is not None and rec.suspect is not None and anomaly.is_suspect(rec):
+            lines.append(f"SUSPECT {name}: {anomaly.describe(rec.suspect)}")
+        if rec is not None and rec.pin is not None and rec.pin.auto:
+            lines.append(f"PINNED {name}: {rec.pin.describe()}")
+    return lines
 
 
 def contents(record: Manifest | None) -> str:
@@ -149,6 +163,7 @@ class RemoteListing:
                         ("age" if rec.encrypted else "no") if rec else "?",
                         self.owner[b.name] if rec else "?",
                         describe_pin(rec.pin) if rec else "?",
+                        contents(rec.dump) if rec else "?",
                         describe_check(rec.last_verification) if rec else f"DAMAGED: {b.problem}",
                     )
                 )
@@ -160,6 +175,7 @@ class RemoteListing:
                 "ENCRYPTED",
                 "WHOSE",
                 "PINNED",
+                "CONTENTS",
                 "VERIFIED",
             )
             lines.append(format_table(header, rows, right=(1, 3)))
@@ -172,6 +188,7 @@ class RemoteListing:
                     else ""
                 )
             )
+            lines += marks((b.name, b.record.dump if b.record else None) for b in listing.backups)
         if listing.orphans:
             lines.append(
                 f"{len(listing.orphans)} unfinished upload(s) without a manifest (not backups; "
@@ -211,6 +228,9 @@ def remote_backup_json(
         if record and record.last_verification
         else None,
         "pin": record.pin.to_json() if record and record.pin else None,
+        "has_statistics": record is not None and record.dump.statistics is not None,
+        "suspect": anomaly.to_json(record.dump.suspect if record else None),
+        "accepted": vars(record.dump.accepted) if record and record.dump.accepted else None,
     }
 
 

@@ -127,6 +127,8 @@ class Notice:
         self.verb = verb
         self.event = {"verify": Event.VERIFY, "push": Event.OFFSITE}.get(verb, Event.FAILED)
         self.reason: str | None = None
+        #: False when the backup the verb made is suspect: it makes nothing fresh.
+        self.fresh = True
         self.watch: object | None = None
         self.notifier: notify.Notifier | None = None
 
@@ -172,7 +174,7 @@ class Notice:
             if isinstance(exc, Interrupted | KeyboardInterrupt | Terminated):
                 return  # stopped, not failed
             if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-                self.watch.succeeded(now, what, frozenset({self.verb}))
+                self.watch.succeeded(now, what, frozenset({self.verb}), fresh=self.fresh)
             else:
                 if isinstance(exc, VelocityError):
                     reason = exc.message

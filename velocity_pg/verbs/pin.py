@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from velocity_pg.errors import ConfigError, ManifestUnreadable, OperationFailed
+from velocity_pg.errors import ConfigError, ManifestUnreadable, OperationFailed, VelocityError
 from velocity_pg.settings import Settings
-from velocity_pg.store import catalog, lock, manifest, remote
+from velocity_pg.store import anomaly, catalog, lock, manifest, remote
 from velocity_pg.store.manifest import Pin
 from velocity_pg.store.offsite import described_record, prepare, set_remote_pin
 from velocity_pg.store.remote import RemoteStore
@@ -146,7 +146,87 @@ def pin(
             return Pin(at=at, reason=current.reason if reason is None else reason), UPDATED
         return current, ALREADY
 
-    return _apply(settings, name, True, change)
+    return apply_pin(settings, name, True, change)
+
+
+@dataclass(frozen=True)
+class AutoPin:
+    """The automatic pin of the last good backup before an anomaly (``backup``, ``verify``):
+    what was done, or why it could not be."""
+
+    #: The good backup (``Suspect.compared_with``).
+    name: str
+    #: The pin as it now stands in the folder (a person's stays as it was); None when
+    #: pinning failed.
+    pin: Pin | None = None
+    #: What happened in the folder (:data:`PINNED`, :data:`ALREADY`), "" when it failed.
+    local: str = ""
+    #: Why the good backup is not pinned (locally); "" when it is.
+    problem: str = ""
+    #: Why its off-site copy is not pinned (the local pin stands); "" when it is or
+    #: there is none.
+    offsite_problem: str = ""
+    #: Whether its off-site copy is pinned (False: none, or not configured, or failed).
+    offsite: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and not self.offsite_problem
+
+    def sentence(self) -> str:
+        """For the suspect WARNING, the scheduler's log and the suspect message."""
+        retry = f"pin it with `velocity-pg pin {self.name}`"
+        if self.problem:
+            return f"the last good backup {self.name} is NOT pinned ({self.problem}); {retry}"
+        assert self.pin is not None
+        there = " here and off-site" if self.offsite else ""
+        if self.local == ALREADY and not self.pin.auto:
+            said = f"the last good backup {self.name} stays {self.pin.describe()}{there}"
+        elif self.local == ALREADY:
+            said = f"the last good backup {self.name} is already pinned automatically{there}"
+        else:
+            said = f"the last good backup {self.name} is now pinned automatically{there}"
+        if self.offsite_problem:
+            said += f", but its off-site copy is NOT pinned ({self.offsite_problem}); {retry} again"
+        return said
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "pinned": not self.problem,
+            "pin": None if self.pin is None else self.pin.to_json(),
+            "offsite": self.offsite,
+            "problem": self.problem or None,
+            "offsite_problem": self.offsite_problem or None,
+        }
+
+
+def pin_before_anomaly(
+    settings: Settings, suspect: manifest.Suspect, *, now: Callable[[], datetime] = utcnow
+) -> AutoPin:
+    """Pin the good backup ``suspect`` was compared with, automatically, here and off-site
+    when it has a copy; a pin already there (a person's above all) is left as it is. Never
+    raises for a failure: the backup that found the anomaly succeeded, and the result
+    says what could not be pinned."""
+    good = suspect.compared_with
+    auto = Pin(at=manifest.now_iso(now()), reason=anomaly.pin_reason(suspect), auto=True)
+
+    def change(current: Pin | None) -> tuple[Pin | None, str]:
+        return (auto, PINNED) if current is None else (current, ALREADY)
+
+    try:
+        result = apply_pin(settings, good, True, change)
+    except VelocityError as exc:
+        return AutoPin(good, problem=exc.message)
+    if result.local == ABSENT:  # only off-site (it was cleaned up here meanwhile)
+        return AutoPin(good, problem=f"it is no longer in {result.backup_dir}")
+    return AutoPin(
+        good,
+        pin=result.pin,
+        local=result.local,
+        offsite_problem=result.offsite_problem,
+        offsite=bool(result.offsite) and result.offsite not in (ABSENT, "failed"),
+    )
 
 
 def unpin(settings: Settings, name: str) -> PinResult:
@@ -155,13 +235,13 @@ def unpin(settings: Settings, name: str) -> PinResult:
     def change(current: Pin | None) -> tuple[Pin | None, str]:
         return None, (NOT_PINNED if current is None else UNPINNED)
 
-    return _apply(settings, name, False, change)
+    return apply_pin(settings, name, False, change)
 
 
 Change = Callable[[Pin | None], tuple[Pin | None, str]]
 
 
-def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinResult:
+def apply_pin(settings: Settings, name: str, pinning: bool, change: Change) -> PinResult:
     if not catalog.is_backup_name(name):
         raise ConfigError(f"{name!r} is not a backup name; run `velocity-pg list` to see them")
     verb = "pin" if pinning else "unpin"
@@ -174,7 +254,7 @@ def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinR
     sha256: str | None = None
     if dump.exists() or dump.is_symlink():
         with lock.exclusive(folder, f"{verb} {name}"):
-            record = _read(dump, verb)
+            record = read_local(dump, verb)
             desired, local = change(record.pin)
             previous = record.pin.describe() if record.pin is not None else ""
             sha256 = record.sha256
@@ -217,7 +297,7 @@ def _apply(settings: Settings, name: str, pinning: bool, change: Change) -> PinR
     return PinResult(name, pinning, desired, folder, local, offsite, where, previous=previous)
 
 
-def _read(dump: Path, verb: str) -> manifest.Manifest:
+def read_local(dump: Path, verb: str) -> manifest.Manifest:
     """The manifest of a local backup, or OperationFailed: a pin needs one."""
     try:
         record = manifest.read(dump)

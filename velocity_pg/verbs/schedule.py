@@ -147,7 +147,7 @@ class Scheduler:
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
         self.record(result)
         try:
-            self.tell(result)
+            self.tell(result, fresh=ctx is None or SUSPECT_KEY not in ctx.extra)
         except (KeyboardInterrupt, Terminated, Interrupted):
             raise
         except Exception as exc:  # a message never stops the scheduler
@@ -159,24 +159,27 @@ class Scheduler:
         suspect = None if ctx is None else ctx.extra.get(SUSPECT_KEY)
         if not isinstance(suspect, tuple):
             return
-        name, why = suspect
+        name, why, pinned = suspect
         self.log(f"WARNING: backup {name} looks wrong: {why}")
+        if pinned:
+            self.log(f"automatic pin: {pinned}")
         if self.watch is None:
             return
         try:
-            self.watch.suspect(name, why)
+            self.watch.suspect(name, why, pinned)
         except (KeyboardInterrupt, Terminated, Interrupted):
             raise
         except Exception as exc:  # a message never stops the scheduler
             self.log(f"notify: the suspect message failed (unexpected {type(exc).__name__})")
 
-    def tell(self, result: job.RunResult) -> None:
-        """The run's message, if any: failed (which steps, why) or recovered."""
+    def tell(self, result: job.RunResult, *, fresh: bool = True) -> None:
+        """The run's message, if any: failed (which steps, why) or recovered. ``fresh``:
+        False when its backup is suspect, which does not make the backups fresh."""
         if self.watch is None:
             return
         what = f"the scheduled run started at {job.stamp(result.started, self.zone)}"
         if result.ok:
-            self.watch.succeeded(result.finished, what)
+            self.watch.succeeded(result.finished, what, fresh=fresh)
             return
         failures = [(s.name, s.detail) for s in result.steps if s.status is job.StepStatus.FAILED]
         self.watch.failed(result.finished, what, classify(failures), failures)
@@ -196,8 +199,9 @@ class Scheduler:
         newest = None
         try:
             backups = catalog.list_backups(self.settings.backup_dir, self.database)
-            if backups:
-                newest = (backups[0].name, backups[0].created)
+            good = newest_good(backups)
+            if good is not None:
+                newest = (good.name, good.created)
         except VelocityError as exc:
             self.log(f"notify: cannot look at the backups: {exc.message}")
         self.watch.check_stale(now, newest, self.allowance(now), self.watching_since)
@@ -551,7 +555,25 @@ def once(settings: Settings, config: ScheduleConfig) -> int:
 # is pruned after a push that failed.
 
 
-#: Where step_backup leaves (name, why) of a new backup that looks wrong.
+def newest_good(backups: list[catalog.Backup]) -> catalog.Backup | None:
+    """The newest backup that is not suspect (``backups`` newest first), as ``status
+    --max-age`` judges: a suspect backup is not a fresh one. One whose manifest cannot be
+    read counts (its own problems are reported elsewhere)."""
+    from velocity_pg.errors import ManifestUnreadable
+    from velocity_pg.store import anomaly, manifest
+
+    for backup in backups:
+        try:
+            record = manifest.read(backup.path)
+        except (ManifestUnreadable, OSError):
+            return backup
+        if not anomaly.is_suspect(record):
+            return backup
+    return None
+
+
+#: Where step_backup leaves (name, why, what became of the automatic pin) of a new backup
+#: that looks wrong.
 SUSPECT_KEY = "suspect"
 
 
@@ -566,7 +588,8 @@ def step_backup(ctx: job.RunContext) -> str:
         f"in {result.duration:.1f} s"
     )
     if result.suspect is not None:
-        ctx.extra[SUSPECT_KEY] = (result.name, anomaly.describe(result.suspect))
+        pinned = "" if result.autopin is None else result.autopin.sentence()
+        ctx.extra[SUSPECT_KEY] = (result.name, anomaly.describe(result.suspect), pinned)
         said += "; SUSPECT, see below"
     if result.statistics_problem:
         said += f"; {result.statistics_problem}"

@@ -140,6 +140,8 @@ class Status:
     suspect_count: int = 0
     #: The newest backup that counts and is not suspect: what --max-age judges.
     newest_good: catalog.Backup | None = None
+    #: Its pin (the automatic one of the last good backup before an anomaly, say).
+    newest_good_pin: manifest.Pin | None = None
 
     @property
     def newest_good_age(self) -> timedelta | None:
@@ -213,6 +215,7 @@ class Status:
                 "age_seconds": int(self.newest_good_age.total_seconds())
                 if self.newest_good_age
                 else 0,
+                "pin": None if self.newest_good_pin is None else self.newest_good_pin.to_json(),
             },
             "last_good_verification": None
             if self.last_good_verification is None
@@ -271,6 +274,7 @@ def gather(
     newest_has_statistics = False
     suspect_count = 0
     newest_good: catalog.Backup | None = None
+    newest_good_pin: manifest.Pin | None = None
     for backup in backups:
         record, problem = read_state(backup)
         verdict = judge(backup, record, problem, now)
@@ -288,6 +292,7 @@ def gather(
             suspect_count += 1
         elif newest_good is None:
             newest_good = backup
+            newest_good_pin = record.pin if record is not None else None
         check = record.last_verification if record else None
         if check is not None and check.ok and (last_good is None or check.at > last_good[1].at):
             last_good = (backup.name, check)
@@ -315,6 +320,7 @@ def gather(
         newest_has_statistics=newest_has_statistics,
         suspect_count=suspect_count,
         newest_good=newest_good,
+        newest_good_pin=newest_good_pin,
     )
 
 
@@ -362,8 +368,11 @@ def render(status: Status) -> str:
             if good is None or status.newest_good_age is None:
                 lines.append("Newest good:   none")
             else:
+                pin = status.newest_good_pin
                 lines.append(
-                    f"Newest good:   {good.name} ({catalog.human_age(status.newest_good_age)} old)"
+                    f"Newest good:   {good.name} ({catalog.human_age(status.newest_good_age)} old"
+                    + ("" if pin is None else f"; {pin.describe()}")
+                    + ")"
                 )
         elif status.newest_has_statistics:
             lines.append("Contents:      not suspect")

@@ -53,6 +53,7 @@ from velocity_pg.store.offsite import (
 )
 from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
 from velocity_pg.verbs import Failure, Say
+from velocity_pg.verbs.pin import AutoPin, pin_before_anomaly
 
 
 @dataclass
@@ -69,6 +70,10 @@ class Outcome:
     suspect: manifest.Suspect | None = None
     #: The restore drill's exact rows of each table restored (None without a drill).
     restored_rows: dict[str, int] | None = None
+    #: Whether this verify marked it suspect (it was not before).
+    marked: bool = False
+    #: A backup this verify marked suspect: the automatic pin of the good one before it.
+    autopin: AutoPin | None = None
 
     def fail(self, problem: str) -> Outcome:
         self.ok = False
@@ -83,6 +88,7 @@ class Outcome:
             "problem": self.problem,
             "warning": self.warning or None,
             "suspect": anomaly.to_json(self.suspect),
+            "autopin": None if self.autopin is None else self.autopin.to_json(),
         }
 
     def warning_line(self) -> str:
@@ -95,6 +101,8 @@ class Outcome:
         return (
             f"velocity-pg: WARNING: backup {self.name} looks wrong: "
             f"{anomaly.describe(self.suspect)}; check the database"
+            + ("" if self.autopin is None else f"; {self.autopin.sentence()}")
+            + f" (`velocity-pg accept {self.name}` if the change was intended)"
         )
 
     def line(self) -> str:
@@ -176,6 +184,8 @@ def contents_check(folder: Path, rule: anomaly.Rule, now: Callable[[], datetime]
         if record.statistics is None:
             return None, "no statistics"
         if record.suspect is not None:
+            if not anomaly.is_suspect(record):
+                return None, "suspect once, accepted"
             return record.suspect, "SUSPECT"
         backups = catalog.list_backups(folder)
         this = next((b for b in backups if b.name == dump.name), None)
@@ -246,6 +256,7 @@ def verify_one(
             if record.suspect is None and outcome.suspect is not None:
                 updated = updated.with_suspect(outcome.suspect)
             manifest.replace_manifest(dump, updated)
+            outcome.marked = updated.suspect is not None and record.suspect is None
         except VelocityError as exc:
             outcome.warning = (
                 f"the result was not recorded in its manifest ({exc.message}); "
@@ -280,6 +291,11 @@ def verify(
             if report is not None:
                 report(outcome)
             outcomes.append(outcome)
+    # Out of the shared lock (a pin takes it exclusively): the good backup before each
+    # backup this verify marked suspect is pinned automatically.
+    for outcome in outcomes:
+        if outcome.marked and outcome.suspect is not None:
+            outcome.autopin = pin_before_anomaly(settings, outcome.suspect, now=now)
     return outcomes
 
 
@@ -579,8 +595,6 @@ def run(
             say(outcome.line())
         if outcome.warning:
             warn(outcome.warning_line())
-        if outcome.suspect is not None:
-            warn(outcome.suspect_line())
 
     outcomes = verify(
         settings,
@@ -589,6 +603,9 @@ def run(
         restore_check=restore_drill(settings) if drill else None,
         report=report,
     )
+    for outcome in outcomes:  # after the automatic pins, which the WARNING names
+        if outcome.suspect is not None:
+            warn(outcome.suspect_line())
     database = settings.database
     of = (
         ""
