@@ -43,6 +43,7 @@ VERBS = [
     *("backup", "list", "verify", "status", "cleanup", "restore", "push", "pull", "schedule"),
     "notify",
     "entrypoint",
+    *("pin", "unpin", "accept"),
 ]
 
 

@@ -31,7 +31,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from velocity_pg import __version__
-from velocity_pg.errors import CommandFailed, ConfigError, Interrupted, OperationFailed
+from velocity_pg.errors import (
+    CommandFailed,
+    ConfigError,
+    Interrupted,
+    OperationFailed,
+    VelocityError,
+)
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.settings import Settings
@@ -173,6 +179,8 @@ def create_backup(
             sha256, size = manifest.sha256_file(temp)
             toc_entries = read_back(temp, server_num)
             finished = now()
+            suspect, unjudged = judge_new(settings, dbname, started, statistics, finished)
+            statistics_problem = statistics_problem or unjudged
             record = manifest.Manifest(
                 sha256=sha256,
                 size_bytes=size,
@@ -188,7 +196,7 @@ def create_backup(
                 compression_level=compression.level,
                 pin=pin,
                 statistics=statistics,
-                suspect=judge_new(settings, dbname, started, statistics, finished),
+                suspect=suspect,
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -277,17 +285,20 @@ def judge_new(
     started: datetime,
     statistics: manifest.Statistics | None,
     at: datetime,
-) -> manifest.Suspect | None:
+) -> tuple[manifest.Suspect | None, str]:
     """The new backup's suspect mark, next to the previous good backup in the folder
-    (written into its manifest before it gets its name: no backup looks good first)."""
+    (written into its manifest before it gets its name: no backup looks good first), and
+    why it could not be judged ("" when it could). The judgement never costs the backup:
+    a folder that cannot be listed (or a manifest that cannot be read) leaves it unjudged."""
     if statistics is None:
-        return None
+        return None, ""
     try:
         backups = catalog.list_backups(settings.backup_dir)
-    except OSError:
-        return None  # the folder was just written: the backup itself is what matters
-    previous = anomaly.previous_good(backups, database, started)
-    return anomaly.judge(statistics, previous, manifest.now_iso(at), rule_of(settings))
+        previous = anomaly.previous_good(backups, database, started)
+    except (OSError, VelocityError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, VelocityError) else str(exc)
+        return None, f"the earlier backups could not be read ({reason})"
+    return anomaly.judge(statistics, previous, manifest.now_iso(at), rule_of(settings)), ""
 
 
 def read_back(dump: Path, server_num: int) -> int:
