@@ -66,13 +66,17 @@ def test_an_emptied_table_makes_the_backup_suspect(target: Target) -> None:
     third, stderr, payload = backup(target)
     mark = read(third).suspect
     assert mark is not None
-    assert mark.reasons == ("table public.orders 5,001 -> 0 rows",)
+    # The rows are ANALYZE's estimate: 5,001 on PostgreSQL 15, 5,000 seen on 17.
+    before = {t.name: t.rows for t in read(second).statistics.tables}["orders"]  # type: ignore[union-attr]
+    assert 4900 <= before <= 5001
+    reason = f"table public.orders {before:,} -> 0 rows"
+    assert mark.reasons == (reason,)
     assert mark.compared_with == second.name
     assert f"velocity-pg: WARNING: backup {third.name} looks wrong: table public.orders" in stderr
     assert payload["suspect"] == {
         "at": mark.at,
         "compared_with": second.name,
-        "reasons": ["table public.orders 5,001 -> 0 rows"],
+        "reasons": [reason],
     }
     # Text output too: the backup line on stdout, the WARNING on stderr, exit 0.
     with target.connect() as conn:
@@ -90,9 +94,9 @@ def test_an_emptied_table_makes_the_backup_suspect(target: Target) -> None:
     assert re.search(r" SUSPECT +not yet$", row), row  # CONTENTS, then VERIFIED
     first_row = next(line for line in listed.stdout.splitlines() if line.startswith(first.name))
     assert re.search(r" ok +not yet$", first_row), first_row
-    assert f"SUSPECT {third.name}: table public.orders 5,001 -> 0 rows" in listed.stdout
+    assert f"SUSPECT {third.name}: {reason}" in listed.stdout
     items = {b["name"]: b for b in json.loads(target.run("list", "--json").stdout)["backups"]}
-    assert items[third.name]["suspect"]["reasons"] == ["table public.orders 5,001 -> 0 rows"]
+    assert items[third.name]["suspect"]["reasons"] == [reason]
     assert items[first.name]["suspect"] is None and items[first.name]["has_statistics"] is True
 
     status = target.run("status")
