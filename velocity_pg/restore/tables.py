@@ -213,8 +213,8 @@ def select(items: Sequence[Item], chosen: Sequence[TableName]) -> Selection:
         if over <= chosen_ids and not entry.text.startswith(NOT_BROUGHT):
             kept.add(entry.dump_id)
         elif entry.text.startswith("FK CONSTRAINT "):
-            schema, table, rest = entry.text.removeprefix("FK CONSTRAINT ").split(" ", 2)
-            fks.append(f"{rest.rsplit(' ', 1)[0]} of {schema}.{table}")
+            schema, on, rest = entry.text.removeprefix("FK CONSTRAINT ").split(" ", 2)
+            fks.append(f"{rest.rsplit(' ', 1)[0]} of {schema}.{on}")
         elif not entry.text.startswith(QUIET):
             left.append(entry.text.rsplit(" ", 1)[0])
     # What the kept entries need: schemas, types, functions, extensions (transitively).
