@@ -8,13 +8,11 @@ a CHECK that sleeps only inside a staging database, see ``conftest.slow_table_sq
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from conftest import (
-    PASSWORD,
     Target,
     drop_copies_of,
     drop_database,
@@ -24,26 +22,9 @@ from conftest import (
     wait_for_sleep_in,
 )
 from psycopg import sql
+from test_restore import assert_one_error_line, backup
 
 from velocity_pg.restore import into, staging
-
-
-def backup(target: Target) -> str:
-    result = target.run("backup", "--json")
-    assert result.returncode == 0, result.stderr
-    name: str = json.loads(result.stdout)["name"]
-    return name
-
-
-def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert "Traceback" not in result.stderr
-    assert PASSWORD not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    line = lines[-1]
-    assert line.startswith("velocity-pg: error: "), result.stderr
-    for needle in needles:
-        assert needle in line, line
-    return line
 
 
 def databases(target: Target) -> list[str]:
@@ -123,9 +104,9 @@ def test_an_existing_database_is_never_replaced_without_our_mark_and_replace(
         for extra in ((), ("--replace",)):
             result = target.run("restore", name, "--into", foreign, *extra)
             assert result.returncode == 1
-            one_error_line(result, "not a copy velocity-pg made with --into", "new name")
+            assert_one_error_line(result, "not a copy velocity-pg made with --into", "new name")
         refused = target.run("restore", name, "--into", target.dbname, "--replace")
-        one_error_line(refused, "not a copy velocity-pg made with --into")
+        assert_one_error_line(refused, "not a copy velocity-pg made with --into")
 
         # Our own copy: refused without --replace, replaced with it.
         assert target.run("restore", name, "--into", copy_name).returncode == 0
@@ -134,7 +115,7 @@ def test_an_existing_database_is_never_replaced_without_our_mark_and_replace(
             conn.execute("CREATE TABLE public.scribble (x int)")
         again = target.run("restore", name, "--into", copy_name)
         assert again.returncode == 1
-        one_error_line(again, "add --replace", name)
+        assert_one_error_line(again, "add --replace", name)
         replaced = target.run("restore", name, "--into", copy_name, "--replace")
         assert replaced.returncode == 0, replaced.stderr
         assert f"Replaced database {copy_name!r}" in replaced.stdout
@@ -151,7 +132,7 @@ def test_an_existing_database_is_never_replaced_without_our_mark_and_replace(
             )
         forged = target.run("restore", name, "--into", foreign, "--replace")
         assert forged.returncode == 1
-        one_error_line(forged, "not a copy velocity-pg made with --into")
+        assert_one_error_line(forged, "not a copy velocity-pg made with --into")
         assert foreign in databases(target)
     finally:
         drop_database(postgresql_proc, foreign)
@@ -267,7 +248,7 @@ def test_tables_come_with_their_indexes_triggers_sequences_and_the_fk_between_th
 
     unknown = target.run("restore", name, "--into", copy_name, "--table", "shop.order")
     assert unknown.returncode == 1
-    one_error_line(unknown, "no such table", "shop.orders")
+    assert_one_error_line(unknown, "no such table", "shop.orders")
 
     result = target.run(
         "restore", name, "--into", copy_name, "--table", "shop.orders", "--table", "lines", "--json"
@@ -323,7 +304,7 @@ def test_an_ambiguous_table_name_is_refused_naming_both(target: Target, copy_nam
     name = backup(target)
     result = target.run("restore", name, "--into", copy_name, "--table", "t")
     assert result.returncode == 1
-    one_error_line(result, "other.t", "public.t", "schema.table")
+    assert_one_error_line(result, "other.t", "public.t", "schema.table")
     assert copy_name not in databases(target)
     ok = target.run("restore", name, "--into", copy_name, "--table", "other.t")
     assert ok.returncode == 0, ok.stderr
@@ -331,3 +312,22 @@ def test_an_ambiguous_table_name_is_refused_naming_both(target: Target, copy_nam
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 't'").fetchone() == (
             1,
         )
+
+
+def test_abort_into_drops_the_unfinished_copy_a_killed_run_left(
+    target: Target, copy_name: str
+) -> None:
+    left = staging.staging_name(copy_name)
+    with target.connect("postgres") as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(left)))
+        comment = staging.staging_comment(copy_name, 999999, "elsewhere")
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(left), sql.Literal(comment)
+            )
+        )
+    result = target.run("restore", "--abort", "--into", copy_name)
+    assert result.returncode == 0, result.stderr
+    assert left in result.stdout and left not in databases(target)
+    again = target.run("restore", "--abort", "--into", copy_name)
+    assert again.returncode == 0 and "nothing was changed" in again.stdout

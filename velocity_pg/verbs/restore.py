@@ -401,8 +401,9 @@ def run_stage(settings: Settings, request: Request) -> Result:
 
 
 def run_abort(settings: Settings, request: Request) -> Dropped:
-    """``restore --abort``: drop the staged copy."""
-    return drop_copy(settings, "staged")
+    """``restore --abort``: drop the staged copy (``--into DB``: the unfinished copy a
+    killed ``restore NAME --into DB`` left)."""
+    return drop_copy(settings, "staged", None if request.into is None else request.into.database)
 
 
 def run_forget(settings: Settings, request: Request) -> Dropped:
@@ -464,9 +465,9 @@ def run_list_tables(settings: Settings, request: Request) -> into_mode.TableList
         return into_mode.list_tables(path.name, listing, manifest.read(path))
 
 
-def drop_copy(settings: Settings, which: str) -> Dropped:
+def drop_copy(settings: Settings, which: str, target: str | None = None) -> Dropped:
     """``--abort`` (``which="staged"``) / ``--forget``: drop it under the restore lock."""
-    target = resolve_target(settings).dbname
+    target = target or resolve_target(settings).dbname
     dropped = copies.drop_under_lock(settings, target, which)
     return Dropped(target, "staged copy" if which == "staged" else "rollback point", dropped)
 
@@ -485,7 +486,7 @@ def into_request(
         if replace:
             raise ConfigError("--replace goes only with --into DB")
         return None
-    if flag:
+    if flag and (flag != "--abort" or replace or tables):
         raise ConfigError(f"--into does not go with {flag}")
     if drop_later:
         raise ConfigError("--drop-later does not go with --into (nothing is replaced for later)")
