@@ -250,9 +250,12 @@ def test_tables_come_with_their_indexes_triggers_sequences_and_the_fk_between_th
     assert unknown.returncode == 1
     assert_one_error_line(unknown, "no such table", "shop.orders")
 
-    result = target.run(
-        "restore", name, "--into", copy_name, "--table", "shop.orders", "--table", "lines", "--json"
-    )
+    chosen = ("--table", "shop.orders", "--table", "lines")
+    check = target.run("restore", name, "--into", copy_name, *chosen, "--check")
+    assert check.returncode == 0, check.stderr
+    assert "(2 table(s))" in check.stdout and "orders_customer_id_fkey" in check.stdout
+    assert copy_name not in databases(target)
+    result = target.run("restore", name, "--into", copy_name, *chosen, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["selection"]["tables"] == ["shop.orders", "shop.lines"]

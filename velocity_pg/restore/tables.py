@@ -158,7 +158,7 @@ class Selection:
         out = []
         if self.foreign_keys_left_out:
             out.append(
-                "foreign key(s) to tables not restored are left out: "
+                "foreign key(s) to or from tables not restored are left out: "
                 + "; ".join(self.foreign_keys_left_out)
             )
         if self.left_out:
