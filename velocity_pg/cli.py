@@ -543,6 +543,22 @@ def schedule(state: State, once: bool) -> None:
 )
 @click.option("--tidy", is_flag=True, help="Drop what a swap left for later (--drop-later).")
 @click.option(
+    "--into",
+    metavar="DB",
+    help="Restore into a new database DB beside the live one, which is not touched.",
+)
+@click.option(
+    "--replace", is_flag=True, help="With --into: replace DB if it is an earlier --into copy."
+)
+@click.option(
+    "--table",
+    "tables",
+    metavar="NAME",
+    multiple=True,
+    help="With --into: restore only this table ([schema.]table; repeatable).",
+)
+@click.option("--list-tables", is_flag=True, help="List the tables backup NAME holds.")
+@click.option(
     "--keep-previous/--no-keep-previous",
     default=None,
     help="Keep the previous contents as a rollback point "
@@ -564,6 +580,10 @@ def restore(
     drop_later: bool,
     tidy: bool,
     keep_previous: bool | None,
+    into: str | None,
+    replace: bool,
+    tables: tuple[str, ...],
+    list_tables: bool,
     as_json: bool,
 ) -> None:
     """Replace the database with backup NAME (a file name in BACKUP_DIR, as `list` shows).
@@ -576,7 +596,7 @@ def restore(
     from velocity_pg.verbs import restore as restoring
 
     flags = (("--stage", stage_only), ("--abort", abort), ("--undo", undo),
-             ("--forget", forget), ("--tidy", tidy))  # fmt: skip
+             ("--forget", forget), ("--tidy", tidy), ("--list-tables", list_tables))  # fmt: skip
     given = [flag for flag, on in flags if on]
     if len(given) > 1:
         raise click.UsageError(f"give only one of {', '.join(given)}")
@@ -588,10 +608,13 @@ def restore(
             raise click.UsageError(f"--check does not go with {mode.flag}")
     elif name is None:
         raise click.UsageError("missing the backup NAME (see `velocity-pg list`)")
+    aside = restoring.into_request(mode.flag, into, replace, tables, drop_later=drop_later)
     workers = None if jobs is None else parse_int(f"--jobs {jobs!r}", jobs, minimum=1, example=4)
     keep = None if keep_previous is None else ("true" if keep_previous else "false")
     settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
-    request = restoring.Request(name, check=check, yes=yes, jobs=workers, drop_later=drop_later)
+    request = restoring.Request(
+        name, check=check, yes=yes, jobs=workers, drop_later=drop_later, into=aside
+    )
     show(mode.run(settings, request), as_json)
 
 

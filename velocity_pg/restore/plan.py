@@ -139,10 +139,12 @@ def check_compression(program: pgtools.Program, path: Path) -> None:
         )
 
 
-def read_listing(program: pgtools.Program, path: Path) -> str:
-    """The archive's ``pg_restore --list``; refuses what pg_restore cannot read."""
+def read_listing(program: pgtools.Program, path: Path, *, verbose: bool = False) -> str:
+    """The archive's ``pg_restore --list`` (``verbose``: with each entry's dependencies,
+    see :mod:`velocity_pg.restore.tables`); refuses what pg_restore cannot read."""
+    cmd = pgtools.pg_restore_list_cmd(program.path, path)
     try:
-        return pgtools.capture(pgtools.pg_restore_list_cmd(program.path, path), {})
+        return pgtools.capture([cmd[0], "--verbose", *cmd[1:]] if verbose else cmd, {})
     except CommandFailed as exc:
         raise OperationFailed(
             f"{path.name} is not a backup pg_restore {program.version} can read: "

@@ -33,6 +33,7 @@ exactly as it was:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,12 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity_pg.errors import Interrupted, OperationFailed
+from velocity_pg.errors import ConfigError, Interrupted, OperationFailed
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.postgres.endpoint import Endpoint
-from velocity_pg.restore import archive, build, copies, marks, stage, staging, swap, undo
+from velocity_pg.restore import archive, build, copies, marks, stage, staging, swap, tables, undo
+from velocity_pg.restore import into as into_mode
 from velocity_pg.restore.console import COUNTDOWN_SECONDS, Console, countdown, describe
-from velocity_pg.restore.plan import Plan, prepare, refuse_target
+from velocity_pg.restore.plan import Plan, prepare, read_listing, refuse_target
 from velocity_pg.restore.progress import RestoreProgress
 from velocity_pg.restore.shield import shielded, signal_name
 from velocity_pg.settings import Settings
@@ -71,6 +73,8 @@ class Request:
     yes: bool = False
     jobs: int | None = None
     drop_later: bool = False
+    #: ``--into DB`` (``--replace``, ``--table``): restore beside the live database.
+    into: into_mode.Into | None = None
 
 
 @dataclass(frozen=True)
@@ -397,8 +401,9 @@ def run_stage(settings: Settings, request: Request) -> Result:
 
 
 def run_abort(settings: Settings, request: Request) -> Dropped:
-    """``restore --abort``: drop the staged copy."""
-    return drop_copy(settings, "staged")
+    """``restore --abort``: drop the staged copy (``--into DB``: the unfinished copy a
+    killed ``restore NAME --into DB`` left)."""
+    return drop_copy(settings, "staged", None if request.into is None else request.into.database)
 
 
 def run_forget(settings: Settings, request: Request) -> Dropped:
@@ -437,14 +442,58 @@ def named(settings: Settings, request: Request, *, stage_only: bool) -> Result:
         console=console,
         stage_only=stage_only,
         drop_later=request.drop_later,
+        into=request.into,
     )
 
 
-def drop_copy(settings: Settings, which: str) -> Dropped:
+def run_list_tables(settings: Settings, request: Request) -> into_mode.TableList:
+    """``restore NAME --list-tables``: the tables backup NAME holds (what ``--table`` takes),
+    with rows and sizes from its manifest's statistics where known. Touches no database."""
+    from velocity_pg.store import manifest
+    from velocity_pg.verbs import pull as pulling
+
+    name = request.name
+    assert name is not None
+    if pulling.needs_pull(settings, name):
+        raise OperationFailed(
+            f"{name} is only off-site; `velocity-pg pull {name}` downloads it, then list its tables"
+        )
+    catalog.require_dir(settings.backup_dir)
+    with lock.shared(settings.backup_dir, "restore"):
+        path = catalog.resolve_backup(settings.backup_dir, name)
+        listing = read_listing(pgtools.find_program("pg_restore"), path)
+        return into_mode.list_tables(path.name, listing, manifest.read(path))
+
+
+def drop_copy(settings: Settings, which: str, target: str | None = None) -> Dropped:
     """``--abort`` (``which="staged"``) / ``--forget``: drop it under the restore lock."""
-    target = resolve_target(settings).dbname
+    target = target or resolve_target(settings).dbname
     dropped = copies.drop_under_lock(settings, target, which)
     return Dropped(target, "staged copy" if which == "staged" else "rollback point", dropped)
+
+
+def into_request(
+    flag: str, into: str | None, replace: bool, tables: tuple[str, ...], *, drop_later: bool
+) -> into_mode.Into | None:
+    """``--into DB`` (``--replace``, ``--table``) as the command line gave them, checked
+    before anything runs (ConfigError: exit 2)."""
+    if into is None:
+        if tables:
+            raise ConfigError(
+                "--table needs --into DB: a table is restored into a new database beside "
+                "the live one, never over it"
+            )
+        if replace:
+            raise ConfigError("--replace goes only with --into DB")
+        return None
+    if flag and (flag != "--abort" or replace or tables):
+        raise ConfigError(f"--into does not go with {flag}")
+    if drop_later:
+        raise ConfigError("--drop-later does not go with --into (nothing is replaced for later)")
+    problem = into_mode.name_problem(into)
+    if problem is not None:
+        raise ConfigError(problem)
+    return into_mode.Into(into, replace=replace, tables=tables)
 
 
 def resolve_target(settings: Settings) -> Endpoint:
@@ -470,7 +519,8 @@ def restore_backup(
     countdown_seconds: int = COUNTDOWN_SECONDS,
     stage_only: bool = False,
     drop_later: bool = False,
-) -> CheckResult | RestoreResult | StageResult:
+    into: into_mode.Into | None = None,
+) -> Result:
     """Check, count down, and (unless ``check``) restore; see the module docstring.
 
     ``drop_later``: after the swap, leave what it replaced for good (an older rollback
@@ -478,36 +528,59 @@ def restore_backup(
     ``restore --tidy`` to drop, so `just db-restore` restarts the app before that drop.
 
     ``stage_only``: build the copy and stop (no countdown: nothing live changes).
+
+    ``into``: restore into that new database instead (see :mod:`velocity_pg.restore.into`).
     """
     console = Console() if console is None else console
     folder = settings.backup_dir
     catalog.require_dir(folder)
-    result: CheckResult | RestoreResult | StageResult | None = None
+    result: Result | None = None
+    selection: tables.Selection | None = None
     try:
         # Shared: a cleanup cannot delete the backup while we read it.
         with lock.shared(folder, "restore"):
             path = catalog.resolve_backup(folder, name)
             where = resolve_target(settings)
+            if into is not None:
+                where = dataclasses.replace(where, dbname=into.database)
             target = where.dbname
             # The session holds the per-database restore lock until it closes.
             with swap.connect_admin(where, target) as admin:
                 plan = prepare(where, admin, path, target, jobs)
-                plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
-                plan = stage.judge(plan, stage_only)
-                announce(console, settings, plan)
-                stage.announce(console, plan, stage_only)
-                # A check starts nothing, so there is nothing to count down to.
-                if not (yes or check or stage_only):
+                if into is not None:
+                    plan, selection = into_mode.adapt(admin, plan, into)
+                    into_mode.announce(console, plan, into, selection)
+                else:
+                    plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
+                    plan = stage.judge(plan, stage_only)
+                    announce(console, settings, plan)
+                    stage.announce(console, plan, stage_only)
+                # A check starts nothing, so there is nothing to count down to; nor does
+                # a restore --into, which changes no database but its own.
+                if not (yes or check or stage_only or into):
                     countdown(console, countdown_seconds)
                 if check:
-                    result = CheckResult(plan)
+                    result = into_mode.IntoCheck(plan, selection) if into else CheckResult(plan)
                 elif stage_only:
                     result = stage_copy(settings, admin, plan, console)
+                elif into is not None:
+                    marked = functools.partial(into_mode.mark_for, admin, plan, selection)
+                    done = execute(settings, admin, plan, console, mark=marked)
+                    result = into_mode.IntoResult(
+                        name=done.name,
+                        database=done.database,
+                        replaced=not done.created,
+                        duration=done.duration,
+                        objects=done.objects_total,
+                        source_database=done.source_database,
+                        selection=selection,
+                        unrefreshed=len(done.unrefreshed_matviews),
+                    )
                 else:
                     result = execute(settings, admin, plan, console, drop_later=drop_later)
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
-        if isinstance(result, (RestoreResult, StageResult)):  # came after it completed
+        if isinstance(result, (RestoreResult, StageResult, into_mode.IntoResult)):  # completed
             return result
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
@@ -551,9 +624,18 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
 
 
 def execute(
-    settings: Settings, admin: Conn, plan: Plan, console: Console, *, drop_later: bool = False
+    settings: Settings,
+    admin: Conn,
+    plan: Plan,
+    console: Console,
+    *,
+    drop_later: bool = False,
+    mark: Callable[[], str] | None = None,
 ) -> RestoreResult:
-    """Steps 3 to 5: staging, pg_restore, swap, drop the old database."""
+    """Steps 3 to 5: staging, pg_restore, swap, drop the old database.
+
+    ``mark``: the comment the restored copy gets in the swap's transaction, once built
+    (a restore ``--into``)."""
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     target = plan.target
@@ -572,6 +654,8 @@ def execute(
 
     keep = plan.keep_previous and plan.live is not None
     aside, chain = stage.swap_chain(plan) if keep else (plan.aside, None)
+    if mark is not None:
+        chain = swap.Chain(comments=((target, mark()),))
     console.say(
         f"swapping the restored copy in; {target!r} is unavailable until this finishes"
         if plan.live is not None
@@ -856,5 +940,6 @@ MODES: dict[str, Mode] = {
         Mode("--undo", run_undo, checks=True),
         Mode("--forget", run_forget),
         Mode("--tidy", run_tidy),
+        Mode("--list-tables", run_list_tables, takes_name=True),
     )
 }
