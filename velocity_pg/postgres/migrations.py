@@ -51,4 +51,3 @@ def read_state(connection: psycopg.Connection[tuple[object, ...]]) -> MigrationS
 def current_user(connection: psycopg.Connection[tuple[object, ...]]) -> str:
     row = connection.execute("SELECT current_user").fetchone()
     return str(row[0]) if row else "?"
-

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import Interrupted, OperationFailed
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.postgres.endpoint import Endpoint
-from velocity_pg.restore import archive, build, copies, marks, stage, staging, swap, undo
+from velocity_pg.restore import archive, build, copies, drift, marks, stage, staging, swap, undo
 from velocity_pg.restore.console import COUNTDOWN_SECONDS, Console, countdown, describe
 from velocity_pg.restore.plan import Plan, prepare, refuse_target
 from velocity_pg.restore.progress import RestoreProgress
@@ -114,6 +114,7 @@ class CheckResult:
             "replication_slots": list(plan.slots),
             "subscriptions": list(plan.subscriptions),
             "free_space": None if plan.room is None else plan.room.to_json(),
+            "migrations": None if plan.migrations is None else plan.migrations.to_json(),
         }
 
     def lines(self) -> list[str]:
@@ -252,9 +253,12 @@ class StageResult:
     jobs: int
     objects: int
     dropped_leftovers: tuple[str, ...]
+    #: The migration drift of the staged copy from the live database (None: not Django's).
+    migrations: drift.MigrationDrift | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
+            "migrations": None if self.migrations is None else self.migrations.to_json(),
             "staged": self.name,
             "database": self.database,
             "staged_as": self.staged_as,
@@ -494,7 +498,9 @@ def restore_backup(
                 plan = prepare(where, admin, path, target, jobs)
                 plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
                 plan = stage.judge(plan, stage_only)
+                plan = dataclasses.replace(plan, migrations=compare_migrations(plan))
                 announce(console, settings, plan)
+                announce_migrations(console, settings, plan, stage_only)
                 stage.announce(console, plan, stage_only)
                 # A check starts nothing, so there is nothing to count down to.
                 if not (yes or check or stage_only):
@@ -512,6 +518,25 @@ def restore_backup(
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
+
+
+def compare_migrations(plan: Plan) -> drift.MigrationDrift | None:
+    """The backup's migrations (the staged copy's own when it is what gets swapped in)
+    next to the live database's (:mod:`velocity_pg.restore.drift`)."""
+    staged = plan.staging if plan.reuse else None
+    return drift.compare(plan.where, plan.backup, plan.live is not None, staged)
+
+
+def announce_migrations(console: Console, settings: Settings, plan: Plan, stage_only: bool) -> None:
+    """The drift, before anything changes; a plain restore of a backup behind says which
+    command migrates it."""
+    if plan.migrations is None:
+        return
+    hint = (
+        "" if stage_only else drift.migrate_hint(settings.migrate_command, settings.migrate_service)
+    )
+    for line in plan.migrations.lines(migrate_hint=hint):
+        console.say(line)
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
@@ -686,6 +711,7 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
             jobs=plan.jobs,
             objects=plan.toc.entries,
             dropped_leftovers=(),
+            migrations=plan.migrations,
         )
     dropped = build.drop_leftovers(settings, admin, plan, console) + stage.drop_stale(
         admin, plan, console, settings
@@ -737,6 +763,8 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
         jobs=plan.jobs,
         objects=plan.toc.entries,
         dropped_leftovers=dropped,
+        # What the copy holds now (its own django_migrations), next to the live database.
+        migrations=drift.compare(plan.where, plan.backup, plan.live is not None, plan.staging),
     )
 
 
