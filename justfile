@@ -27,6 +27,14 @@ backup_service := "db-backup"
 # Seconds db-restore counts down before it stops anything (--yes skips it).
 restore_countdown := "5"
 
+# db-restore migrates the staged copy of a Django database before the swap: this
+# command (split on spaces), run in this compose service (its image and settings,
+# DATABASE_URL pointed at the staged copy); after the swap, the same command with
+# --check. BACKUP_MIGRATE_COMMAND / BACKUP_MIGRATE_SERVICE in the environment (or
+# `just migrate_command="..." db-restore NAME`) override them; --no-migrate skips it.
+migrate_command := env("BACKUP_MIGRATE_COMMAND", "uv run python manage.py migrate --noinput")
+migrate_service := env("BACKUP_MIGRATE_SERVICE", "web")
+
 # List the recipes
 default:
     @{{ quote(just_executable()) }} --justfile {{ quote(justfile()) }} --list --unsorted
@@ -49,10 +57,16 @@ db-restore file *args:
     file=$1
     shift
     # --online (the recipe's, not velocity-pg's): swap with the app running, stop nothing.
+    # --no-migrate (the recipe's too): swap the staged copy in without migrating it.
     online=
+    migrate=1
     rest=()
     for arg in "$@"; do
-        if [ "$arg" = --online ]; then online=1; else rest+=("$arg"); fi
+        case "$arg" in
+            --online) online=1 ;;
+            --no-migrate) migrate= ;;
+            *) rest+=("$arg") ;;
+        esac
     done
     set -- ${rest[@]+"${rest[@]}"}
     # Ctrl+C must not skip restarting the services: remember it, let the
@@ -113,13 +127,68 @@ db-restore file *args:
 
     # 2. Build the restored copy beside the database while the app keeps
     #    running. A failure or Ctrl+C here stops nothing and changes nothing.
-    vpg restore --stage --yes "$file" "$@"
+    staged_json=$(mktemp) || exit 1
+    vpg restore --stage --yes --json "$file" "$@" > "$staged_json"
     status=$?
+    stage_out=$(cat "$staged_json"); rm -f "$staged_json"
     if [ -n "$interrupted" ]; then
         say "interrupted; the app was not stopped and the database was not changed (a finished staged copy is kept for the next run to use; drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
         exit 130
     fi
     if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
+    staged_as=$(printf '%s\n' "$stage_out" | sed -n 's/^ *"staged_as": *"\([^"]*\)".*/\1/p')
+    drift=$(printf '%s\n' "$stage_out" | sed -n 's/^ *"migration_drift": *"\([a-z]*\)".*/\1/p')
+    if [ -n "$staged_as" ]; then say "staged $file as $staged_as; the app keeps running"; fi
+
+    # 2a. A Django database behind the code (its migrations older than the live
+    #     database's): run the project's own migrate on the staged copy, in the
+    #     {{ migrate_service }} service's image and settings with DATABASE_URL pointed at
+    #     the copy (passed through the environment, never on a command line). Only a
+    #     migrate that succeeded lets the swap go on; on failure the copy is dropped and
+    #     nothing was stopped or changed. A backup ahead of the live database is never
+    #     migrated (backwards): it is swapped in as it is, after the check's WARNING.
+    migrate_cmd=({{ migrate_command }})
+    case "$drift" in
+        behind)
+            if [ -z "$migrate" ]; then
+                say "warning: --no-migrate: the staged copy is behind the live database's migrations and is swapped in unmigrated; run the project's migrate after the restore"
+            else
+                say "migrating the staged copy: ${migrate_cmd[*]} (in {{ migrate_service }})"
+                live_url=$(docker compose run --rm --no-deps -T {{ migrate_service }} printenv DATABASE_URL)
+                status=$?
+                if [ "$status" -eq 0 ]; then
+                    DATABASE_URL=$(printf '%s\n' "$live_url" | docker compose exec -T -u postgres db velocity-pg restore --staged-url)
+                    status=$?
+                fi
+                unset live_url
+                if [ "$status" -eq 0 ]; then
+                    export DATABASE_URL
+                    docker compose run --rm --no-deps -T -e DATABASE_URL {{ migrate_service }} "${migrate_cmd[@]}"
+                    status=$?
+                fi
+                unset DATABASE_URL
+                if [ -n "$interrupted" ] || [ "$status" -ne 0 ]; then
+                    vpg restore --abort >/dev/null || say "warning: could not drop the staged copy; drop it with: docker compose exec -u postgres db velocity-pg restore --abort"
+                    if [ -n "$interrupted" ]; then say "interrupted; the app was not stopped and the database was not changed"; exit 130; fi
+                    say "the staged copy could not be migrated (see the output above); it was dropped, the app was not stopped and the database was not changed"
+                    exit 1
+                fi
+            fi
+            ;;
+        ahead|mixed)
+            say "WARNING: the backup is ahead of the live database's migrations: it is not migrated backwards; it is swapped in as it is (the code may not know its schema)"
+            ;;
+    esac
+    # After the swap: the project's migrate --check against the live database.
+    check_migrations() {
+        if [ -n "$drift" ] && [ -z "$interrupted" ]; then
+            if docker compose run --rm --no-deps -T {{ migrate_service }} "${migrate_cmd[@]}" --check; then
+                say "migrate --check: the database is at the code's migration state"
+            else
+                say "warning: migrate --check: the database is not at the code's migration state; run the project's migrate"
+            fi
+        fi
+    }
 
     # 2b. --online: swap with every service running. Sessions are ended by the swap
     #     (persistent connections see one error each); a scheduled pg_dump running
@@ -131,6 +200,7 @@ db-restore file *args:
         if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then say "interrupted after the swap had committed: $file is restored (undo with: just db-restore-undo)"; fi
         if [ -n "$interrupted" ]; then status=130; fi
         if [ "$status" -eq 0 ]; then
+            check_migrations
             vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
         fi
         exit "$status"
@@ -174,6 +244,7 @@ db-restore file *args:
     if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     if [ "$status" -eq 0 ]; then
+        check_migrations
         vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
     fi
     exit "$status"

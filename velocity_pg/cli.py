@@ -543,6 +543,12 @@ def schedule(state: State, once: bool) -> None:
 )
 @click.option("--tidy", is_flag=True, help="Drop what a swap left for later (--drop-later).")
 @click.option(
+    "--staged-url",
+    is_flag=True,
+    help="Print the DATABASE_URL read from the standard input pointed at the staged copy "
+    "(just db-restore: the project's migrate runs on it).",
+)
+@click.option(
     "--keep-previous/--no-keep-previous",
     default=None,
     help="Keep the previous contents as a rollback point "
@@ -565,6 +571,7 @@ def restore(
     tidy: bool,
     keep_previous: bool | None,
     as_json: bool,
+    staged_url: bool,
 ) -> None:
     """Replace the database with backup NAME (a file name in BACKUP_DIR, as `list` shows).
 
@@ -576,7 +583,7 @@ def restore(
     from velocity_pg.verbs import restore as restoring
 
     flags = (("--stage", stage_only), ("--abort", abort), ("--undo", undo),
-             ("--forget", forget), ("--tidy", tidy))  # fmt: skip
+             ("--forget", forget), ("--tidy", tidy), ("--staged-url", staged_url))  # fmt: skip
     given = [flag for flag, on in flags if on]
     if len(given) > 1:
         raise click.UsageError(f"give only one of {', '.join(given)}")

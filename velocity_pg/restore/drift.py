@@ -102,3 +102,31 @@ def compare(
     if not live.readable:
         return MigrationDrift(note=f"not compared: live database: {live.unreadable}", source=source)
     return MigrationDrift(drift=drift(ours, live), source=source)
+
+
+def staged_database_url(url: str, target: str) -> str:
+    """The project's DATABASE_URL (which names the live database ``target``) with the
+    staged copy's database in its place: what `just db-restore` gives the project's
+    migrate. The URL is never quoted in a message (it holds the password)."""
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    from velocity_pg.errors import ConfigError
+    from velocity_pg.postgres import database_url
+    from velocity_pg.restore import staging
+
+    text = url.strip()
+    if not text:
+        raise ConfigError(
+            "no DATABASE_URL on the standard input: give the project's DATABASE_URL "
+            '(echo "$DATABASE_URL" | velocity-pg restore --staged-url)'
+        )
+    database_url.parse(text)  # refuses what is not a PostgreSQL URL, without quoting it
+    parts = urlsplit(text)
+    named = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    if named != target:
+        raise ConfigError(
+            f"the DATABASE_URL given names database {named!r}, not {target!r}, the one "
+            "velocity-pg restores (PGDATABASE / POSTGRES_DB): they must be the same database"
+        )
+    staged = "/" + quote(staging.staging_name(target), safe="")
+    return urlunsplit(parts._replace(path=staged))

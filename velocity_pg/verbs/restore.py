@@ -259,6 +259,8 @@ class StageResult:
     def to_json(self) -> dict[str, object]:
         return {
             "migrations": None if self.migrations is None else self.migrations.to_json(),
+            # For `just db-restore`: behind, ahead, mixed, same; None when not compared.
+            "migration_drift": None if self.migrations is None else self.migrations.direction,
             "staged": self.name,
             "database": self.database,
             "staged_as": self.staged_as,
@@ -442,6 +444,28 @@ def named(settings: Settings, request: Request, *, stage_only: bool) -> Result:
         stage_only=stage_only,
         drop_later=request.drop_later,
     )
+
+
+@dataclass(frozen=True)
+class StagedUrl:
+    """``restore --staged-url``: the project's DATABASE_URL (read from the standard input,
+    never from the command line) pointed at the staged copy, for its migrate."""
+
+    url: str = dataclasses.field(repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        return {"database_url": self.url}
+
+    def lines(self) -> list[str]:
+        return [self.url]
+
+
+def run_staged_url(settings: Settings, request: Request) -> StagedUrl:
+    """``restore --staged-url``: the staged copy's DATABASE_URL (see drift.staged_database_url)."""
+    import sys
+
+    line = sys.stdin.readline(64 * 1024)
+    return StagedUrl(drift.staged_database_url(line, resolve_target(settings).dbname))
 
 
 def drop_copy(settings: Settings, which: str) -> Dropped:
@@ -884,5 +908,6 @@ MODES: dict[str, Mode] = {
         Mode("--undo", run_undo, checks=True),
         Mode("--forget", run_forget),
         Mode("--tidy", run_tidy),
+        Mode("--staged-url", run_staged_url),
     )
 }
