@@ -27,13 +27,15 @@ backup_service := "db-backup"
 # Seconds db-restore counts down before it stops anything (--yes skips it).
 restore_countdown := "5"
 
-# db-restore migrates the staged copy of a Django database before the swap: this
-# command (split on spaces), run in this compose service (its image and settings,
-# DATABASE_URL pointed at the staged copy); after the swap, the same command with
-# --check. BACKUP_MIGRATE_COMMAND / BACKUP_MIGRATE_SERVICE in the environment (or
-# `just migrate_command="..." db-restore NAME`) override them; --no-migrate skips it.
-migrate_command := env("BACKUP_MIGRATE_COMMAND", "uv run python manage.py migrate --noinput")
-migrate_service := env("BACKUP_MIGRATE_SERVICE", "web")
+# db-restore migrates the staged copy of a Django database before the swap, with
+# the command BACKUP_MIGRATE_COMMAND (split on spaces) run in the compose service
+# BACKUP_MIGRATE_SERVICE (its image and settings, DATABASE_URL pointed at the
+# staged copy), as velocity-pg reads them in db (from .env); after the swap, the
+# same command with --check. Override for one run:
+# just migrate_command="python manage.py migrate --noinput" db-restore FILE
+# (empty: velocity-pg's); --no-migrate skips it.
+migrate_command := ""
+migrate_service := ""
 
 # List the recipes
 default:
@@ -136,26 +138,38 @@ db-restore file *args:
         exit 130
     fi
     if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
-    staged_as=$(printf '%s\n' "$stage_out" | sed -n 's/^ *"staged_as": *"\([^"]*\)".*/\1/p')
-    drift=$(printf '%s\n' "$stage_out" | sed -n 's/^ *"migration_drift": *"\([a-z]*\)".*/\1/p')
+    # One JSON field a line (velocity-pg's --json); a value with a quote or a backslash
+    # (escaped in JSON) is not read: the command is split on spaces, it needs neither.
+    field() { printf '%s\n' "$stage_out" | sed -n "s/^  \"$1\": \"\\([^\"\\\\]*\\)\",\\{0,1\\}\$/\\1/p"; }
+    staged_as=$(field staged_as)
+    drift=$(field migration_drift)
+    migrate_text={{ quote(migrate_command) }}
+    [ -n "$migrate_text" ] || migrate_text=$(field migrate_command)
+    migrate_service={{ quote(migrate_service) }}
+    [ -n "$migrate_service" ] || migrate_service=$(field migrate_service)
     if [ -n "$staged_as" ]; then say "staged $file as $staged_as; the app keeps running"; fi
 
     # 2a. A Django database behind the code (its migrations older than the live
     #     database's): run the project's own migrate on the staged copy, in the
-    #     {{ migrate_service }} service's image and settings with DATABASE_URL pointed at
+    #     BACKUP_MIGRATE_SERVICE's image and settings with DATABASE_URL pointed at
     #     the copy (passed through the environment, never on a command line). Only a
     #     migrate that succeeded lets the swap go on; on failure the copy is dropped and
     #     nothing was stopped or changed. A backup ahead of the live database is never
     #     migrated (backwards): it is swapped in as it is, after the check's WARNING.
-    migrate_cmd=({{ migrate_command }})
+    set -f; migrate_cmd=($migrate_text); set +f
+    if [ "$drift" = behind ] && [ -n "$migrate" ] && { [ "${#migrate_cmd[@]}" -eq 0 ] || [ -z "$migrate_service" ]; }; then
+        say "cannot read BACKUP_MIGRATE_COMMAND / BACKUP_MIGRATE_SERVICE (a quote or a backslash in them?); the app was not stopped and the database was not changed (the staged copy is kept: --no-migrate swaps it in unmigrated)"
+        exit 2
+    fi
     case "$drift" in
         behind)
             if [ -z "$migrate" ]; then
                 say "warning: --no-migrate: the staged copy is behind the live database's migrations and is swapped in unmigrated; run the project's migrate after the restore"
             else
-                say "migrating the staged copy: ${migrate_cmd[*]} (in {{ migrate_service }})"
-                live_url=$(docker compose run --rm --no-deps -T {{ migrate_service }} printenv DATABASE_URL)
+                say "migrating the staged copy: ${migrate_cmd[*]} (in $migrate_service)"
+                live_url=$(docker compose run --rm --no-deps -T "$migrate_service" printenv DATABASE_URL)
                 status=$?
+                if [ "$status" -ne 0 ] || [ -z "$live_url" ]; then say "$migrate_service has no DATABASE_URL to point at the staged copy"; status=1; fi
                 if [ "$status" -eq 0 ]; then
                     DATABASE_URL=$(printf '%s\n' "$live_url" | docker compose exec -T -u postgres db velocity-pg restore --staged-url)
                     status=$?
@@ -163,7 +177,7 @@ db-restore file *args:
                 unset live_url
                 if [ "$status" -eq 0 ]; then
                     export DATABASE_URL
-                    docker compose run --rm --no-deps -T -e DATABASE_URL {{ migrate_service }} "${migrate_cmd[@]}"
+                    docker compose run --rm --no-deps -T -e DATABASE_URL "$migrate_service" "${migrate_cmd[@]}"
                     status=$?
                 fi
                 unset DATABASE_URL
@@ -181,8 +195,8 @@ db-restore file *args:
     esac
     # After the swap: the project's migrate --check against the live database.
     check_migrations() {
-        if [ -n "$drift" ] && [ -z "$interrupted" ]; then
-            if docker compose run --rm --no-deps -T {{ migrate_service }} "${migrate_cmd[@]}" --check; then
+        if [ -n "$drift" ] && [ "${#migrate_cmd[@]}" -gt 0 ] && [ -n "$migrate_service" ] && [ -z "$interrupted" ]; then
+            if docker compose run --rm --no-deps -T "$migrate_service" "${migrate_cmd[@]}" --check; then
                 say "migrate --check: the database is at the code's migration state"
             else
                 say "warning: migrate --check: the database is not at the code's migration state; run the project's migrate"

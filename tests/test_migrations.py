@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from conftest import Target
 
-from velocity_pg.postgres.migrations import read_state
+from velocity_pg.postgres.migrations import read_applied
 from velocity_pg.restore import staging
 from velocity_pg.store import manifest
 from velocity_pg.store import migrations as m
@@ -28,6 +28,10 @@ ALL_SHOP = ["0001_initial", "0002_item_price", "0003_item_note", "0004_check_ite
 
 
 # -- pure: the state and the drift ---------------------------------------------------------
+
+
+def read_state(conn: psycopg.Connection) -> m.MigrationState | None:
+    return m.state_from(read_applied(conn))
 
 
 def state(**apps: list[str]) -> m.MigrationState:

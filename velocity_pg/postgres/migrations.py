@@ -1,7 +1,8 @@
 """Read a Django database's ``django_migrations`` table (what ``migrate`` applied).
 
 Never fatal: a database without the table is not Django's (None), and a table that
-cannot be read (no SELECT privilege, a damaged table) gives a state that says why.
+cannot be read (no SELECT privilege, a damaged table) gives why, as a string.
+:func:`velocity_pg.store.migrations.state_from` makes the state of what it reads.
 """
 
 from __future__ import annotations
@@ -9,17 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from velocity_pg.postgres import db
-from velocity_pg.store.migrations import MAX_MIGRATIONS, MigrationState
 
 if TYPE_CHECKING:
     import psycopg
 
 TABLE = "django_migrations"
+#: The most rows read (a large project has a few thousand migrations).
+MAX_ROWS = 100_000
+
+#: (app, name) rows in applied order; why the table is unreadable; None: no table.
+Applied = list[tuple[str, str]] | str | None
 
 
-def read_state(connection: psycopg.Connection[tuple[object, ...]]) -> MigrationState | None:
-    """The applied migrations (per app, in applied order), None when the database has no
-    ``django_migrations`` table on its search path, or a state saying why it is unreadable.
+def read_applied(connection: psycopg.Connection[tuple[object, ...]]) -> Applied:
+    """The applied migrations as (app, name) rows in applied order, None when the database
+    has no ``django_migrations`` table on its search path, or why it is unreadable.
     The connection is in autocommit (the callers' case): a failure leaves it usable."""
     import psycopg
 
@@ -33,19 +38,16 @@ def read_state(connection: psycopg.Connection[tuple[object, ...]]) -> MigrationS
         if row is None or not row[0]:
             return None
         if not row[1]:
-            return MigrationState(
-                unreadable=f"user {current_user(connection)!r} may not read {TABLE} "
-                "(no SELECT privilege)"
-            )
+            return f"user {current_user(connection)!r} may not read {TABLE} (no SELECT privilege)"
         rows = connection.execute(
             "SELECT app, name FROM django_migrations ORDER BY applied, id LIMIT %s",
-            (MAX_MIGRATIONS + 1,),
+            (MAX_ROWS + 1,),
         ).fetchall()
     except psycopg.Error as exc:
-        return MigrationState(unreadable=f"{TABLE} could not be read ({db.one_line(exc)})")
-    if len(rows) > MAX_MIGRATIONS:
-        return MigrationState(unreadable=f"{TABLE} holds more than {MAX_MIGRATIONS} rows")
-    return MigrationState.from_rows((str(app), str(name)) for app, name in rows)
+        return f"{TABLE} could not be read ({db.one_line(exc)})"
+    if len(rows) > MAX_ROWS:
+        return f"{TABLE} holds more than {MAX_ROWS} rows"
+    return [(str(app), str(name)) for app, name in rows]
 
 
 def current_user(connection: psycopg.Connection[tuple[object, ...]]) -> str:

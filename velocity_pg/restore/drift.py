@@ -12,7 +12,7 @@ from typing import Any
 from velocity_pg.errors import VelocityError
 from velocity_pg.postgres import db, endpoint, migrations
 from velocity_pg.store import manifest
-from velocity_pg.store.migrations import BEHIND, Drift, MigrationState, drift
+from velocity_pg.store.migrations import BEHIND, Drift, MigrationState, drift, state_from
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def read(where: endpoint.Endpoint, dbname: str) -> MigrationState | None:
     """A database's migration state (None: not Django's); unreadable when unreachable."""
     try:
         with db.connect(where, dbname) as connection:
-            return migrations.read_state(connection)
+            return state_from(migrations.read_applied(connection))
     except VelocityError as exc:
         return MigrationState(unreadable=exc.message)
 

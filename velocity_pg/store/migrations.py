@@ -91,6 +91,15 @@ class MigrationState:
         }
 
 
+def state_from(applied: list[tuple[str, str]] | str | None) -> MigrationState | None:
+    """The state of what :func:`velocity_pg.postgres.migrations.read_applied` read."""
+    if applied is None:
+        return None
+    if isinstance(applied, str):
+        return MigrationState(unreadable=applied)
+    return MigrationState.from_rows(applied)
+
+
 def from_json(raw: object, where: str = "migrations") -> MigrationState:
     """A manifest's ``migrations``, validated (the fingerprint and counts are recomputed
     from the names; ones that disagree mean a damaged manifest); ValueError says why."""

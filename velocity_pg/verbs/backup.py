@@ -42,7 +42,7 @@ from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, migrations, pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import anomaly, catalog, lock, manifest
-from velocity_pg.store.migrations import MigrationState
+from velocity_pg.store.migrations import MigrationState, state_from
 from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
 from velocity_pg.verbs import Failure, Say
 from velocity_pg.verbs.pin import AutoPin, pin_before_anomaly
@@ -148,7 +148,7 @@ def create_backup(
         # Just before pg_dump starts: what the database holds by the server's statistics.
         statistics, statistics_problem = read_statistics(connection, now())
         # A Django database's applied migrations (None when it is not Django's).
-        migration_state = migrations.read_state(connection)
+        migration_state = state_from(migrations.read_applied(connection))
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
     compression = settings.compression

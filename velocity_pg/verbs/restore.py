@@ -255,12 +255,17 @@ class StageResult:
     dropped_leftovers: tuple[str, ...]
     #: The migration drift of the staged copy from the live database (None: not Django's).
     migrations: drift.MigrationDrift | None = None
+    #: BACKUP_MIGRATE_COMMAND and BACKUP_MIGRATE_SERVICE, for `just db-restore`.
+    migrate_command: str = ""
+    migrate_service: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
             "migrations": None if self.migrations is None else self.migrations.to_json(),
             # For `just db-restore`: behind, ahead, mixed, same; None when not compared.
             "migration_drift": None if self.migrations is None else self.migrations.direction,
+            "migrate_command": self.migrate_command,
+            "migrate_service": self.migrate_service,
             "staged": self.name,
             "database": self.database,
             "staged_as": self.staged_as,
@@ -736,6 +741,8 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
             objects=plan.toc.entries,
             dropped_leftovers=(),
             migrations=plan.migrations,
+            migrate_command=settings.migrate_command,
+            migrate_service=settings.migrate_service,
         )
     dropped = build.drop_leftovers(settings, admin, plan, console) + stage.drop_stale(
         admin, plan, console, settings
@@ -789,6 +796,8 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
         dropped_leftovers=dropped,
         # What the copy holds now (its own django_migrations), next to the live database.
         migrations=drift.compare(plan.where, plan.backup, plan.live is not None, plan.staging),
+        migrate_command=settings.migrate_command,
+        migrate_service=settings.migrate_service,
     )
 
 
