@@ -112,6 +112,37 @@ def test_old_manifests_without_migrations_still_load() -> None:
     assert recorded.migrations == state(shop=ALL_SHOP[:2])
 
 
+def test_the_off_site_manifest_carries_it_within_the_nesting_limit() -> None:
+    from velocity_pg.store import remote
+
+    dump = manifest.Manifest(
+        sha256="0" * 64,
+        size_bytes=1,
+        started_at="2026-01-02T03:04:05+00:00",
+        finished_at="2026-01-02T03:04:06+00:00",
+        duration_seconds=1.0,
+        database="velocity",
+        server_version="17",
+        pg_dump_version="17",
+        velocity_pg_version="1",
+        toc_entries=1,
+        migrations=state(shop=ALL_SHOP, blog=["0001_initial"]),
+    )
+    name = "velocity_2026-01-02_030405.dump"
+    record = remote.RemoteManifest(
+        name=name,
+        object_key=name,
+        object_size=1,
+        object_sha256="1" * 64,
+        encryption=None,
+        recipients=(),
+        uploaded_at="2026-01-02T03:05:00+00:00",
+        dump=dump,
+    )
+    back = remote.loads(remote.dumps(record))
+    assert back.dump.migrations == dump.migrations
+
+
 # -- against the real server ------------------------------------------------------------
 
 
