@@ -211,3 +211,27 @@ def test_staged_url_reads_the_url_from_stdin_and_refuses_another_database(
     assert other.returncode == 2
     assert "'elsewhere'" in other.stderr and target.password not in other.stderr
     assert staged_url("").returncode == 2
+
+
+def test_online_migrates_the_staged_copy_and_stops_nothing(recipe: Recipe, target: Target) -> None:
+    name = behind_backup(target)
+    status, err = recipe.just("db-restore", name, "--yes", "--online")
+    assert status == 0, err
+    assert "migrate --check: the database is at the code's migration state" in err
+    assert {"price", "note"} <= columns(target, "shop_item")
+    assert not any(c[1] in ("stop", "start") for c in recipe.calls())
+
+
+def test_the_just_variable_overrides_the_command_velocity_pg_gives(
+    recipe: Recipe, target: Target
+) -> None:
+    """`just migrate_command=...`: that command runs, not BACKUP_MIGRATE_COMMAND's."""
+    name = behind_backup(target)
+    marker = recipe.log.with_name("ran")
+    command = f"{sys.executable} -c open({str(marker)!r},'w').write('x')"
+    assert " " not in str(marker)
+    status, err = recipe.just(f"migrate_command={command}", "db-restore", name, "--yes")
+    # The command given migrated nothing, and succeeded: the unmigrated copy went in.
+    assert status == 0, err
+    assert marker.exists()
+    assert "price" not in columns(target, "shop_item")
