@@ -170,6 +170,8 @@ db-restore file *args:
                 live_url=$(docker compose run --rm --no-deps -T "$migrate_service" printenv DATABASE_URL)
                 status=$?
                 if [ "$status" -ne 0 ] || [ -z "$live_url" ]; then say "$migrate_service has no DATABASE_URL to point at the staged copy"; status=1; fi
+                # The URL (it holds the password) goes by pipes and the environment only:
+                # printf is the shell's own, no process has it in its arguments.
                 if [ "$status" -eq 0 ]; then
                     DATABASE_URL=$(printf '%s\n' "$live_url" | docker compose exec -T -u postgres db velocity-pg restore --staged-url)
                     status=$?

@@ -57,8 +57,10 @@ def forced_status(argv: list[str]) -> int | None:
                 # Stand for a long step: say so, then wait to be interrupted: by SIGINT,
                 # or, with --stop-on-eof (velocity-pg's own option), by the end of the
                 # input, which is how the recipes stop velocity-pg through `exec`.
-                Path(rule["wait"]).touch()
                 try:
+                    # Inside the try: a Ctrl+C right after the file appears is still
+                    # answered 130 and logged.
+                    Path(rule["wait"]).touch()
                     if "--stop-on-eof" in argv:
                         while os.read(0, 65536):
                             pass
