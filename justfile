@@ -27,6 +27,16 @@ backup_service := "db-backup"
 # Seconds db-restore counts down before it stops anything (--yes skips it).
 restore_countdown := "5"
 
+# db-restore migrates the staged copy of a Django database before the swap, with
+# the command BACKUP_MIGRATE_COMMAND (split on spaces) run in the compose service
+# BACKUP_MIGRATE_SERVICE (its image and settings, DATABASE_URL pointed at the
+# staged copy), as velocity-pg reads them in db (from .env); after the swap, the
+# same command with --check. Override for one run:
+# just migrate_command="python manage.py migrate --noinput" db-restore FILE
+# (empty: velocity-pg's); --no-migrate skips it.
+migrate_command := ""
+migrate_service := ""
+
 # List the recipes
 default:
     @{{ quote(just_executable()) }} --justfile {{ quote(justfile()) }} --list --unsorted
@@ -49,10 +59,16 @@ db-restore file *args:
     file=$1
     shift
     # --online (the recipe's, not velocity-pg's): swap with the app running, stop nothing.
+    # --no-migrate (the recipe's too): swap the staged copy in without migrating it.
     online=
+    migrate=1
     rest=()
     for arg in "$@"; do
-        if [ "$arg" = --online ]; then online=1; else rest+=("$arg"); fi
+        case "$arg" in
+            --online) online=1 ;;
+            --no-migrate) migrate= ;;
+            *) rest+=("$arg") ;;
+        esac
     done
     set -- ${rest[@]+"${rest[@]}"}
     # Ctrl+C must not skip restarting the services: remember it, let the
@@ -113,13 +129,82 @@ db-restore file *args:
 
     # 2. Build the restored copy beside the database while the app keeps
     #    running. A failure or Ctrl+C here stops nothing and changes nothing.
-    vpg restore --stage --yes "$file" "$@"
+    staged_json=$(mktemp) || exit 1
+    vpg restore --stage --yes --json "$file" "$@" > "$staged_json"
     status=$?
+    stage_out=$(cat "$staged_json"); rm -f "$staged_json"
     if [ -n "$interrupted" ]; then
         say "interrupted; the app was not stopped and the database was not changed (a finished staged copy is kept for the next run to use; drop it with: docker compose exec -u postgres db velocity-pg restore --abort)"
         exit 130
     fi
     if [ "$status" -ne 0 ]; then say "the app was not stopped; the database was not changed"; exit "$status"; fi
+    # One JSON field a line (velocity-pg's --json); a value with a quote or a backslash
+    # (escaped in JSON) is not read: the command is split on spaces, it needs neither.
+    field() { printf '%s\n' "$stage_out" | sed -n "s/^  \"$1\": \"\\([^\"\\\\]*\\)\",\\{0,1\\}\$/\\1/p"; }
+    staged_as=$(field staged_as)
+    drift=$(field migration_drift)
+    migrate_text={{ quote(migrate_command) }}
+    [ -n "$migrate_text" ] || migrate_text=$(field migrate_command)
+    migrate_service={{ quote(migrate_service) }}
+    [ -n "$migrate_service" ] || migrate_service=$(field migrate_service)
+    if [ -n "$staged_as" ]; then say "staged $file as $staged_as; the app keeps running"; fi
+
+    # 2a. A Django database behind the code (its migrations older than the live
+    #     database's): run the project's own migrate on the staged copy, in the
+    #     BACKUP_MIGRATE_SERVICE's image and settings with DATABASE_URL pointed at
+    #     the copy (passed through the environment, never on a command line). Only a
+    #     migrate that succeeded lets the swap go on; on failure the copy is dropped and
+    #     nothing was stopped or changed. A backup ahead of the live database is never
+    #     migrated (backwards): it is swapped in as it is, after the check's WARNING.
+    set -f; migrate_cmd=($migrate_text); set +f
+    if [ "$drift" = behind ] && [ -n "$migrate" ] && { [ "${#migrate_cmd[@]}" -eq 0 ] || [ -z "$migrate_service" ]; }; then
+        say "cannot read BACKUP_MIGRATE_COMMAND / BACKUP_MIGRATE_SERVICE (a quote or a backslash in them?); the app was not stopped and the database was not changed (the staged copy is kept: --no-migrate swaps it in unmigrated)"
+        exit 2
+    fi
+    case "$drift" in
+        behind)
+            if [ -z "$migrate" ]; then
+                say "warning: --no-migrate: the staged copy is behind the live database's migrations and is swapped in unmigrated; run the project's migrate after the restore"
+            else
+                say "migrating the staged copy: ${migrate_cmd[*]} (in $migrate_service)"
+                live_url=$(docker compose run --rm --no-deps -T "$migrate_service" printenv DATABASE_URL)
+                status=$?
+                if [ "$status" -ne 0 ] || [ -z "$live_url" ]; then say "$migrate_service has no DATABASE_URL to point at the staged copy"; status=1; fi
+                # The URL (it holds the password) goes by pipes and the environment only:
+                # printf is the shell's own, no process has it in its arguments.
+                if [ "$status" -eq 0 ]; then
+                    DATABASE_URL=$(printf '%s\n' "$live_url" | docker compose exec -T -u postgres db velocity-pg restore --staged-url)
+                    status=$?
+                fi
+                unset live_url
+                if [ "$status" -eq 0 ]; then
+                    export DATABASE_URL
+                    docker compose run --rm --no-deps -T -e DATABASE_URL "$migrate_service" "${migrate_cmd[@]}"
+                    status=$?
+                fi
+                unset DATABASE_URL
+                if [ -n "$interrupted" ] || [ "$status" -ne 0 ]; then
+                    vpg restore --abort >/dev/null || say "warning: could not drop the staged copy; drop it with: docker compose exec -u postgres db velocity-pg restore --abort"
+                    if [ -n "$interrupted" ]; then say "interrupted; the app was not stopped and the database was not changed"; exit 130; fi
+                    say "the staged copy could not be migrated (see the output above); it was dropped, the app was not stopped and the database was not changed"
+                    exit 1
+                fi
+            fi
+            ;;
+        ahead|mixed)
+            say "WARNING: the backup is ahead of the live database's migrations: it is not migrated backwards; it is swapped in as it is (the code may not know its schema)"
+            ;;
+    esac
+    # After the swap: the project's migrate --check against the live database.
+    check_migrations() {
+        if [ -n "$drift" ] && [ "${#migrate_cmd[@]}" -gt 0 ] && [ -n "$migrate_service" ] && [ -z "$interrupted" ]; then
+            if docker compose run --rm --no-deps -T "$migrate_service" "${migrate_cmd[@]}" --check; then
+                say "migrate --check: the database is at the code's migration state"
+            else
+                say "warning: migrate --check: the database is not at the code's migration state; run the project's migrate"
+            fi
+        fi
+    }
 
     # 2b. --online: swap with every service running. Sessions are ended by the swap
     #     (persistent connections see one error each); a scheduled pg_dump running
@@ -131,6 +216,7 @@ db-restore file *args:
         if [ -n "$interrupted" ] && [ "$status" -eq 0 ]; then say "interrupted after the swap had committed: $file is restored (undo with: just db-restore-undo)"; fi
         if [ -n "$interrupted" ]; then status=130; fi
         if [ "$status" -eq 0 ]; then
+            check_migrations
             vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
         fi
         exit "$status"
@@ -174,6 +260,7 @@ db-restore file *args:
     if [ -n "$interrupted" ]; then status=130; fi
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     if [ "$status" -eq 0 ]; then
+        check_migrations
         vpg restore --tidy || say "warning: could not drop what the restore replaced; the next restore drops it"
     fi
     exit "$status"

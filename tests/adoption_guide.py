@@ -293,12 +293,12 @@ def step_3(step: Step, project: Path, optional: bool = True) -> None:
 
     ours = (project / "velocity-pg" / "justfile").read_text()
     flat = " ".join(step.text.split())
-    uses = re.search(r"with the four variable lines it uses, (.*?), and a `\[positional", flat)
+    uses = re.search(r"with the six variable lines it uses, (.*?), and a `\[positional", flat)
     if not uses:
         raise GuideError("step 3 no longer names the variables db-restore uses")
     variables = [variable_line(ours, name) for name in backticked(uses.group(1))]
-    if len(variables) != 4:
-        raise GuideError(f"step 3 names {len(variables)} variables, not four")
+    if len(variables) != 6:
+        raise GuideError(f"step 3 names {len(variables)} variables, not six")
     theirs = recipes(ours)
     restore = with_attribute(theirs["db-restore"].lines, "[positional-arguments]")
     text = replace_recipe(text, "db-restore", [*variables, "", *restore], "step 3, db-restore")

@@ -9,7 +9,12 @@ It understands the few `docker compose` calls the justfile makes (after any
   test server), and exits with its status;
 - ``compose ps --services --filter status=running`` prints the file STANDIN_RUNNING;
 - ``compose stop|start SERVICE...`` removes the services from / adds them to that file;
-- ``compose logs [OPTIONS] SERVICE`` prints one line naming the service.
+- ``compose logs [OPTIONS] SERVICE`` prints one line naming the service;
+- ``compose run --rm --no-deps [-T] [-e NAME[=VALUE]]... SERVICE CMD...`` runs CMD for
+  real on this machine, in STANDIN_RUN_DIR (else the current folder), with the service's
+  environment (STANDIN_SERVICE_ENV) over the caller's and each ``-e`` over that: ``-e
+  NAME`` alone takes NAME from the caller's environment, as Compose does (unset there:
+  unset in the command's). The Django migrate tests run the project's manage.py this way.
 
 With STANDIN_SERVICE_ENV (a JSON file: service -> its environment, as
 ``docker compose config`` resolved it from the compose file and .env), ``exec``
@@ -52,8 +57,10 @@ def forced_status(argv: list[str]) -> int | None:
                 # Stand for a long step: say so, then wait to be interrupted: by SIGINT,
                 # or, with --stop-on-eof (velocity-pg's own option), by the end of the
                 # input, which is how the recipes stop velocity-pg through `exec`.
-                Path(rule["wait"]).touch()
                 try:
+                    # Inside the try: a Ctrl+C right after the file appears is still
+                    # answered 130 and logged.
+                    Path(rule["wait"]).touch()
                     if "--stop-on-eof" in argv:
                         while os.read(0, 65536):
                             pass
@@ -100,14 +107,44 @@ def compose_exec(argv: list[str], args: list[str]) -> int:
     return status
 
 
-def service_env(service: str) -> dict[str, str]:
+def service_env(service: str, *, missing_ok: bool = False) -> dict[str, str]:
     """The caller's environment with ``service``'s own over it (see STANDIN_SERVICE_ENV)."""
     env = dict(os.environ)
     path = os.environ.get("STANDIN_SERVICE_ENV")
     if path:
-        theirs = json.loads(Path(path).read_text())[service]
+        services = json.loads(Path(path).read_text())
+        if missing_ok and service not in services:
+            return env
+        theirs = services[service]
         env.update({k: v for k, v in theirs.items() if k != "BACKUP_DIR"})
     return env
+
+
+def compose_run(argv: list[str], args: list[str]) -> int:
+    overrides: dict[str, str | None] = {}
+    while args and args[0].startswith("-"):
+        flag = args.pop(0)
+        if flag in ("--rm", "--no-deps", "-T", "--no-TTY"):
+            continue
+        if flag in ("-e", "--env") and args:
+            name, sep, value = args.pop(0).partition("=")
+            overrides[name] = value if sep else os.environ.get(name)
+            continue
+        return unsupported(argv, f"run option {flag}")
+    if len(args) < 2:
+        return unsupported(argv, "`run` needs a service and a command")
+    status = forced_status(argv)
+    if status is None:
+        env = service_env(args[0], missing_ok=True)
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        where = os.environ.get("STANDIN_RUN_DIR") or None
+        status = subprocess.run(args[1:], check=False, env=env, cwd=where).returncode
+    log(argv, status)
+    return status
 
 
 def compose_ps(argv: list[str], args: list[str]) -> int:
@@ -161,6 +198,8 @@ def main(argv: list[str]) -> int:
         return compose_ps(argv, args)
     if verb == "logs":
         return compose_logs(argv, args)
+    if verb == "run":
+        return compose_run(argv, list(args))
     if verb in ("stop", "start") and args and not any(a.startswith("-") for a in args):
         return compose_stop_start(argv, verb, args)
     return unsupported(argv, f"compose {verb}")

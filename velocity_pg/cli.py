@@ -559,6 +559,12 @@ def schedule(state: State, once: bool) -> None:
 )
 @click.option("--list-tables", is_flag=True, help="List the tables backup NAME holds.")
 @click.option(
+    "--staged-url",
+    is_flag=True,
+    help="Print the DATABASE_URL read from the standard input pointed at the staged copy "
+    "(just db-restore: the project's migrate runs on it).",
+)
+@click.option(
     "--keep-previous/--no-keep-previous",
     default=None,
     help="Keep the previous contents as a rollback point "
@@ -585,6 +591,7 @@ def restore(
     tables: tuple[str, ...],
     list_tables: bool,
     as_json: bool,
+    staged_url: bool,
 ) -> None:
     """Replace the database with backup NAME (a file name in BACKUP_DIR, as `list` shows).
 
@@ -596,7 +603,8 @@ def restore(
     from velocity_pg.verbs import restore as restoring
 
     flags = (("--stage", stage_only), ("--abort", abort), ("--undo", undo),
-             ("--forget", forget), ("--tidy", tidy), ("--list-tables", list_tables))  # fmt: skip
+             ("--forget", forget), ("--tidy", tidy), ("--list-tables", list_tables),
+             ("--staged-url", staged_url))  # fmt: skip
     given = [flag for flag, on in flags if on]
     if len(given) > 1:
         raise click.UsageError(f"give only one of {', '.join(given)}")

@@ -172,6 +172,11 @@ class OffSite:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
+#: The Django Velocity template's migrate, run in its ``web`` service.
+DEFAULT_MIGRATE_COMMAND = "uv run python manage.py migrate --noinput"
+DEFAULT_MIGRATE_SERVICE = "web"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a verb needs to know, validated."""
@@ -198,6 +203,10 @@ class Settings:
     schedule: str = DEFAULT_SCHEDULE
     timezone: str | None = None
     verify_mode: str = DEFAULT_VERIFY
+    #: BACKUP_MIGRATE_COMMAND and BACKUP_MIGRATE_SERVICE: what migrates a restored Django
+    #: database (`just db-restore` runs it on the staged copy; a plain restore names it).
+    migrate_command: str = DEFAULT_MIGRATE_COMMAND
+    migrate_service: str = DEFAULT_MIGRATE_SERVICE
     ping_url: str | None = field(default=None, repr=False)  # may hold a secret token
     metrics_file: str | None = None
     health_max_age: str | None = None
@@ -476,6 +485,8 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         schedule=text("BACKUP_SCHEDULE") or DEFAULT_SCHEDULE,
         timezone=text("TZ"),
         verify_mode=text("BACKUP_VERIFY") or DEFAULT_VERIFY,
+        migrate_command=text("BACKUP_MIGRATE_COMMAND") or DEFAULT_MIGRATE_COMMAND,
+        migrate_service=text("BACKUP_MIGRATE_SERVICE") or DEFAULT_MIGRATE_SERVICE,
         ping_url=text("BACKUP_PING_URL"),
         metrics_file=text("BACKUP_METRICS_FILE"),
         health_max_age=text("BACKUP_HEALTH_MAX_AGE"),

@@ -26,6 +26,7 @@ from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.restore import archive, copies, space, staging, swap
 from velocity_pg.restore.copies import Copy
+from velocity_pg.restore.drift import MigrationDrift
 from velocity_pg.restore.progress import Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
 from velocity_pg.store import catalog, manifest
@@ -77,6 +78,8 @@ class Plan:
     subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
     leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
     room: space.Space | None = None  # the free-space check, where the disk is visible
+    #: The Django migration drift of the backup (or staged copy) from the live database.
+    migrations: MigrationDrift | None = None
 
     @property
     def other_source(self) -> bool:

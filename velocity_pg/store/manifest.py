@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.store import catalog
+from velocity_pg.store import migrations as django_migrations
 
 T = TypeVar("T")
 
@@ -139,13 +140,18 @@ class Manifest:
     suspect: Suspect | None = None
     #: Set by ``accept NAME``: the suspect mark no longer counts (store/anomaly.py).
     accepted: Accepted | None = None
+    #: The database's Django migration state (its django_migrations table) at backup
+    #: time; None for a database that is not Django's, and in manifests written before.
+    migrations: django_migrations.MigrationState | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when present: a manifest without them reads as before.
-        for key in ("statistics", "suspect", "accepted"):
+        for key in ("statistics", "suspect", "accepted", "migrations"):
             if data[key] is None:
                 del data[key]
+        if self.migrations is not None:
+            data["migrations"] = self.migrations.to_json()
         return data
 
     @property
@@ -283,7 +289,18 @@ def from_json(raw: object, where: str = "") -> Manifest:
         suspect=suspect_from(raw, where),
         accepted=accepted_from(raw, where),
         pin=pin_from(raw, where),
+        migrations=migrations_from(raw, where),
     )
+
+
+def migrations_from(
+    raw: dict[str, Any], where: str = ""
+) -> django_migrations.MigrationState | None:
+    """The ``migrations`` of a parsed manifest, validated; None when it has none."""
+    state = raw.get("migrations")
+    if state is None:
+        return None
+    return django_migrations.from_json(state, f"{where}migrations")
 
 
 _ROW_SOURCES = ("reltuples", "n_live_tup")

@@ -39,9 +39,10 @@ from velocity_pg.errors import (
     VelocityError,
 )
 from velocity_pg.postgres import compression as compressions
-from velocity_pg.postgres import db, endpoint, pgtools
+from velocity_pg.postgres import db, endpoint, migrations, pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import anomaly, catalog, lock, manifest
+from velocity_pg.store.migrations import MigrationState, state_from
 from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
 from velocity_pg.verbs import Failure, Say
 from velocity_pg.verbs.pin import AutoPin, pin_before_anomaly
@@ -68,6 +69,8 @@ class BackupResult:
     statistics_problem: str = ""
     #: A suspect backup: the automatic pin of the good backup it was compared with.
     autopin: AutoPin | None = None
+    #: The database's Django migrations (None: not a Django database).
+    migrations: MigrationState | None = None
 
     def warnings(self) -> list[str]:
         """For stderr: a suspect backup's WARNING (it is a valid backup still: exit 0), or
@@ -85,6 +88,11 @@ class BackupResult:
             lines.append(
                 f"velocity-pg: warning: {self.statistics_problem}; this backup cannot be "
                 "compared with the previous one"
+            )
+        if self.migrations is not None and self.migrations.unreadable:
+            lines.append(
+                f"velocity-pg: warning: the migration state was not recorded: "
+                f"{self.migrations.unreadable}"
             )
         return lines
 
@@ -106,6 +114,7 @@ class BackupResult:
             "suspect": anomaly.to_json(self.suspect),
             "autopin": None if self.autopin is None else self.autopin.to_json(),
             "statistics_problem": self.statistics_problem or None,
+            "migrations": None if self.migrations is None else self.migrations.to_json(),
         }
 
 
@@ -138,6 +147,8 @@ def create_backup(
         server_version = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         # Just before pg_dump starts: what the database holds by the server's statistics.
         statistics, statistics_problem = read_statistics(connection, now())
+        # A Django database's applied migrations (None when it is not Django's).
+        migration_state = state_from(migrations.read_applied(connection))
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
     compression = settings.compression
@@ -197,6 +208,7 @@ def create_backup(
                 pin=pin,
                 statistics=statistics,
                 suspect=suspect,
+                migrations=migration_state,
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -251,6 +263,7 @@ def create_backup(
         suspect=record.suspect,
         statistics_problem=statistics_problem,
         autopin=autopin,
+        migrations=migration_state,
     )
 
 

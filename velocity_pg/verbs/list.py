@@ -61,6 +61,9 @@ class Listing:
                     "has_statistics": rec is not None and rec.statistics is not None,
                     "suspect": anomaly.to_json(rec.suspect if rec is not None else None),
                     "accepted": vars(rec.accepted) if rec is not None and rec.accepted else None,
+                    "migrations": rec.migrations.to_json()
+                    if rec is not None and rec.migrations is not None
+                    else None,
                 }
                 for b, (rec, problem) in zip(self.backups, self.states, strict=True)
             ],
@@ -231,6 +234,9 @@ def remote_backup_json(
         "has_statistics": record is not None and record.dump.statistics is not None,
         "suspect": anomaly.to_json(record.dump.suspect if record else None),
         "accepted": vars(record.dump.accepted) if record and record.dump.accepted else None,
+        "migrations": record.dump.migrations.to_json()
+        if record and record.dump.migrations is not None
+        else None,
     }
 
 

@@ -117,16 +117,30 @@ class RemoteCheck:
             "archive_entries": self.record.dump.toc_entries,
             "size_bytes": self.record.object_size,
             "encrypted": self.record.encrypted,
+            # As the backup recorded it; the drift from the live database needs the pull.
+            "migrations": None
+            if self.record.dump.migrations is None
+            else self.record.dump.migrations.to_json(),
         }
 
     def lines(self) -> list[str]:
         how = "encrypted" if self.record.encrypted else "not encrypted"
+        state = self.record.dump.migrations
+        recorded = (
+            []
+            if state is None
+            else [
+                f"Its migrations: {state.summary()} (the drift from the live database is "
+                "shown once it is pulled)."
+            ]
+        )
         return [
             f"Check of the off-site copy only (nothing was downloaded): {self.name} is in "
             f"{self.where} ({catalog.human_size(self.record.object_size)}, {how}), a backup of "
             f"database {self.record.dump.database!r} with {self.record.dump.toc_entries} "
             "archive entries; its manifest describes it and its object has the size the "
             "manifest gives.",
+            *recorded,
             "Not checked without downloading it: the checksums (`velocity-pg verify --remote "
             f"{self.name}`), the archive and the target database (`velocity-pg pull "
             f"{self.name}`, then `velocity-pg restore --check {self.name}`). Nothing was "

@@ -44,7 +44,18 @@ from typing import TYPE_CHECKING, Any
 from velocity_pg.errors import ConfigError, Interrupted, OperationFailed
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.postgres.endpoint import Endpoint
-from velocity_pg.restore import archive, build, copies, marks, stage, staging, swap, tables, undo
+from velocity_pg.restore import (
+    archive,
+    build,
+    copies,
+    drift,
+    marks,
+    stage,
+    staging,
+    swap,
+    tables,
+    undo,
+)
 from velocity_pg.restore import into as into_mode
 from velocity_pg.restore.console import COUNTDOWN_SECONDS, Console, countdown, describe
 from velocity_pg.restore.plan import Plan, prepare, read_listing, refuse_target
@@ -118,6 +129,7 @@ class CheckResult:
             "replication_slots": list(plan.slots),
             "subscriptions": list(plan.subscriptions),
             "free_space": None if plan.room is None else plan.room.to_json(),
+            "migrations": None if plan.migrations is None else plan.migrations.to_json(),
         }
 
     def lines(self) -> list[str]:
@@ -256,9 +268,19 @@ class StageResult:
     jobs: int
     objects: int
     dropped_leftovers: tuple[str, ...]
+    #: The migration drift of the staged copy from the live database (None: not Django's).
+    migrations: drift.MigrationDrift | None = None
+    #: BACKUP_MIGRATE_COMMAND and BACKUP_MIGRATE_SERVICE, for `just db-restore`.
+    migrate_command: str = ""
+    migrate_service: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
+            "migrations": None if self.migrations is None else self.migrations.to_json(),
+            # For `just db-restore`: behind, ahead, mixed, same; None when not compared.
+            "migration_drift": None if self.migrations is None else self.migrations.direction,
+            "migrate_command": self.migrate_command,
+            "migrate_service": self.migrate_service,
             "staged": self.name,
             "database": self.database,
             "staged_as": self.staged_as,
@@ -465,6 +487,28 @@ def run_list_tables(settings: Settings, request: Request) -> into_mode.TableList
         return into_mode.list_tables(path.name, listing, manifest.read(path))
 
 
+@dataclass(frozen=True)
+class StagedUrl:
+    """``restore --staged-url``: the project's DATABASE_URL (read from the standard input,
+    never from the command line) pointed at the staged copy, for its migrate."""
+
+    url: str = dataclasses.field(repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        return {"database_url": self.url}
+
+    def lines(self) -> list[str]:
+        return [self.url]
+
+
+def run_staged_url(settings: Settings, request: Request) -> StagedUrl:
+    """``restore --staged-url``: the staged copy's DATABASE_URL (see drift.staged_database_url)."""
+    import sys
+
+    line = sys.stdin.readline(64 * 1024)
+    return StagedUrl(drift.staged_database_url(line, resolve_target(settings).dbname))
+
+
 def drop_copy(settings: Settings, which: str, target: str | None = None) -> Dropped:
     """``--abort`` (``which="staged"``) / ``--forget``: drop it under the restore lock."""
     target = target or resolve_target(settings).dbname
@@ -553,7 +597,9 @@ def restore_backup(
                 else:
                     plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
                     plan = stage.judge(plan, stage_only)
+                    plan = dataclasses.replace(plan, migrations=compare_migrations(plan))
                     announce(console, settings, plan)
+                    announce_migrations(console, settings, plan, stage_only)
                     stage.announce(console, plan, stage_only)
                 # A check starts nothing, so there is nothing to count down to; nor does
                 # a restore --into, which changes no database but its own.
@@ -585,6 +631,25 @@ def restore_backup(
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
+
+
+def compare_migrations(plan: Plan) -> drift.MigrationDrift | None:
+    """The backup's migrations (the staged copy's own when it is what gets swapped in)
+    next to the live database's (:mod:`velocity_pg.restore.drift`)."""
+    staged = plan.staging if plan.reuse else None
+    return drift.compare(plan.where, plan.backup, plan.live is not None, staged)
+
+
+def announce_migrations(console: Console, settings: Settings, plan: Plan, stage_only: bool) -> None:
+    """The drift, before anything changes; a plain restore of a backup behind says which
+    command migrates it."""
+    if plan.migrations is None:
+        return
+    hint = (
+        "" if stage_only else drift.migrate_hint(settings.migrate_command, settings.migrate_service)
+    )
+    for line in plan.migrations.lines(migrate_hint=hint):
+        console.say(line)
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
@@ -770,6 +835,9 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
             jobs=plan.jobs,
             objects=plan.toc.entries,
             dropped_leftovers=(),
+            migrations=plan.migrations,
+            migrate_command=settings.migrate_command,
+            migrate_service=settings.migrate_service,
         )
     dropped = build.drop_leftovers(settings, admin, plan, console) + stage.drop_stale(
         admin, plan, console, settings
@@ -821,6 +889,10 @@ def stage_copy(settings: Settings, admin: Conn, plan: Plan, console: Console) ->
         jobs=plan.jobs,
         objects=plan.toc.entries,
         dropped_leftovers=dropped,
+        # What the copy holds now (its own django_migrations), next to the live database.
+        migrations=drift.compare(plan.where, plan.backup, plan.live is not None, plan.staging),
+        migrate_command=settings.migrate_command,
+        migrate_service=settings.migrate_service,
     )
 
 
@@ -941,5 +1013,6 @@ MODES: dict[str, Mode] = {
         Mode("--forget", run_forget),
         Mode("--tidy", run_tidy),
         Mode("--list-tables", run_list_tables, takes_name=True),
+        Mode("--staged-url", run_staged_url),
     )
 }

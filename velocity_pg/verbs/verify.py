@@ -39,6 +39,7 @@ from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote
+from velocity_pg.store.migrations import MigrationState
 from velocity_pg.store.offsite import (
     Context,
     Fetched,
@@ -74,6 +75,8 @@ class Outcome:
     marked: bool = False
     #: A backup this verify marked suspect: the automatic pin of the good one before it.
     autopin: AutoPin | None = None
+    #: The Django migration state its manifest records (None: none recorded).
+    migrations: MigrationState | None = None
 
     def fail(self, problem: str) -> Outcome:
         self.ok = False
@@ -89,6 +92,7 @@ class Outcome:
             "warning": self.warning or None,
             "suspect": anomaly.to_json(self.suspect),
             "autopin": None if self.autopin is None else self.autopin.to_json(),
+            "migrations": None if self.migrations is None else self.migrations.to_json(),
         }
 
     def warning_line(self) -> str:
@@ -107,7 +111,8 @@ class Outcome:
 
     def line(self) -> str:
         if self.ok:
-            return f"ok      {self.name} ({', '.join(self.checks)})"
+            shown = "" if self.migrations is None else f"; migrations: {self.migrations.summary()}"
+            return f"ok      {self.name} ({', '.join(self.checks)}){shown}"
         return f"FAILED  {self.name}: {self.problem}"
 
 
@@ -237,6 +242,7 @@ def verify_one(
     except OSError as exc:
         outcome.fail(f"cannot read it: {exc.strerror}")
     if record is not None:
+        outcome.migrations = record.migrations
         if contents is not None and outcome.ok:
             try:
                 outcome.suspect, said = contents(dump, record)
