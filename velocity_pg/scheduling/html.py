@@ -18,6 +18,7 @@ from velocity_pg.store import catalog
 
 SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL | re.IGNORECASE)
 COLOURS = {"green": "#1a7f37", "amber": "#b7791f", "red": "#c62828"}
+COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 MARK_COLOURS = {"success": "#1f6feb", "failure": "#c62828", "skipped": "#b7791f"}
 
 STYLE = """
@@ -87,7 +88,7 @@ def _chart(title: str, series: list[Point], unit: str, scale: float = 1.0) -> st
     svg: str = chart.render(is_unicode=True)
     # pygal leaves a script holding its configuration for the tooltips it did not load:
     # the page runs no script at all (its Content-Security-Policy says so).
-    return SCRIPT.sub("", svg)
+    return COMMENT.sub("", SCRIPT.sub("", svg))
 
 
 def _scale(series: list[Point]) -> tuple[float, str]:
