@@ -7,7 +7,8 @@
   most :data:`MAX_CLIENTS` at once (beyond: 503 at once, the connection closed); a
   client has :data:`CLIENT_TIMEOUT` seconds per read or write (a slow client is cut
   off, never waited for); a request line longer than :data:`MAX_REQUEST_LINE` gets 414.
-* What a response says is computed per request from files (the page's callables):
+* What a response says is computed from files (the page's callables), at most once
+  every :data:`CACHE_SECONDS` (:func:`cached`: many clients cost one page, not one each);
   no lock a backup needs is held. An error while computing it is a 500 with one line,
   never the server's end.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from velocity_pg.errors import ConfigError
 
@@ -30,6 +32,8 @@ MAX_CLIENTS = 64
 CLIENT_TIMEOUT = 10.0
 #: The longest request line (method, path, version) taken.
 MAX_REQUEST_LINE = 4096
+#: How long an answer is reused (see :func:`cached`).
+CACHE_SECONDS = 2.0
 #: What the page may load: nothing from anywhere; its styles are inline, it runs no script.
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
@@ -44,6 +48,29 @@ class Endpoints:
     page: Callable[[], str]
     metrics: Callable[[], tuple[bytes, str]]  # (body, content type)
     health: Callable[[], tuple[bool, str]]  # (fresh, reason)
+
+
+T = TypeVar("T")
+
+
+def cached(compute: Callable[[], T], ttl: float = CACHE_SECONDS) -> Callable[[], T]:
+    """``compute`` called at most once every ``ttl`` seconds, by one thread at a time: the
+    requests that come meanwhile share its answer. Many clients then cost the machine
+    (and a backup running beside them) one page every ``ttl`` seconds, not one each. The
+    lock is the server's own: nothing a backup takes."""
+    lock = threading.Lock()
+    last: list[tuple[float, T]] = []
+
+    def call() -> T:
+        with lock:
+            now = time.monotonic()
+            if last and now - last[0][0] < ttl:
+                return last[0][1]
+            value = compute()
+            last[:] = [(time.monotonic(), value)]
+            return value
+
+    return call
 
 
 def parse_addr(text: str, setting: str = "BACKUP_HTTP_ADDR") -> tuple[str, int]:

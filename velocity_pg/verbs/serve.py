@@ -202,10 +202,12 @@ def endpoints(settings: Settings, totals: Callable[[], metrics.Totals]) -> Endpo
         reason = judged.reason or f"the newest good backup is within {page.human(judged.allowance)}"
         return judged.fresh, page.redact(reason, secrets)
 
+    from velocity_pg.scheduling.http import cached
+
     return Endpoints(
-        page=lambda: render_page(settings),
-        metrics=lambda: metrics_text(settings, totals),
-        health=health,
+        page=cached(lambda: render_page(settings)),
+        metrics=cached(lambda: metrics_text(settings, totals)),
+        health=cached(health),
     )
 
 
