@@ -43,6 +43,8 @@ th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #d0d7de;white-
 td.num,th.num{text-align:right}
 .none{color:#8c959f}
 .bad{color:#c62828;font-weight:600}
+@media (max-width:600px){dl.facts{grid-template-columns:1fr;gap:0}
+dl.facts dd{margin-bottom:.5rem}body{padding:8px}}
 footer{color:#57606a;font-size:.8rem;margin:1rem 0}
 """
 
@@ -57,17 +59,25 @@ def _chart(title: str, series: list[Point], unit: str, scale: float = 1.0) -> st
         plot_background="white",
         colors=(MARK_COLOURS["success"], MARK_COLOURS["failure"], MARK_COLOURS["skipped"]),
         font_family="sans-serif",
+        label_font_size=13,
+        major_label_font_size=13,
+        legend_font_size=14,
+        value_font_size=13,
+        no_data_font_size=20,
     )
     chart = pygal.DateTimeLine(
         js=[],  # no CDN script: the page must work without internet
         disable_xml_declaration=True,
         style=style,
-        width=640,
-        height=300,
+        width=520,
+        height=330,
         show_legend=True,
         legend_at_bottom=True,
-        x_label_rotation=20,
+        x_label_rotation=25,
+        show_minor_x_labels=False,
+        x_labels_major_count=4,
         x_value_formatter=lambda d: d.strftime("%m-%d %H:%M"),
+        value_formatter=lambda v: f"{v:.3g}",
         y_title=unit,
         truncate_label=-1,
         no_data_text="no data yet",

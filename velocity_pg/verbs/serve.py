@@ -77,8 +77,11 @@ def next_due(settings: Settings, now: datetime) -> datetime | None:
         return None
 
 
-def inputs(settings: Settings, now: datetime, *, with_copies: bool = True) -> page.Inputs:
-    """Everything the page shows, read now."""
+def inputs(
+    settings: Settings, now: datetime, *, with_copies: bool = True, due: datetime | None = None
+) -> page.Inputs:
+    """Everything the page shows, read now; ``due``: the scheduler's next due time (else
+    the schedule's next one from now)."""
     from velocity_pg.verbs.status import read_state
 
     local = []
@@ -104,7 +107,7 @@ def inputs(settings: Settings, now: datetime, *, with_copies: bool = True) -> pa
         remote_where=where,
         remote_problem=problem_text,
         runs=runlog.read(settings.backup_dir),
-        next_due=next_due(settings, now),
+        next_due=due or next_due(settings, now),
         copies=copies_lines,
     )
 
@@ -154,15 +157,17 @@ def restore_copies(settings: Settings, now: datetime) -> list[str]:
         return []
     if report.error is not None:
         return []
-    return [line for line in report.lines(now) if not line.rstrip().endswith(": none")]
+    return [line for line in report.lines(now) if line.partition(":")[2].strip() != "none"]
 
 
-def render_page(settings: Settings, now: datetime | None = None) -> str:
+def render_page(
+    settings: Settings, now: datetime | None = None, due: datetime | None = None
+) -> str:
     """The page's HTML, secrets replaced."""
     from velocity_pg.scheduling import html
 
     moment = now or datetime.now(UTC)
-    built = page.build(inputs(settings, moment))
+    built = page.build(inputs(settings, moment, due=due))
     return page.redact(html.render(built), secrets_of(settings))
 
 
@@ -194,7 +199,13 @@ def file_totals(settings: Settings) -> Callable[[], metrics.Totals]:
     return read
 
 
-def endpoints(settings: Settings, totals: Callable[[], metrics.Totals]) -> Endpoints:
+#: The scheduler's next due time, when the server runs inside ``schedule``.
+Due = Callable[[], datetime | None]
+
+
+def endpoints(
+    settings: Settings, totals: Callable[[], metrics.Totals], due: Due | None = None
+) -> Endpoints:
     secrets = secrets_of(settings)
 
     def health() -> tuple[bool, str]:
@@ -205,7 +216,7 @@ def endpoints(settings: Settings, totals: Callable[[], metrics.Totals]) -> Endpo
     from velocity_pg.scheduling.http import cached
 
     return Endpoints(
-        page=cached(lambda: render_page(settings)),
+        page=cached(lambda: render_page(settings, due=None if due is None else due())),
         metrics=cached(lambda: metrics_text(settings, totals)),
         health=cached(health),
     )
@@ -234,6 +245,7 @@ def bind(
     addr: tuple[str, int],
     totals: Callable[[], metrics.Totals],
     log: Callable[[str], None],
+    due: Due | None = None,
 ) -> Server:
     """The server bound (not serving yet); OperationFailed (exit 1) when the address cannot
     be had (in use, not this machine's, not allowed)."""
@@ -241,7 +253,7 @@ def bind(
     from velocity_pg.scheduling import http
 
     try:
-        return http.bind(addr, endpoints(settings, totals), log)
+        return http.bind(addr, endpoints(settings, totals, due), log)
     except OSError as exc:
         host, port = addr
         raise OperationFailed(
@@ -267,7 +279,10 @@ class Running:
 
 
 def start_beside(
-    settings: Settings, totals: Callable[[], metrics.Totals], log: Callable[[str], None]
+    settings: Settings,
+    totals: Callable[[], metrics.Totals],
+    log: Callable[[str], None],
+    due: Due | None = None,
 ) -> Running | None:
     """``schedule``'s server when BACKUP_HTTP_ADDR is set: bound before any run (an address
     that cannot be had fails closed, exit 1), then serving in a daemon thread."""
@@ -276,7 +291,7 @@ def start_beside(
     addr = http_addr(settings)
     if addr is None:
         return None
-    server = bind(settings, addr, totals, log)
+    server = bind(settings, addr, totals, log, due)
     log(f"status page on {url_of(server)} (/metrics, /healthz)")
     return Running(server, http.start(server))
 
