@@ -94,6 +94,10 @@ def test_each_endpoint_against_real_backups_offsite_copies_and_a_failed_run(
     assert found.status == 200 and found.headers["content-type"].startswith("text/plain")
     values = metric_values(found.body)
     assert values[("velocity_pg_backups", (("location", "local"),))] == 2
+    assert values[("velocity_pg_backups", (("location", "remote"),))] == 2
+    assert values[("velocity_pg_backups_size_bytes", (("location", "remote"),))] == sum(
+        r["size_bytes"] for r in remote
+    )
     assert values[("velocity_pg_backups_size_bytes", (("location", "local"),))] == sum(
         b["size_bytes"] for b in listed
     )
@@ -101,6 +105,7 @@ def test_each_endpoint_against_real_backups_offsite_copies_and_a_failed_run(
 
     health = request(server.port, "/healthz")
     assert health.status == 200 and health.body.startswith("ok: ")
+    no_secrets(health.body)
     assert request(server.port, "/nope").status == 404
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         refused = request(server.port, "/", method=method)
@@ -115,6 +120,9 @@ def test_each_endpoint_against_real_backups_offsite_copies_and_a_failed_run(
     assert text.count("<svg") == 4 and all(f'data-name="{b["name"]}"' in text for b in listed)
     no_secrets(text + written.stdout + written.stderr)
     assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
+    out.write_text("old")  # replaced whole
+    again = target.run("report", "--html", str(out), env=env)
+    assert again.returncode == 0 and out.read_text().startswith("<!DOCTYPE html>")
 
     # The run log: one line per run, 0600.
     log = runlog.path_in(target.backup_dir)
@@ -122,7 +130,9 @@ def test_each_endpoint_against_real_backups_offsite_copies_and_a_failed_run(
     results = [e["result"] for e in runlog.read(target.backup_dir)]
     assert results == ["success", "success", "failure"]
     assert all(isinstance(e["offsite_seconds"], float) for e in runlog.read(target.backup_dir)[:2])
-    server.stop()
+    out_text, err_text = server.stop()
+    assert server.proc.returncode == 0, err_text  # SIGTERM: a stop, not a failure
+    no_secrets(out_text + err_text)
 
 
 def test_healthz_is_503_with_the_reason_when_there_is_no_backup(

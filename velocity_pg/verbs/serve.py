@@ -182,6 +182,15 @@ def metrics_text(settings: Settings, totals: Callable[[], metrics.Totals]) -> tu
         current.backups["local"] = (len(backups), sum(b.size for b in backups))
     except VelocityError:
         pass
+    if settings.offsite is not None:
+        copies, _where, problem = remote_copies(settings)
+        if not problem:  # as the textfile: this folder's copies of the database
+            mine = [
+                c
+                for c in copies
+                if settings.database is None or catalog.database_of(c.name) == settings.database
+            ]
+            current.backups["remote"] = (len(mine), sum(c.size or 0 for c in mine))
     text = page.redact(metrics.render(current), secrets_of(settings))
     return text.encode("utf-8"), CONTENT_TYPE_LATEST
 
@@ -306,8 +315,12 @@ def run(settings: Settings, addr_text: str | None) -> int:
     check(settings)
     server = bind(settings, addr, file_totals(settings), lambda line: print(line, file=sys.stderr))
     print(f"velocity-pg: status page on {url_of(server)} (/metrics, /healthz)", flush=True)
+    from velocity_pg.postgres.pgtools import Terminated
+
     try:
         server.serve_forever(poll_interval=0.5)
+    except (KeyboardInterrupt, Terminated):
+        print("velocity-pg: serve stopped", flush=True)  # a stop is no failure: exit 0
     finally:
         server.server_close()
     return ExitStatus.OK
