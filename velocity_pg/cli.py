@@ -208,7 +208,8 @@ def finish(state: State, result: Result, as_json: bool, failure: Failure | None)
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
     pin and unpin, accept, restore, schedule, and off-site copies with push and pull; notify
-    sends messages; entrypoint starts the db image.
+    sends messages; serve shows a status page (report writes it to a file); entrypoint
+    starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from

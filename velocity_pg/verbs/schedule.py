@@ -122,8 +122,8 @@ class Scheduler:
                         f"velocity-pg schedule run is going on in {folder}"
                     )
                     self.totals.runs["skipped"] += 1
-                    self.log_run(runlog.skipped(self.clock()))
                     self.write_metrics()
+                    self.log_run(runlog.skipped(self.clock()))
                     return None
                 self.log(f"run started (due at {job.stamp(scheduled, self.zone)})")
                 if self.pinger is not None:
@@ -454,8 +454,9 @@ class Scheduler:
                     f"on: {shown}{more}"
                 )
                 self.totals.runs["skipped"] += len(missed)
-                self.log_run(runlog.skipped(now, len(missed)))
             self.write_metrics()
+            if missed:  # after the metrics: the count there never waits for this file
+                self.log_run(runlog.skipped(now, len(missed)))
             due = timetable.next_after(now, anchor)
             self.log(f"next run at {job.stamp(due, self.zone)}")
 
