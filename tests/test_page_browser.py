@@ -59,11 +59,13 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     need_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    # Debian's browser and driver only: selenium-manager never looks for (or downloads) one.
+    monkeypatch.setenv("SE_OFFLINE", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (

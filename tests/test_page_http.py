@@ -249,3 +249,17 @@ def test_the_scheduler_serves_its_live_state_and_keeps_its_run_log(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"status page on http://127.0.0.1:{port}/" in out
+
+
+def test_the_rollback_point_of_a_restore_is_on_the_page(target: Target) -> None:
+    made = target.run("backup", "--json")
+    assert made.returncode == 0, made.stderr
+    name = json.loads(made.stdout)["name"]
+    restored = target.run("restore", name, "--yes", timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    out = target.workdir / "page.html"
+    written = target.run("report", "--html", str(out))
+    assert written.returncode == 0, written.stderr
+    text = out.read_text()
+    assert re.search(r'data-fact="rollback-point">contents before [^<]*' + re.escape(name), text)
+    assert 'data-fact="staged-copy"' not in text  # none: not shown
