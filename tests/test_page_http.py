@@ -160,6 +160,7 @@ def test_bad_requests_and_slow_clients_never_stop_the_server(
         s.sendall(b"GET /" + b"a" * 100_000 + b" HTTP/1.0\r\n\r\n")
         answer = s.recv(100)
     assert answer.startswith(b"HTTP/1.0 414"), answer
+    assert request(port, "/" + "a" * 5000).status == 414  # the server's own bound, 4 KiB
     # Garbage: an error (400; http.server answers a two-word line as HTTP/0.9, no head).
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(b"\x00\x01 nonsense\r\n\r\n")
@@ -263,3 +264,12 @@ def test_the_rollback_point_of_a_restore_is_on_the_page(target: Target) -> None:
     text = out.read_text()
     assert re.search(r'data-fact="rollback-point">contents before [^<]*' + re.escape(name), text)
     assert 'data-fact="staged-copy"' not in text  # none: not shown
+
+
+def test_a_run_log_that_cannot_be_written_never_fails_the_run(target: Target) -> None:
+    runlog.path_in(target.backup_dir).mkdir()  # a folder where the file goes: rename fails
+    done = target.run("schedule", "--once", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "run succeeded" in done.stdout
+    assert f"run log: cannot write {runlog.path_in(target.backup_dir)}" in done.stdout
+    assert not [p for p in target.backup_dir.iterdir() if p.name.endswith(".tmp")]
