@@ -18,6 +18,8 @@ from velocity_pg.store import catalog
 
 SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL | re.IGNORECASE)
 COLOURS = {"green": "#1a7f37", "amber": "#b7791f", "red": "#c62828"}
+#: Up to this many points a series shows a dot per run.
+DOTS_UP_TO = 120
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 MARK_COLOURS = {"success": "#1f6feb", "failure": "#c62828", "skipped": "#b7791f"}
 
@@ -90,7 +92,9 @@ def _chart(title: str, series: list[Point], unit: str, scale: float = 1.0) -> st
     ok = [(p.at, value(p, 0)) for p in series if p.mark == "success" and p.value is not None]
     failed = [(p.at, value(p, 0)) for p in series if p.mark == "failure"]
     skipped = [(p.at, 0.0) for p in series if p.mark == "skipped"]
-    chart.add(title, ok)
+    # Many runs: the line alone (a dot per run would be most of the page); the failed and
+    # skipped runs keep their marks.
+    chart.add(title, ok, show_dots=len(ok) <= DOTS_UP_TO)
     if failed:
         chart.add("failed run", failed, stroke=False, dots_size=6)
     if skipped:
