@@ -3,7 +3,8 @@
 
 * ``GET /`` the page, ``GET /metrics`` the Prometheus exposition, ``GET /healthz`` 200
   or 503 with the reason; ``HEAD`` of each; any other method 405, any other path 404.
-* Each connection is served in its own daemon thread (:class:`ThreadingHTTPServer`), at
+* Each connection is served in its own daemon thread, at the lowest CPU priority
+  (:data:`THREAD_NICE`: below pg_dump's ``BACKUP_NICE``) (:class:`ThreadingHTTPServer`), at
   most :data:`MAX_CLIENTS` at once (beyond: 503 at once, the connection closed); a
   client has :data:`CLIENT_TIMEOUT` seconds per read or write (a slow client is cut
   off, never waited for); a request line longer than :data:`MAX_REQUEST_LINE` gets 414.
@@ -15,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -127,6 +130,7 @@ class Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        lowest_priority()
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -207,6 +211,17 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+#: The niceness of the server's threads: below every backup's (pg_dump runs at
+#: BACKUP_NICE, 10 by default), so a page never takes the CPU from a dump.
+THREAD_NICE = 19
+
+
+def lowest_priority() -> None:
+    """This thread (only) at :data:`THREAD_NICE` (Linux: a thread's own niceness)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
+
+
 def bind(addr: tuple[str, int], endpoints: Endpoints, log: Callable[[str], None]) -> Server:
     """The server bound to ``addr`` (not yet serving); OSError when it cannot be."""
     return Server(addr, endpoints, log)
@@ -214,9 +229,13 @@ def bind(addr: tuple[str, int], endpoints: Endpoints, log: Callable[[str], None]
 
 def start(server: Server) -> threading.Thread:
     """Serve in a daemon thread (it never keeps the process alive)."""
+
+    def serve() -> None:
+        lowest_priority()
+        server.serve_forever(poll_interval=0.5)
+
     thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.5},
+        target=serve,
         name="velocity-pg-http",
         daemon=True,
     )
