@@ -76,8 +76,7 @@ def _chart(title: str, series: list[Point], unit: str, scale: float = 1.0) -> st
         show_legend=True,
         legend_at_bottom=True,
         x_label_rotation=25,
-        show_minor_x_labels=False,
-        x_labels_major_count=4,
+        max_scale=6,
         x_value_formatter=lambda d: d.strftime("%m-%d %H:%M"),
         value_formatter=lambda v: f"{v:.3g}",
         y_title=unit,
@@ -92,6 +91,12 @@ def _chart(title: str, series: list[Point], unit: str, scale: float = 1.0) -> st
     ok = [(p.at, value(p, 0)) for p in series if p.mark == "success" and p.value is not None]
     failed = [(p.at, value(p, 0)) for p in series if p.mark == "failure"]
     skipped = [(p.at, 0.0) for p in series if p.mark == "skipped"]
+    moments = sorted(p.at for p in series)
+    if moments:  # at most 5 labels on the time axis, evenly spaced over the history
+        first, last = moments[0], moments[-1]
+        count = 5 if last > first else 1
+        step = (last - first) / max(count - 1, 1)
+        chart.x_labels = [first + step * i for i in range(count)]
     # Many runs: the line alone (a dot per run would be most of the page); the failed and
     # skipped runs keep their marks.
     chart.add(title, ok, show_dots=len(ok) <= DOTS_UP_TO)
