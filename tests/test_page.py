@@ -274,3 +274,24 @@ def test_an_unwritable_folder_raises_oserror_only(tmp_path: Path) -> None:
     finally:
         tmp_path.chmod(0o700)
     assert runlog.read(tmp_path) == []
+
+
+def test_every_secret_setting_is_known_to_the_page() -> None:
+    from velocity_pg.settings import settings_from_values
+    from velocity_pg.verbs.serve import secrets_of
+
+    values = {
+        "PGPASSWORD": "pg-Secret-1",
+        "BACKUP_PING_URL": "https://hc-ping.com/ping-Token-2",
+        "BACKUP_NOTIFY_URLS": "mailtos://me:mail-Secret-3@smtp.example.com, slack://tokA/tokB-4/tokC",
+        "BACKUP_S3_URL": "s3://bucket/prefix",
+        "BACKUP_S3_ENDPOINT_URL": "https://keyuser:endpoint-Secret-5@s3.example.com",
+        "AWS_ACCESS_KEY_ID": "AKIA-Key-6",
+        "AWS_SECRET_ACCESS_KEY": "aws-Secret-7",
+        "AWS_SESSION_TOKEN": "aws-Token-8",
+    }
+    found = secrets_of(settings_from_values(values))
+    shown = page.redact(" ".join(values.values()), found)
+    for secret in ("pg-Secret-1", "ping-Token-2", "mail-Secret-3", "tokB-4", "endpoint-Secret-5",
+                   "AKIA-Key-6", "aws-Secret-7", "aws-Token-8"):  # fmt: skip
+        assert secret not in shown, secret
