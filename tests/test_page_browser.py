@@ -125,6 +125,7 @@ def test_the_page_in_chromium_shows_the_numbers_draws_the_charts_and_fits_a_phon
         assert fact("off-site").startswith(f"{status['offsite']['count']} copy(ies), ")
         assert fact("newest-backup").startswith(status["newest"]["name"])
         assert fact("free-space").endswith(("B", "KiB", "MiB", "GiB", "TiB"))
+        next_run = fact("next-run")
 
         rows = browser.find_elements(By.CSS_SELECTOR, "#backups tbody tr")
         shown = {r.get_attribute("data-name"): r for r in rows}
@@ -171,5 +172,6 @@ def test_the_page_in_chromium_shows_the_numbers_draws_the_charts_and_fits_a_phon
         assert severe == [], severe
     finally:
         proc.terminate()
-        _out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    assert f"next run at {next_run}" in out  # the scheduler's own due time

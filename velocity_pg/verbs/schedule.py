@@ -97,6 +97,8 @@ class Scheduler:
                 repeat=config.notify.repeat,
                 log=self.log,
             )
+        #: The next due time (the status page shows it).
+        self.due: datetime | None = None
         #: When the freshness clock started counting (no backup at all: stale from then).
         self.watching_since = clock()
 
@@ -441,6 +443,7 @@ class Scheduler:
         self.write_metrics()  # the counts from the first minute, before any run
         self.start_clock()
         due = self.first_due(anchor, anchor)
+        self.due = due
         while True:
             self.sleep_until(due)
             self.run(due)
@@ -458,6 +461,7 @@ class Scheduler:
             if missed:  # after the metrics: the count there never waits for this file
                 self.log_run(runlog.skipped(now, len(missed)))
             due = timetable.next_after(now, anchor)
+            self.due = due
             self.log(f"next run at {job.stamp(due, self.zone)}")
 
     def describe_notify(self) -> str:
@@ -536,7 +540,9 @@ def serve(settings: Settings, config: ScheduleConfig) -> int:
         signal.signal(sig, on_signal)
     scheduler = Scheduler(settings, config)
     # Bound before the first run: an address that cannot be had fails closed (exit 1).
-    page = serving.start_beside(settings, scheduler.current_totals, scheduler.log)
+    page = serving.start_beside(
+        settings, scheduler.current_totals, scheduler.log, lambda: scheduler.due
+    )
     try:
         scheduler.serve()
     except (Interrupted, KeyboardInterrupt, Terminated):
