@@ -79,7 +79,11 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # A HOME of its own: CI's unprivileged user may have none it can write.
+    home = tmp_path / "home"
+    home.mkdir()
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "HOME": str(home)})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
