@@ -223,6 +223,17 @@ def test_no_address_for_serve_is_a_usage_error(target: Target) -> None:
     assert done.returncode == 2 and "set BACKUP_HTTP_ADDR" in done.stderr
 
 
+def test_a_missing_backup_folder_is_said_before_serving(target: Target) -> None:
+    missing = target.backup_dir / "nope"
+    for args in (("serve", "--addr", f"127.0.0.1:{free_port()}"), ("report", "--html", "x.html")):
+        done = target.run(*args, env=target.env(BACKUP_DIR=str(missing)))
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.strip() == (
+            f"velocity-pg: error: backup folder {missing} does not exist; create it or set "
+            "BACKUP_DIR"
+        )
+
+
 def test_the_scheduler_serves_its_live_state_and_keeps_its_run_log(
     target: Target, tmp_path: Path
 ) -> None:

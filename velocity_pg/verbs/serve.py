@@ -247,6 +247,7 @@ def check(settings: Settings) -> None:
     from velocity_pg.scheduling.config import health_allowance
 
     health_allowance(settings, datetime.now(UTC))
+    catalog.require_dir(settings.backup_dir)  # missing or unreadable: said at once
 
 
 def bind(
