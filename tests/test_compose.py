@@ -144,6 +144,31 @@ def test_db_backup_connects_to_db_with_the_db_settings(
         assert env[name] == f"${{{name}:-}}"
 
 
+def test_the_status_page_is_off_by_default_and_published_on_loopback_only(
+    db_backup: dict[str, Any],
+) -> None:
+    assert db_backup["environment"]["BACKUP_HTTP_ADDR"] == "${BACKUP_HTTP_ADDR:-}"
+    assert db_backup["ports"] == ["127.0.0.1:${BACKUP_HTTP_PORT:-8070}:8070"]
+
+
+def test_the_status_page_address_and_port_resolve(tmp_path: Path) -> None:
+    config = compose_config(tmp_path, "BACKUP_HTTP_ADDR=0.0.0.0:8070\nBACKUP_HTTP_PORT=18070\n")
+    assert service_environment(config, "db-backup")["BACKUP_HTTP_ADDR"] == "0.0.0.0:8070"
+    ports = config["services"]["db-backup"]["ports"]
+    published = [
+        (p["host_ip"], str(p["published"]), int(p["target"])) if isinstance(p, dict) else p
+        for p in ports
+    ]
+    assert published in (
+        [("127.0.0.1", "18070", 8070)],
+        ["127.0.0.1:18070:8070"],  # Compose v1 prints the short form
+    ), published
+    # The address velocity-pg reads from it: every address in the container, port 8070.
+    from velocity_pg.scheduling.http import parse_addr
+
+    assert parse_addr("0.0.0.0:8070") == ("0.0.0.0", 8070)  # noqa: S104
+
+
 def test_db_backup_health_is_freshness(db_backup: dict[str, Any]) -> None:
     check = db_backup["healthcheck"]
     assert check["test"] == ["CMD", "velocity-pg", "status", "--max-age", "auto"]

@@ -44,6 +44,7 @@ VERBS = [
     "notify",
     "entrypoint",
     *("pin", "unpin", "accept"),
+    *("serve", "report"),
 ]
 
 

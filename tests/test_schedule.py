@@ -39,6 +39,7 @@ from offsite_support import (  # noqa: F401 (fixtures)
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
+from velocity_pg.scheduling import runlog
 from velocity_pg.store import catalog
 
 METRIC_NAMES = {
@@ -197,13 +198,14 @@ def backups(target: Target) -> list[catalog.Backup]:
 
 
 def leftovers(target: Target) -> list[str]:
-    """Anything in the folder that is neither a backup, its manifest nor a lock file."""
+    """Anything in the folder that is neither a backup, its manifest, a lock file nor the
+    scheduler's run log (the status page's history)."""
     return sorted(
         p.name
         for p in target.backup_dir.iterdir()
         if not catalog.is_backup_name(p.name)
         and not (p.name.endswith(".dump.json") and catalog.is_backup_name(p.name[:-5]))
-        and p.name not in (".velocity.lock", ".velocity-schedule.lock")
+        and p.name not in (".velocity.lock", ".velocity-schedule.lock", runlog.FILE_NAME)
     )
 
 

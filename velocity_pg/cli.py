@@ -208,7 +208,8 @@ def finish(state: State, result: Result, as_json: bool, failure: Failure | None)
 def cli() -> None:
     """Safe PostgreSQL backups for Django Velocity: backup, list, verify, status, cleanup,
     pin and unpin, accept, restore, schedule, and off-site copies with push and pull; notify
-    sends messages; entrypoint starts the db image.
+    sends messages; serve shows a status page (report writes it to a file); entrypoint
+    starts the db image.
 
     Settings come from these options (given before or after the verb), then the
     environment, then a .env file, then defaults. The password is read from
@@ -505,6 +506,45 @@ def schedule(state: State, once: bool) -> None:
     from velocity_pg.verbs import schedule as schedule_verb
 
     sys.exit(schedule_verb.run(state.settings(), one_run=once))
+
+
+@cli.command(short_help="Serve the status page, /metrics and /healthz (read-only HTTP).")
+@click.option(
+    "--addr",
+    metavar="HOST:PORT",
+    help="Where to listen (default: BACKUP_HTTP_ADDR), e.g. 127.0.0.1:8070.",
+)
+@global_options
+@pass_state
+def serve(state: State, addr: str | None) -> None:
+    """Serve a read-only status page of the backups at / (state, history charts, the
+    backups here and off-site), the Prometheus metrics at /metrics and the freshness
+    judgement of `status --max-age auto` at /healthz (200 or 503). GET and HEAD only.
+
+    `velocity-pg schedule` serves the same when BACKUP_HTTP_ADDR is set.
+    """
+    from velocity_pg.verbs import serve as serve_verb
+
+    sys.exit(serve_verb.run(state.settings(), addr))
+
+
+@cli.command(short_help="Write the status page to one self-contained HTML file.")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write (replaced whole; mode 0600).",
+)
+@global_options
+@pass_state
+def report(state: State, html_file: Path) -> None:
+    """Write the status page (what `serve` shows at /) to FILE: one file that needs
+    nothing else, for a cron mail, a CI artifact or a browser on a laptop."""
+    from velocity_pg.verbs import report as report_verb
+
+    show(report_verb.run(state.settings(), html_file), as_json=False)
 
 
 @cli.command(short_help="Replace the database with a backup; a failed restore changes nothing.")

@@ -210,6 +210,9 @@ class Settings:
     ping_url: str | None = field(default=None, repr=False)  # may hold a secret token
     metrics_file: str | None = None
     health_max_age: str | None = None
+    #: The status page's address (``serve``, and ``schedule`` when set): host:port as given,
+    #: checked by :func:`velocity_pg.scheduling.http.parse_addr`.
+    http_addr: str | None = None
     #: Messages through Apprise (BACKUP_NOTIFY_*), as given: checked by
     #: :func:`velocity_pg.scheduling.notify.load` in the verbs that send them
     #: (``schedule``, ``notify``, a manual verb given ``--notify``). The URLs hold
@@ -490,6 +493,7 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         ping_url=text("BACKUP_PING_URL"),
         metrics_file=text("BACKUP_METRICS_FILE"),
         health_max_age=text("BACKUP_HEALTH_MAX_AGE"),
+        http_addr=text("BACKUP_HTTP_ADDR"),
         notify_urls=text("BACKUP_NOTIFY_URLS"),
         notify_on=text("BACKUP_NOTIFY_ON"),
         notify_repeat=text("BACKUP_NOTIFY_REPEAT"),

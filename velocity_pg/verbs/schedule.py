@@ -32,7 +32,7 @@ from types import FrameType
 
 from velocity_pg.errors import ExitStatus, Interrupted, OperationFailed, VelocityError
 from velocity_pg.postgres.pgtools import Terminated
-from velocity_pg.scheduling import job, metrics, notify
+from velocity_pg.scheduling import job, metrics, notify, runlog
 from velocity_pg.scheduling.config import ScheduleConfig, VerifyMode, mask_url
 from velocity_pg.scheduling.pings import Kind, Pinger
 from velocity_pg.scheduling.timetable import human_duration
@@ -97,6 +97,8 @@ class Scheduler:
                 repeat=config.notify.repeat,
                 log=self.log,
             )
+        #: The next due time (the status page shows it).
+        self.due: datetime | None = None
         #: When the freshness clock started counting (no backup at all: stale from then).
         self.watching_since = clock()
 
@@ -123,6 +125,7 @@ class Scheduler:
                     )
                     self.totals.runs["skipped"] += 1
                     self.write_metrics()
+                    self.log_run(runlog.skipped(self.clock()))
                     return None
                 self.log(f"run started (due at {job.stamp(scheduled, self.zone)})")
                 if self.pinger is not None:
@@ -146,6 +149,8 @@ class Scheduler:
             body = "\n".join([*(s.line(self.zone) for s in result.steps), summary]) + "\n"
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
         self.record(result)
+        backup = None if ctx is None or ctx.backup is None else ctx.backup.name
+        self.log_run(runlog.entry(result, backup))
         try:
             self.tell(result, fresh=ctx is None or SUSPECT_KEY not in ctx.extra)
         except (KeyboardInterrupt, Terminated, Interrupted):
@@ -334,6 +339,34 @@ class Scheduler:
         if result.backup_size is not None:
             t.last_backup_size = float(result.backup_size)
 
+    def log_run(self, item: dict[str, object]) -> None:
+        """One line in the run log (the status page's history); a failure to write it is
+        logged and never fails the run."""
+        try:
+            runlog.append(self.settings.backup_dir, item)
+        except (KeyboardInterrupt, Terminated, Interrupted):
+            raise
+        except VelocityError as exc:
+            self.log(f"run log: {exc.message}")
+        except OSError as exc:
+            self.log(
+                f"run log: cannot write {runlog.path_in(self.settings.backup_dir)}: "
+                f"{exc.strerror or exc}"
+            )
+        except Exception as exc:  # the run log never stops the scheduler
+            self.log(f"run log: unexpected {type(exc).__name__}")
+
+    def current_totals(self) -> metrics.Totals:
+        """A copy of the totals for /metrics (read from the server's threads)."""
+        import copy
+
+        for _ in range(3):
+            try:
+                return copy.deepcopy(self.totals)
+            except RuntimeError:  # changed while copied: try again
+                continue
+        return metrics.Totals()
+
     def write_metrics(self) -> None:
         path = self.config.metrics_file
         if path is None:
@@ -410,6 +443,7 @@ class Scheduler:
         self.write_metrics()  # the counts from the first minute, before any run
         self.start_clock()
         due = self.first_due(anchor, anchor)
+        self.due = due
         while True:
             self.sleep_until(due)
             self.run(due)
@@ -424,7 +458,10 @@ class Scheduler:
                 )
                 self.totals.runs["skipped"] += len(missed)
             self.write_metrics()
+            if missed:  # after the metrics: the count there never waits for this file
+                self.log_run(runlog.skipped(now, len(missed)))
             due = timetable.next_after(now, anchor)
+            self.due = due
             self.log(f"next run at {job.stamp(due, self.zone)}")
 
     def describe_notify(self) -> str:
@@ -496,14 +533,23 @@ def serve(settings: Settings, config: ScheduleConfig) -> int:
             raise KeyboardInterrupt
         raise Terminated(signum)
 
+    from velocity_pg.verbs import serve as serving
+
+    serving.http_addr(settings)  # a bad BACKUP_HTTP_ADDR: exit 2 before anything runs
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     scheduler = Scheduler(settings, config)
+    # Bound before the first run: an address that cannot be had fails closed (exit 1).
+    page = serving.start_beside(
+        settings, scheduler.current_totals, scheduler.log, lambda: scheduler.due
+    )
     try:
         scheduler.serve()
     except (Interrupted, KeyboardInterrupt, Terminated):
         why = received[0] if received else "interrupted"
         scheduler.log(f"stopping ({why}); nothing is left half-done")
+        if page is not None:
+            page.server.server_close()
         scheduler.close(STOP_PING_WAIT)
         return ExitStatus.OK
     return ExitStatus.OK  # pragma: no cover - serve() only ends by an exception
