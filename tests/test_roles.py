@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from conftest import Target
 from psycopg import sql
@@ -35,6 +34,11 @@ def drop_roles(target: Target, names: dict[str, str]) -> None:
             if pgroles.existing(conn, [name]):
                 for db in conn.execute("SELECT datname FROM pg_database WHERE datallowconn"):
                     with target.connect(db[0]) as other:
+                        other.execute(
+                            sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(
+                                sql.Identifier(name)
+                            )
+                        )
                         other.execute(
                             sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(name))
                         )
@@ -84,3 +88,99 @@ def test_the_roles_file_travels_beside_the_backup(app_db: Target, names: dict[st
     record = json.loads(dump.with_name(dump.name + ".json").read_text())["roles"]
     assert record["passwords"] is False
     assert sorted(record["roles"]) == sorted(names[k] for k in ("app", "base", "reader"))
+
+
+def drop_app_roles(target: Target, names: dict[str, str]) -> None:
+    """The target server without app, reader and base: a server the backup's roles never
+    reached (the test database's tables go first: roles own them)."""
+    with target.connect() as conn:
+        conn.execute("DROP TABLE public.items, public.notes")
+    drop_roles(target, {k: names[k] for k in ("app", "reader", "base")})
+
+
+def owners_and_grants(target: Target) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    with target.connect() as conn:
+        owners = dict(
+            conn.execute(
+                "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
+                "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'S')"
+            ).fetchall()
+        )
+        grants = conn.execute(
+            "SELECT table_name, grantee FROM information_schema.role_table_grants "
+            "WHERE table_schema = 'public' AND privilege_type = 'SELECT' ORDER BY 1, 2"
+        ).fetchall()
+    return owners, grants
+
+
+def test_a_missing_role_is_refused_up_front_then_created(
+    app_db: Target, names: dict[str, str]
+) -> None:
+    dump = backup(app_db)
+    drop_app_roles(app_db, names)
+    app, reader, base = names["app"], names["reader"], names["base"]
+
+    check = app_db.run("restore", dump.name, "--check")
+    assert check.returncode == 1, check.stderr
+    line = check.stderr.strip().splitlines()[-1]
+    assert f"{app} (owner)" in line and f"{reader} (grantee)" in line, line
+    assert "--create-missing-roles" in line and "nothing was changed" in line
+
+    refused = app_db.run("restore", dump.name, "--yes")
+    assert refused.returncode == 1
+    assert "--create-missing-roles" in refused.stderr
+    assert "OWNER TO" not in refused.stderr and "pg_restore" not in refused.stderr
+    with app_db.connect() as conn:  # nothing was touched: the tables are still gone
+        assert conn.execute("SELECT to_regclass('public.items')").fetchone() == (None,)
+
+    would = app_db.run("restore", dump.name, "--check", "--create-missing-roles")
+    assert would.returncode == 0, would.stderr
+    assert app in would.stdout and "NOLOGIN" in would.stdout
+
+    done = app_db.run("restore", dump.name, "--yes", "--create-missing-roles")
+    assert done.returncode == 0, done.stderr
+    assert f"created role(s) {app}, {base}, {reader} (NOLOGIN)" in done.stdout + done.stderr
+    owners, grants = owners_and_grants(app_db)
+    assert owners["items"] == app and owners["notes"] == app
+    assert (("items", reader) in grants) and (("notes", reader) in grants)
+    with app_db.connect() as conn:
+        logins = dict(
+            conn.execute(
+                "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)",
+                ([app, reader, base],),
+            ).fetchall()
+        )
+        assert logins == {app: False, reader: False, base: False}
+        member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (app, base)).fetchone()
+        assert member == (True,)
+
+
+def test_owner_makes_every_object_the_owner_roles(app_db: Target, names: dict[str, str]) -> None:
+    dump = backup(app_db)
+    drop_app_roles(app_db, names)
+    owner = names["owner"]
+    password = "owner-secret"
+    with app_db.connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(owner), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(app_db.dbname), sql.Identifier(owner)
+            )
+        )
+    # The restore runs as the owner role itself: no superuser anywhere.
+    env = app_db.env(PGUSER=owner, PGPASSWORD=password)
+    check = app_db.run("restore", dump.name, "--check", "--owner", owner, env=env)
+    assert check.returncode == 0, check.stderr
+    assert names["reader"] in check.stdout
+    done = app_db.run("restore", dump.name, "--yes", "--owner", owner, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"privileges of role(s) the target lacks were left out: {names['reader']}" in (
+        done.stdout
+    )
+    owners, grants = owners_and_grants(app_db)
+    assert set(owners.values()) == {owner}, owners
+    assert all(grantee == owner for _, grantee in grants), grants

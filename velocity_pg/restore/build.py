@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import CommandFailed, Interrupted, OperationFailed, VelocityError
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import archive, staging, swap
+from velocity_pg.restore import archive, roles, staging, swap
 from velocity_pg.restore.console import Console, describe
 from velocity_pg.restore.plan import Plan
 from velocity_pg.restore.progress import RestoreProgress
@@ -114,19 +114,30 @@ def run_pg_restore(
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
+    # restore --owner ROLE: --no-owner --role=ROLE, privileges applied after (restore/roles.py)
+    owned = roles.pg_restore_args(plan.roles)
     try:
         archive.restore_all_but_matviews(
             plan.program.path,
             plan.backup,
             plan.where.conninfo(plan.staging),
-            plan.entries,
+            roles.restore_entries(plan.roles, plan.entries),
             env,
             jobs=plan.jobs,
             verbose=True,
             on_stderr_line=on_line,
+            extra=owned,
+        )
+        roles.apply_acls(
+            plan.program.path, plan.backup, plan.where, plan.staging, plan.roles, plan.entries
         )
         unrefreshed = archive.refresh_matviews(
-            plan.program.path, plan.backup, plan.where.conninfo(plan.staging), plan.entries, env
+            plan.program.path,
+            plan.backup,
+            plan.where.conninfo(plan.staging),
+            plan.entries,
+            env,
+            extra=owned,
         )
     except CommandFailed as exc:
         if not pgtools.went_silent(exc.stderr):

@@ -28,6 +28,7 @@ from velocity_pg.restore import archive, copies, space, staging, swap
 from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.progress import Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
+from velocity_pg.restore.roles import RolesPlan
 from velocity_pg.store import catalog, manifest
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class Plan:
     subscriptions: tuple[str, ...] = ()  # logical replication subscriptions in it
     leftover_stories: tuple[str, ...] = ()  # per leftover: who left it (staging.leftover_story)
     room: space.Space | None = None  # the free-space check, where the disk is visible
+    #: The backup's roles next to the target's (restore/roles.py); None until assessed.
+    roles: RolesPlan | None = None
 
     @property
     def other_source(self) -> bool:

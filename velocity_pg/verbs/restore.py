@@ -44,6 +44,7 @@ from velocity_pg.errors import Interrupted, OperationFailed
 from velocity_pg.postgres import db, endpoint, pgtools
 from velocity_pg.postgres.endpoint import Endpoint
 from velocity_pg.restore import archive, build, copies, marks, stage, staging, swap, undo
+from velocity_pg.restore import roles as restore_roles
 from velocity_pg.restore.console import COUNTDOWN_SECONDS, Console, countdown, describe
 from velocity_pg.restore.plan import Plan, prepare, refuse_target
 from velocity_pg.restore.progress import RestoreProgress
@@ -71,6 +72,10 @@ class Request:
     yes: bool = False
     jobs: int | None = None
     drop_later: bool = False
+    #: ``--owner ROLE``: every object owned by ROLE (restore/roles.py).
+    owner: str | None = None
+    #: ``--create-missing-roles``: create the roles the target lacks before the restore.
+    create_missing_roles: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class CheckResult:
             "replication_slots": list(plan.slots),
             "subscriptions": list(plan.subscriptions),
             "free_space": None if plan.room is None else plan.room.to_json(),
+            "roles": None if plan.roles is None else plan.roles.to_json(),
         }
 
     def lines(self) -> list[str]:
@@ -127,6 +133,8 @@ class CheckResult:
         warning = plan.source_warning()
         if warning is not None:
             out.append(warning)
+        if plan.roles is not None:
+            out.extend(plan.roles.lines())
         return out
 
 
@@ -164,6 +172,8 @@ class RestoreResult:
     unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
     #: The database the backup was made of, when known.
     source_database: str | None = None
+    #: What was done about roles (created, privileges left out), one line each.
+    roles_done: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -188,6 +198,7 @@ class RestoreResult:
             "rollback_point": self.previous_kept_as if self.rollback_point else None,
             "replaced_rollback_point": self.replaced_rollback,
             "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
+            "roles": list(self.roles_done),
         }
 
     def lines(self) -> list[str]:
@@ -235,6 +246,7 @@ class RestoreResult:
                 f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
                 f"{self.untouched_rollback} is left as it was."
             )
+        out.extend(f"Roles: {line}." for line in self.roles_done)
         return out
 
 
@@ -437,6 +449,8 @@ def named(settings: Settings, request: Request, *, stage_only: bool) -> Result:
         console=console,
         stage_only=stage_only,
         drop_later=request.drop_later,
+        owner=request.owner,
+        create_missing_roles=request.create_missing_roles,
     )
 
 
@@ -470,6 +484,8 @@ def restore_backup(
     countdown_seconds: int = COUNTDOWN_SECONDS,
     stage_only: bool = False,
     drop_later: bool = False,
+    owner: str | None = None,
+    create_missing_roles: bool = False,
 ) -> CheckResult | RestoreResult | StageResult:
     """Check, count down, and (unless ``check``) restore; see the module docstring.
 
@@ -492,7 +508,18 @@ def restore_backup(
             # The session holds the per-database restore lock until it closes.
             with swap.connect_admin(where, target) as admin:
                 plan = prepare(where, admin, path, target, jobs)
-                plan = dataclasses.replace(plan, keep_previous=settings.keep_previous)
+                plan = dataclasses.replace(
+                    plan,
+                    keep_previous=settings.keep_previous,
+                    roles=restore_roles.assess(
+                        admin,
+                        plan.program,
+                        path,
+                        plan.entries,
+                        owner=owner,
+                        create=create_missing_roles,
+                    ),
+                )
                 plan = stage.judge(plan, stage_only)
                 announce(console, settings, plan)
                 stage.announce(console, plan, stage_only)
@@ -501,10 +528,15 @@ def restore_backup(
                     countdown(console, countdown_seconds)
                 if check:
                     result = CheckResult(plan)
-                elif stage_only:
+                    return result
+                done = tuple(restore_roles.create_missing(admin, plan.roles))
+                for line in done:
+                    console.say(line)
+                if stage_only:
                     result = stage_copy(settings, admin, plan, console)
                 else:
                     result = execute(settings, admin, plan, console, drop_later=drop_later)
+                    result = dataclasses.replace(result, roles_done=done + left_out(plan))
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         if isinstance(result, (RestoreResult, StageResult)):  # came after it completed
@@ -512,6 +544,15 @@ def restore_backup(
         raise Interrupted(f"{pgtools.stop_word(exc)}; nothing was changed") from None
     assert result is not None
     return result
+
+
+def left_out(plan: Plan) -> tuple[str, ...]:
+    """restore --owner: the line naming the roles whose privileges were left out."""
+    if plan.roles is None or not plan.roles.left_out:
+        return ()
+    return (
+        "privileges of role(s) the target lacks were left out: " + ", ".join(plan.roles.left_out),
+    )
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:
