@@ -9,12 +9,21 @@ drops them after the backup to play a server that lacks them, and drops them at 
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Target
+from offsite_support import (  # noqa: F401 (fixtures)
+    Bucket,
+    Keys,
+    age_keys,
+    bucket,
+    offsite_env,
+    s3_endpoint,
+)
 from psycopg import sql
 
 from velocity_pg.postgres import roles as pgroles
@@ -184,3 +193,74 @@ def test_owner_makes_every_object_the_owner_roles(app_db: Target, names: dict[st
     owners, grants = owners_and_grants(app_db)
     assert set(owners.values()) == {owner}, owners
     assert all(grantee == owner for _, grantee in grants), grants
+
+
+def test_password_hashes_only_with_backup_role_passwords(
+    app_db: Target, names: dict[str, str]
+) -> None:
+    dump = backup(app_db, BACKUP_ROLE_PASSWORDS="true")
+    text = dump.with_name(dump.name + ".roles.sql").read_text()
+    assert "PASSWORD 'SCRAM-SHA-256$" in text or "PASSWORD 'md5" in text
+    record = json.loads(dump.with_name(dump.name + ".json").read_text())["roles"]
+    assert record["passwords"] is True
+    # A non-superuser cannot read them: refused before pg_dump, nothing written.
+    owner = names["owner"]
+    with app_db.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(owner)))
+        conn.execute(sql.SQL("GRANT SELECT ON items, notes TO {}").format(sql.Identifier(owner)))
+    before = sorted(p.name for p in app_db.backup_dir.iterdir())
+    env = app_db.env(PGUSER=owner, PGPASSWORD="pw", BACKUP_ROLE_PASSWORDS="true")
+    refused = app_db.run("backup", env=env)
+    assert refused.returncode == 1
+    assert "BACKUP_ROLE_PASSWORDS=true needs a superuser" in refused.stderr
+    assert sorted(p.name for p in app_db.backup_dir.iterdir()) == before
+
+
+def test_verify_checks_the_roles_file(app_db: Target) -> None:
+    dump = backup(app_db)
+    roles_file = dump.with_name(dump.name + ".roles.sql")
+    assert app_db.run("verify", dump.name).returncode == 0
+    roles_file.write_text(roles_file.read_text().replace("NOLOGIN", "LOGIN"))
+    damaged = app_db.run("verify", dump.name)
+    assert damaged.returncode == 1
+    assert "roles file" in damaged.stdout + damaged.stderr
+
+
+def test_push_and_pull_carry_the_roles_file(
+    app_db: Target,
+    names: dict[str, str],
+    bucket: Bucket,  # noqa: F811 (a fixture)
+    age_keys: Keys,  # noqa: F811 (a fixture)
+) -> None:
+    env = app_db.env(**offsite_env(bucket, age_keys))
+    result = app_db.run("backup", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    name = json.loads(result.stdout)["name"]
+    key = f"db/{name}.roles.sql.age"
+    assert key in bucket.names()
+    assert bucket.read(key).startswith(b"age-encryption.org/v1")
+    local = (app_db.backup_dir / (name + ".roles.sql")).read_bytes()
+
+    # A new machine: the folder is empty; pull brings the roles file back, checked.
+    for path in app_db.backup_dir.iterdir():
+        path.unlink()
+    pulled = app_db.run("pull", name, env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (app_db.backup_dir / (name + ".roles.sql")).read_bytes() == local
+    assert app_db.run("verify", name, env=env).returncode == 0
+
+    # A damaged copy of the roles file off-site is refused, nothing written.
+    for path in app_db.backup_dir.iterdir():
+        path.unlink()
+    other = app_db.backup_dir.parent / "other.roles.sql"
+    other.write_bytes(local.replace(b"NOLOGIN", b"LOGIN"))
+    encrypted = subprocess.run(
+        ["age", "--encrypt", "-r", age_keys.recipient, str(other)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    bucket.write(key, encrypted)
+    refused = app_db.run("pull", name, env=env)
+    assert refused.returncode == 1
+    assert "roles file" in refused.stderr and "does not match" in refused.stderr
+    assert [p.name for p in app_db.backup_dir.iterdir() if not p.name.startswith(".")] == []

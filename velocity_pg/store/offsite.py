@@ -57,7 +57,7 @@ from velocity_pg.errors import (
 )
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import OffSite, Settings
-from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote
+from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote, roles_offsite
 from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
 
 #: Leftovers in the bucket (objects without a manifest, unfinished multipart
@@ -452,6 +452,8 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
                 "run `velocity-pg verify` on it"
             )
         check_object(store, key, sent.size, sent.sha256, meter)
+        # The roles file goes with it, before the manifest (store/roles_offsite.py).
+        roles_offsite.push(store, dump, record, offsite, ctx.age_program)
         remote_record = RemoteManifest(
             name=name,
             object_key=key,
@@ -862,6 +864,7 @@ def delete_remote(
             )
         store.delete(key)
         store.delete(record.object_key)
+        roles_offsite.delete(store, record.name, record.encrypted)
     except OperationFailed as exc:
         return RemoteDeletion(record.name, record.object_size, "failed", exc.message)
     return RemoteDeletion(record.name, record.object_size, "deleted", reason)

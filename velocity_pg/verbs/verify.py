@@ -39,6 +39,7 @@ from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote
+from velocity_pg.store import roles as backup_roles
 from velocity_pg.store.offsite import (
     Context,
     Fetched,
@@ -140,6 +141,12 @@ def check_checksum(dump: Path, record: manifest.Manifest | None, outcome: Outcom
         outcome.fail("SHA-256 does not match the manifest: the file is damaged")
         return False
     outcome.checks.append("checksum")
+    if record.roles is not None:  # the roles file beside it (store/roles.py)
+        problem = backup_roles.file_problem(backup_roles.path_for(dump), record.roles)
+        if problem is not None:
+            outcome.fail(f"the roles file {problem}")
+            return False
+        outcome.checks.append("roles file")
     return True
 
 
