@@ -89,17 +89,19 @@ def backup(target: Target, **env: str) -> Path:
 
 
 def test_the_roles_file_travels_beside_the_backup(app_db: Target, names: dict[str, str]) -> None:
+    with app_db.connect() as conn:  # a role of the server that no object of the backup needs
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(names["owner"])))
     dump = backup(app_db)
     roles_file = dump.with_name(dump.name + ".roles.sql")
     text = roles_file.read_text()
-    print(text)
     assert (roles_file.stat().st_mode & 0o777) == 0o600
-    for key in ("app", "reader", "base"):
+    for key in ("app", "reader", "base", "keep"):
         assert f"CREATE ROLE {names[key]};" in text
+    assert names["owner"] not in text  # a role of the server the backup does not need
     assert "SCRAM-SHA-256" not in text and "md5" not in text
     record = json.loads(dump.with_name(dump.name + ".json").read_text())["roles"]
     assert record["passwords"] is False
-    assert sorted(record["roles"]) == sorted(names[k] for k in ("app", "base", "reader"))
+    assert record["roles"] == sorted(names[k] for k in ("app", "base", "keep", "reader"))
 
 
 def drop_app_roles(target: Target, names: dict[str, str]) -> None:
@@ -268,3 +270,36 @@ def test_push_and_pull_carry_the_roles_file(
     assert refused.returncode == 1
     assert "roles file" in refused.stderr and "does not match" in refused.stderr
     assert [p.name for p in app_db.backup_dir.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_an_older_backup_without_a_roles_file_still_restores(
+    app_db: Target, names: dict[str, str]
+) -> None:
+    dump = backup(app_db)
+    # As a backup made before roles were recorded: no roles file, no "roles" in its manifest.
+    dump.with_name(dump.name + ".roles.sql").unlink()
+    side = dump.with_name(dump.name + ".json")
+    record = json.loads(side.read_text())
+    del record["roles"]
+    side.write_text(json.dumps(record))
+    check = app_db.run("restore", dump.name, "--check")
+    assert check.returncode == 0, check.stderr
+    assert "roles: unknown" in check.stdout
+    done = app_db.run("restore", dump.name, "--yes")
+    assert done.returncode == 0, done.stderr
+    # Its owners are still checked, from the archive: gone, it is refused up front.
+    drop_app_roles(app_db, names)
+    refused = app_db.run("restore", dump.name, "--check")
+    assert refused.returncode == 1
+    assert f"{names['app']} (owner)" in refused.stderr
+
+
+def test_a_damaged_roles_file_is_refused(app_db: Target) -> None:
+    dump = backup(app_db)
+    roles_file = dump.with_name(dump.name + ".roles.sql")
+    roles_file.write_text(roles_file.read_text() + "-- changed\n")
+    refused = app_db.run("restore", dump.name, "--check")
+    assert refused.returncode == 1
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "roles file" in line and "does not match the manifest" in line, line
+    assert line.endswith("nothing was changed")

@@ -230,10 +230,18 @@ def schema_script_cmd(
     return [*cmd, str(archive)]
 
 
-def dumpall_cmd(program: str | Path, conninfo: str, *, passwords: bool) -> list[str]:
+def dumpall_cmd(program: str | Path, conninfo: str, database: str, *, passwords: bool) -> list[str]:
     """``pg_dumpall --roles-only``: without password hashes it reads pg_roles (any user may);
-    with them, pg_authid (superusers only)."""
-    cmd = [str(program), "--roles-only", "--no-password", f"--dbname={conninfo}"]
+    with them, pg_authid (superusers only). It connects to ``database`` (the one backed up:
+    pg_dumpall ignores the database of ``--dbname`` and would try postgres, then template1,
+    which pg_hba.conf may not let the backup user reach)."""
+    cmd = [
+        str(program),
+        "--roles-only",
+        "--no-password",
+        f"--dbname={conninfo}",
+        f"--database={database}",
+    ]
     if not passwords:
         cmd.append("--no-role-passwords")
     return cmd

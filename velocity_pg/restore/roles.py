@@ -106,7 +106,13 @@ def assess(
     """Compare the backup's roles with the target; refuse (OperationFailed) what cannot
     work, before anything is touched."""
     record = manifest.read(path)  # read and checked by the plan already
-    recorded = stored.read_checked(path, record)
+    try:
+        recorded = stored.read_checked(path, record)
+    except OperationFailed as exc:
+        raise OperationFailed(
+            f"{exc.message}; restore another backup (`velocity-pg list`), or pull it again; "
+            "nothing was changed"
+        ) from exc
     try:
         needed = pgroles.run_script_roles(program.path, path)
     except CommandFailed as exc:

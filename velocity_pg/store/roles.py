@@ -140,6 +140,7 @@ def capture(
     archive: Path,
     server_num: int,
     conninfo: str,
+    database: str,
     env: dict[str, str | None],
     *,
     passwords: bool,
@@ -161,7 +162,7 @@ def capture(
             f"the new dump's roles cannot be read ({exc.message}); no backup was written"
         ) from exc
     try:
-        cmd = pgroles.dumpall_cmd(dumpall.path, conninfo, passwords=passwords)
+        cmd = pgroles.dumpall_cmd(dumpall.path, conninfo, database, passwords=passwords)
         script = pgtools.capture(cmd, env)
     except CommandFailed as exc:
         hint = (

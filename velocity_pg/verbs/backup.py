@@ -189,7 +189,12 @@ def create_backup(
             sha256, size = manifest.sha256_file(temp)
             toc_entries = read_back(temp, server_num)
             roles_data, kept = backup_roles.capture(
-                temp, server_num, where.conninfo(), env, passwords=settings.role_passwords
+                temp,
+                server_num,
+                where.conninfo(),
+                dbname,
+                env,
+                passwords=settings.role_passwords,
             )
             roles_fd, roles_temp = backup_roles.write_temp(folder, roles_data)
             finished = now()
