@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Target
+from conftest import Target, drop_copies_of, drop_database
 from offsite_support import (  # noqa: F401 (fixtures)
     Bucket,
     Keys,
@@ -303,3 +303,33 @@ def test_a_damaged_roles_file_is_refused(app_db: Target) -> None:
     line = refused.stderr.strip().splitlines()[-1]
     assert "roles file" in line and "does not match the manifest" in line, line
     assert line.endswith("nothing was changed")
+
+
+def test_owner_into_a_new_database_as_a_superuser(
+    app_db: Target, names: dict[str, str], postgresql_proc: object
+) -> None:
+    """Another environment: a database of another name, which does not exist yet, restored
+    by a superuser for a role without any privilege of its own: the database and every
+    object in it are the role's (it can create in the public schema it owns)."""
+    dump = backup(app_db)
+    owner = names["owner"]
+    with app_db.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(owner)))
+    copy = app_db.dbname + "_env"
+    try:
+        env = app_db.env(PGDATABASE=copy)
+        done = app_db.run("restore", dump.name, "--yes", "--owner", owner, env=env)
+        assert done.returncode == 0, done.stderr
+        with app_db.connect(copy) as conn:
+            row = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (copy,)
+            ).fetchone()
+            assert row == (owner,)
+            owners = conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class "
+                "WHERE relnamespace = 'public'::regnamespace"
+            ).fetchall()
+            assert owners == [(owner,)]
+    finally:
+        drop_database(postgresql_proc, copy)
+        drop_copies_of(postgresql_proc, copy)

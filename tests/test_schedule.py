@@ -725,7 +725,12 @@ def test_a_run_pushes_off_site_prunes_there_and_counts_remote(
     assert re.search(rf"^{STAMP} cleanup off-site: ok Off-site: kept 1 backup", result.stdout, re.M)
     local = backups(target)
     assert len(local) == 2
-    assert bucket.names() == [f"db/{local[0].name}", f"db/{local[0].name}.json"]  # pruned to 1
+    newest = local[0].name
+    assert bucket.names() == [  # pruned to 1
+        f"db/{newest}",
+        f"db/{newest}.json",
+        f"db/{newest}.roles.sql",
+    ]
     found = read_metrics(metrics_file)
     assert found[("velocity_pg_backups", (("location", "remote"),))] == 1
     assert found[("velocity_pg_backups_size_bytes", (("location", "remote"),))] == local[0].size

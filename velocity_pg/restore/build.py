@@ -33,6 +33,7 @@ def build_copy(
     try:
         comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
         swap.create_staging(admin, plan.staging, plan.live, comment)
+        roles.own_new_database(admin, plan.staging, plan.roles, plan.live is None)
         if plan.live is not None:
             swap.rehearse_properties(
                 admin, plan.staging, plan.live, as_grantors=plan.role.superuser

@@ -102,6 +102,7 @@ def assess(
     *,
     owner: str | None,
     create: bool,
+    database_owner: str | None = None,
 ) -> RolesPlan:
     """Compare the backup's roles with the target; refuse (OperationFailed) what cannot
     work, before anything is touched."""
@@ -133,7 +134,7 @@ def assess(
         definitions=definitions,
     )
     if owner is not None:
-        check_owner(admin, owner, entries)
+        check_owner(admin, owner, entries, database_owner)
     if create:
         return _replace(plan, create=tuple(missing))
     if owner is not None:
@@ -166,9 +167,13 @@ def missing_message(name: str, missing: Sequence[str], needed: pgroles.ScriptRol
     )
 
 
-def check_owner(admin: Conn, owner: str, entries: Sequence[archive.Entry]) -> None:
+def check_owner(
+    admin: Conn, owner: str, entries: Sequence[archive.Entry], database_owner: str | None
+) -> None:
     """Refuse, up front, an --owner ROLE that does not exist, that this user cannot act as,
-    or that lacks what the archive needs a superuser for (naming it)."""
+    or that lacks what the archive needs a superuser for (naming it). ``database_owner``:
+    the owner of the database replaced (the restored copy gets it); None for a new database,
+    which is created owned by ROLE (see :func:`own_new_database`)."""
     row = admin.execute(
         "SELECT rolsuper, pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles "
         "WHERE rolname = %s",
@@ -189,6 +194,18 @@ def check_owner(admin: Conn, owner: str, entries: Sequence[archive.Entry]) -> No
         )
     if superuser:
         return
+    if database_owner is not None and database_owner != owner:
+        row = admin.execute(
+            "SELECT pg_has_role(%s, %s, 'USAGE')", (owner, database_owner)
+        ).fetchone()
+        if not (row and row[0]):
+            raise OperationFailed(
+                f"--owner {owner}: the restored database keeps its owner {database_owner!r}, "
+                f"and role {owner!r} (not a superuser) cannot create objects in its public "
+                f"schema (PostgreSQL 15+ gives that to the database owner); make {owner!r} the "
+                f"owner first (ALTER DATABASE ... OWNER TO {owner}), or restore as a "
+                "superuser without --owner; nothing was changed"
+            )
     needs = superuser_needs(admin, entries)
     if needs:
         raise OperationFailed(
@@ -244,6 +261,20 @@ def create_missing(admin: Conn, plan: RolesPlan | None) -> list[str]:
             "granted membership(s): " + ", ".join(f"{m.role} to {m.member}" for m in granted)
         )
     return lines
+
+
+def own_new_database(admin: Conn, name: str, plan: RolesPlan | None, new: bool) -> None:
+    """--owner ROLE restoring a database that does not exist yet: the copy is ROLE's, so ROLE
+    may create in its public schema and owns the database it gets."""
+    from psycopg import sql
+
+    if plan is None or plan.owner is None or not new:
+        return
+    admin.execute(
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(name), sql.Identifier(plan.owner)
+        )
+    )
 
 
 def is_acl(entry: archive.Entry) -> bool:

@@ -518,6 +518,7 @@ def restore_backup(
                         plan.entries,
                         owner=owner,
                         create=create_missing_roles,
+                        database_owner=None if plan.live is None else plan.live.owner,
                     ),
                 )
                 plan = stage.judge(plan, stage_only)
