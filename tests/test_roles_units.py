@@ -147,14 +147,17 @@ REVOKE ALL ON TABLE public.items FROM app;
 SET SESSION AUTHORIZATION grantor;
 GRANT UPDATE ON TABLE public.items TO kept;
 RESET SESSION AUTHORIZATION;
+ALTER DEFAULT PRIVILEGES FOR ROLE other IN SCHEMA public GRANT SELECT ON TABLES TO kept;
+ALTER DEFAULT PRIVILEGES FOR ROLE staging_app GRANT SELECT ON TABLES TO kept;
 """
 
 
 def test_owner_mode_leaves_out_the_privileges_of_missing_roles() -> None:
-    kept, dropped = restore_roles.acl_statements(ACLS, ["reader", "app"])
+    kept, dropped = restore_roles.acl_statements(ACLS, ["reader", "app"], "staging_app")
     assert kept == [
         "SET statement_timeout = 0",
         "GRANT SELECT ON TABLE public.items TO kept",
         "GRANT UPDATE ON TABLE public.items TO kept",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE staging_app GRANT SELECT ON TABLES TO kept",
     ]
-    assert dropped == 2
+    assert dropped == 3  # reader's, app's, and other's default privileges

@@ -110,7 +110,7 @@ def tokens(statement: str) -> list[Token]:
     return out
 
 
-def _role_list(toks: Sequence[Token], start: int) -> tuple[list[str], int]:
+def role_list(toks: Sequence[Token], start: int) -> tuple[list[str], int]:
     """The names of a role list (``a, "B", PUBLIC``) from ``start``; and where it ends."""
     names: list[str] = []
     index = start
@@ -170,12 +170,12 @@ def statement_roles(statement: str) -> tuple[set[str], set[str]]:
     if first.is_word("ALTER") and len(toks) > 3:
         if toks[1].is_word("DEFAULT") and toks[2].is_word("PRIVILEGES"):
             if toks[3].is_word("FOR") and len(toks) > 5:
-                names, _ = _role_list(toks, 5)
+                names, _ = role_list(toks, 5)
                 grantees.update(names)
             for word in ("TO", "FROM"):
                 at = _after_last_word(toks, word)
                 if at is not None:
-                    grantees.update(_role_list(toks, at)[0])
+                    grantees.update(role_list(toks, at)[0])
         elif (
             len(toks) >= 3
             and toks[-3].is_word("OWNER")
@@ -187,10 +187,10 @@ def statement_roles(statement: str) -> tuple[set[str], set[str]]:
         word = "TO" if first.is_word("GRANT") else "FROM"
         at = _after_last_word(toks, word)
         if at is not None:
-            grantees.update(_role_list(toks, at)[0])
+            grantees.update(role_list(toks, at)[0])
         by = _after_last_word(toks, "BY")
         if by is not None and by >= 2 and toks[by - 2].is_word("GRANTED"):
-            grantees.update(_role_list(toks, by)[0])
+            grantees.update(role_list(toks, by)[0])
     elif first.is_word("SET") and len(toks) >= 4 and toks[1].is_word("SESSION"):
         if (
             toks[2].is_word("AUTHORIZATION")
@@ -204,7 +204,7 @@ def statement_roles(statement: str) -> tuple[set[str], set[str]]:
             if tok.kind == "punct" and tok.value in "()":
                 depth += 1 if tok.value == "(" else -1
             elif depth == 0 and tok.is_word("TO"):
-                grantees.update(_role_list(toks, index + 1)[0])
+                grantees.update(role_list(toks, index + 1)[0])
                 break
     return {r for r in owners if is_real_role(r)}, {r for r in grantees if is_real_role(r)}
 

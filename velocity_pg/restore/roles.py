@@ -296,10 +296,13 @@ def pg_restore_args(plan: RolesPlan | None) -> list[str]:
     return ["--no-owner", f"--role={plan.owner}"]
 
 
-def acl_statements(script: str, missing: Sequence[str]) -> tuple[list[str], int]:
+def acl_statements(
+    script: str, missing: Sequence[str], owner: str | None = None
+) -> tuple[list[str], int]:
     """The statements of the ACL entries' script to apply as the new owner: not those that
     name a missing role, not the SET SESSION AUTHORIZATION a grantor needs (the new owner
-    grants); the count of statements left out."""
+    grants), not another role's default privileges (``ALTER DEFAULT PRIVILEGES FOR ROLE r``:
+    what r creates later, in the environment the backup came from); the count left out."""
     gone = set(missing)
     kept: list[str] = []
     dropped = 0
@@ -311,7 +314,15 @@ def acl_statements(script: str, missing: Sequence[str]) -> tuple[list[str], int]
         ):
             continue
         owners, grantees = pgroles.statement_roles(statement)
-        if (owners | grantees) & gone:
+        others = (
+            owner is not None
+            and len(toks) > 5
+            and toks[0].is_word("ALTER")
+            and toks[1].is_word("DEFAULT")
+            and toks[3].is_word("FOR")
+            and set(pgroles.role_list(toks, 5)[0]) != {owner}
+        )
+        if others or (owners | grantees) & gone:
             dropped += 1
             continue
         kept.append(statement)
@@ -337,7 +348,7 @@ def apply_acls(
         return 0
     with archive.list_file(acls) as listed:
         script = pgtools.capture(pgroles.schema_script_cmd(program, backup, use_list=listed))
-    statements, dropped = acl_statements(script, plan.left_out)
+    statements, dropped = acl_statements(script, plan.left_out, plan.owner)
     with db.connect(where, dbname) as conn, conn.transaction():
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(plan.owner)))
         for statement in statements:
