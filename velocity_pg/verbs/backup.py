@@ -197,6 +197,8 @@ def create_backup(
                 passwords=settings.role_passwords,
             )
             roles_fd, roles_temp = backup_roles.write_temp(folder, roles_data)
+            # Locked like the manifest: cleanup never takes it for an orphan meanwhile.
+            fcntl.flock(roles_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             finished = now()
             suspect, unjudged = judge_new(settings, dbname, started, statistics, finished)
             statistics_problem = statistics_problem or unjudged
