@@ -5,6 +5,8 @@ needs, its parse, the statements that create missing roles, and the ACL filter o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from velocity_pg.postgres import roles as pgroles
 from velocity_pg.restore import roles as restore_roles
 
@@ -161,3 +163,18 @@ def test_owner_mode_leaves_out_the_privileges_of_missing_roles() -> None:
         "ALTER DEFAULT PRIVILEGES FOR ROLE staging_app GRANT SELECT ON TABLES TO kept",
     ]
     assert dropped == 3  # reader's, app's, and other's default privileges
+
+
+def test_a_roles_file_goes_with_its_dump(tmp_path: Path) -> None:
+    from velocity_pg.store import catalog
+    from velocity_pg.verbs import cleanup
+
+    name = "velocity_2026-05-01_120000.dump"
+    roles_name = name + ".roles.sql"
+    assert not catalog.is_backup_name(roles_name)
+    (tmp_path / roles_name).write_text("-- roles\n")
+    assert cleanup.is_leftover_name(tmp_path, roles_name)  # its dump is gone: an orphan
+    (tmp_path / name).write_bytes(b"PGDMP")
+    assert not cleanup.is_leftover_name(tmp_path, roles_name)
+    backup = catalog.list_backups(tmp_path)[0]
+    assert tmp_path / roles_name in cleanup.backup_files(backup)  # deleted with it
