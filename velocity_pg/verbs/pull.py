@@ -72,6 +72,10 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Pulled:
             )
             extras: tuple[tuple[Path, str], ...] = ()
             if roles_data is not None:
+                # A roles file of this name without its dump (the dump and manifest removed
+                # by hand, a killed run) is a leftover: the checked copy takes its place.
+                if not (folder / name).exists():
+                    (folder / (name + roles_offsite.SUFFIX)).unlink(missing_ok=True)
                 roles_fd, roles_temp = roles_offsite.write_temp(folder, roles_data)
                 os.close(roles_fd)
                 extras = ((roles_temp, roles_offsite.SUFFIX),)
