@@ -246,6 +246,9 @@ def test_push_and_pull_carry_the_roles_file(
     assert key in bucket.names()
     assert bucket.read(key).startswith(b"age-encryption.org/v1")
     local = (app_db.backup_dir / (name + ".roles.sql")).read_bytes()
+    checked = app_db.run("verify", "--remote", name, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "roles file" in checked.stdout
 
     # A new machine: the folder is empty; pull brings the roles file back, checked.
     for path in app_db.backup_dir.iterdir():
@@ -269,6 +272,10 @@ def test_push_and_pull_carry_the_roles_file(
     refused = app_db.run("pull", name, env=env)
     assert refused.returncode == 1
     assert "roles file" in refused.stderr and "does not match" in refused.stderr
+    assert refused.stderr.strip().endswith("nothing was written")
+    damaged = app_db.run("verify", "--remote", name, env=env)
+    assert damaged.returncode == 1
+    assert "roles file" in damaged.stdout + damaged.stderr
     assert [p.name for p in app_db.backup_dir.iterdir() if not p.name.startswith(".")] == []
 
 

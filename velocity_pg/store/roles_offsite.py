@@ -79,9 +79,7 @@ def fetch(
         return None
     key = key_for(name, encrypted)
     if store.head(key) is None:
-        raise OperationFailed(
-            f"{name}: its roles file {key} is missing off-site; nothing was written"
-        )
+        raise OperationFailed(f"{name}: its roles file {key} is missing off-site")
     data = store.get_bytes(key)
     if encrypted and identity is not None:
         try:
@@ -89,14 +87,12 @@ def fetch(
         except CommandFailed as exc:
             raise OperationFailed(
                 f"{name}: its roles file {key} cannot be decrypted "
-                f"({describe_failure(exc.returncode, exc.stderr)}): it is damaged; "
-                "nothing was written"
+                f"({describe_failure(exc.returncode, exc.stderr)}): it is damaged"
             ) from exc
     problem = stored.data_problem(data, record.roles)
     if problem is not None:
         raise OperationFailed(
-            f"{name}: its off-site roles file {key} does not match the manifest ({problem}); "
-            "nothing was written"
+            f"{name}: its off-site roles file {key} does not match the manifest ({problem})"
         )
     return data
 
@@ -110,3 +106,24 @@ def delete(store: RemoteStore, name: str, encrypted: bool) -> None:
     key = key_for(name, encrypted)
     if store.head(key) is not None:
         store.delete(key)
+
+
+def check(
+    store: RemoteStore,
+    name: str,
+    record: manifest.Manifest,
+    encrypted: bool,
+    identity: Path | None,
+) -> str | None:
+    """``verify --remote``: the roles file off-site, read and checked (its SHA-256 needs
+    the identity when it is encrypted; without it, only that it is there); the check done,
+    None when the backup has none. OperationFailed says what is wrong."""
+    if record.roles is None:
+        return None
+    if encrypted and identity is None:
+        key = key_for(name, encrypted)
+        if store.head(key) is None:
+            raise OperationFailed(f"its roles file {key} is missing off-site")
+        return "roles file present"
+    fetch(store, name, record, encrypted, identity)
+    return "roles file"

@@ -67,9 +67,12 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Pulled:
             if problem is not None:
                 raise OperationFailed(f"{name}: {problem}; nothing was written")
             # The roles file, checked by the dump's manifest (none for older backups).
-            roles_data = roles_offsite.fetch(
-                ctx.store, name, record.dump, record.encrypted, identity
-            )
+            try:
+                roles_data = roles_offsite.fetch(
+                    ctx.store, name, record.dump, record.encrypted, identity
+                )
+            except OperationFailed as exc:
+                raise OperationFailed(f"{exc.message}; nothing was written") from exc
             extras: tuple[tuple[Path, str], ...] = ()
             if roles_data is not None:
                 # A roles file of this name without its dump (the dump and manifest removed

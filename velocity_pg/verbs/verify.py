@@ -38,7 +38,7 @@ from velocity_pg.errors import (
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote
+from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote, roles_offsite
 from velocity_pg.store import roles as backup_roles
 from velocity_pg.store.offsite import (
     Context,
@@ -440,6 +440,12 @@ def verify_one_remote(
                 outcome.fail(problem)
             else:
                 outcome.checks += checks_done(record, found)
+        if outcome.ok:  # the roles file that goes with it (store/roles_offsite.py)
+            done = roles_offsite.check(
+                ctx.store, record.name, record.dump, record.encrypted, identity
+            )
+            if done is not None:
+                outcome.checks.append(done)
     except OperationFailed as exc:
         outcome.fail(exc.message)
     return outcome
