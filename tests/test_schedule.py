@@ -197,12 +197,14 @@ def backups(target: Target) -> list[catalog.Backup]:
 
 
 def leftovers(target: Target) -> list[str]:
-    """Anything in the folder that is neither a backup, its manifest nor a lock file."""
+    """Anything in the folder that is neither a backup, its manifest, its roles file nor a
+    lock file."""
     return sorted(
         p.name
         for p in target.backup_dir.iterdir()
         if not catalog.is_backup_name(p.name)
         and not (p.name.endswith(".dump.json") and catalog.is_backup_name(p.name[:-5]))
+        and not (p.name.endswith(".roles.sql") and catalog.is_backup_name(p.name[:-10]))
         and p.name not in (".velocity.lock", ".velocity-schedule.lock")
     )
 
