@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import sys
@@ -322,7 +323,12 @@ def manifest_state_now(store: RemoteStore, key: str, data: bytes) -> str:
 
 
 def discard_uncommitted(
-    store: RemoteStore, key: str, mkey: str, manifest_sent: bytes | None, keep_object: bool
+    store: RemoteStore,
+    key: str,
+    mkey: str,
+    manifest_sent: bytes | None,
+    keep_object: bool,
+    also: tuple[str, ...] = (),
 ) -> str:
     """After a push that failed or was stopped before its manifest counted: delete its
     object, unless a manifest may name it. Returns what the store holds under ``mkey``
@@ -340,8 +346,9 @@ def discard_uncommitted(
         keep_object = state != "absent"
     if not keep_object:
         quick = store.hurried()
-        with contextlib.suppress(OperationFailed):
-            remote.within(remote.CLEANUP_LIMIT, lambda: quick.delete(key))
+        for gone in (key, *also):  # ``also``: the roles file sent with it
+            with contextlib.suppress(OperationFailed):
+                remote.within(remote.CLEANUP_LIMIT, functools.partial(quick.delete, gone))
     return state
 
 
@@ -487,7 +494,9 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
         meter.end()
         state = "absent"
         if not committed:
-            state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object)
+            roles_key = roles_offsite.key_for(name, offsite.encrypted)
+            also = (roles_key,) if record.roles is not None else ()
+            state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object, also)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
             if committed or state == "ours":
                 where = "and its off-site copy was complete before the stop"
