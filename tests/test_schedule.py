@@ -251,7 +251,7 @@ def test_backups_appear_on_time_with_every_step_logged(
     for step in ("backup", "cleanup", "verify"):
         assert re.search(rf"^{STAMP} {step}: ok ", text, re.M), text
     assert re.search(rf"^{STAMP} backup: ok {target.dbname}_\S+\.dump \(", text, re.M)
-    assert f"verify: ok {target.dbname}_" in text and "(checksum, archive (" in text
+    assert f"verify: ok {target.dbname}_" in text and "(checksum, roles file, archive (" in text
     assert re.search(rf"^{STAMP} stopping \(SIGTERM\)", text, re.M)
     # Verified: every backup's manifest records the scheduled checksum verification.
     lines = [ln for ln in s.lines if " run " in ln or ": ok " in ln]
