@@ -189,6 +189,7 @@ def test_owner_makes_every_object_the_owner_roles(app_db: Target, names: dict[st
     env = app_db.env(PGUSER=owner, PGPASSWORD=password)
     check = app_db.run("restore", dump.name, "--check", "--owner", owner, env=env)
     assert check.returncode == 0, check.stderr
+    assert f"in place of {names['app']}, which the target lacks" in check.stdout
     assert names["reader"] in check.stdout
     done = app_db.run("restore", dump.name, "--yes", "--owner", owner, env=env)
     assert done.returncode == 0, done.stderr

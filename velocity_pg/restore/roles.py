@@ -65,6 +65,20 @@ class RolesPlan:
 
     def lines(self) -> list[str]:
         out = []
+        needed = set(self.owners) | set(self.grantees)
+        if not self.missing:
+            out.append(
+                f"roles: the {len(needed)} role(s) its objects need exist on the target"
+                if needed
+                else "roles: its objects need no role besides the predefined ones"
+            )
+        elif not self.create:
+            others = [r for r in self.missing if r not in needed and r not in self.left_out]
+            if others:
+                out.append(
+                    "roles recorded with the backup that the target lacks (no object needs "
+                    f"them; --create-missing-roles creates them): {', '.join(others)}"
+                )
         if not self.recorded:
             out.append(
                 "roles: unknown (the backup was made before velocity-pg recorded the roles "
@@ -74,7 +88,11 @@ class RolesPlan:
             how = "as recorded" if self.passwords else "NOLOGIN (no password was recorded)"
             out.append(f"roles to create before the restore, {how}: {', '.join(self.create)}")
         if self.owner is not None:
-            out.append(f"every object will be owned by role {self.owner!r} (--owner)")
+            absent = [r for r in self.owners if r in self.missing]
+            out.append(
+                f"every object will be owned by role {self.owner!r} (--owner)"
+                + (f", in place of {', '.join(absent)}, which the target lacks" if absent else "")
+            )
         if self.left_out:
             out.append(
                 "privileges of roles the target lacks are left out: " + ", ".join(self.left_out)
