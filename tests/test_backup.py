@@ -71,8 +71,12 @@ def test_backup_round_trip(target: Target, postgresql_proc: object) -> None:
     path = target.backup_dir / name
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes()[:5] == b"PGDMP"
-    # The dump and its manifest, nothing else (no temporary files).
-    assert sorted(p.name for p in target.backup_dir.iterdir()) == [name, name + ".json"]
+    # The dump, its manifest and its roles file, nothing else (no temporary files).
+    assert sorted(p.name for p in target.backup_dir.iterdir()) == [
+        name,
+        name + ".json",
+        name + ".roles.sql",
+    ]
     record = manifest.read(path)
     assert record is not None
     assert (record.sha256, record.size_bytes) == manifest.sha256_file(path)

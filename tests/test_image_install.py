@@ -211,7 +211,7 @@ def test_backup_from_the_fresh_venv(image_venv: Path, target: Target) -> None:
     assert result.returncode == 0, result.stderr
     name = json.loads(result.stdout)["name"]
     assert (target.backup_dir / name).stat().st_size > 0
-    assert sorted(os.listdir(target.backup_dir)) == [name, name + ".json"]
+    assert sorted(os.listdir(target.backup_dir)) == [name, name + ".json", name + ".roles.sql"]
 
 
 def test_install_prints_no_deprecation_warning(image_venv: Path, tmp_path: Path) -> None:

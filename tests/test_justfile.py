@@ -791,7 +791,7 @@ def test_db_backup_verify_and_status_pass_through(harness: Harness) -> None:
     name = make_backup(harness.target)
     result = harness.just("db-backup-verify", "--restore", name)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"ok      {name} (checksum, archive")
+    assert result.stdout.startswith(f"ok      {name} (checksum, roles file, archive")
     status = harness.just("db-backup-status", "--max-age", "1h")
     assert status.returncode == 0, status.stderr
     assert name in status.stdout

@@ -44,7 +44,7 @@ def test_backup_pushes_encrypted_then_restore_on_a_new_machine(
     assert result.returncode == 0, result.stderr
     (name,) = backups_in(target.backup_dir)
     assert "Off-site copy checked" in result.stdout
-    assert bucket.names() == [f"db/{name}.age", f"db/{name}.json"]
+    assert bucket.names() == [f"db/{name}.age", f"db/{name}.json", f"db/{name}.roles.sql.age"]
     # Encrypted: the object is an age file, not a dump.
     obj = bucket.read(f"db/{name}.age")
     assert obj.startswith(b"age-encryption.org/v1")
@@ -74,6 +74,7 @@ def test_backup_pushes_encrypted_then_restore_on_a_new_machine(
     assert sorted(p.name for p in target.backup_dir.iterdir() if not p.name.startswith(".")) == [
         name,
         name + ".json",
+        name + ".roles.sql",
     ]
     assert manifest.sha256_file(target.backup_dir / name)[0] == local.sha256
 
@@ -104,7 +105,7 @@ def test_unencrypted_push_pull_and_list_remote(target: Target, bucket: Bucket) -
     load_varied_schema(target)
     env = target.env(**offsite_env(bucket))
     name = make_backup(target, env)
-    assert bucket.names() == [f"db/{name}", f"db/{name}.json"]
+    assert bucket.names() == [f"db/{name}", f"db/{name}.json", f"db/{name}.roles.sql"]
     assert bucket.read(f"db/{name}") == (target.backup_dir / name).read_bytes()
 
     listed = target.run("list", "--remote", "--json", env=env)
@@ -126,6 +127,7 @@ def test_unencrypted_push_pull_and_list_remote(target: Target, bucket: Bucket) -
 
     (target.backup_dir / name).unlink()
     (target.backup_dir / (name + ".json")).unlink()
+    (target.backup_dir / (name + ".roles.sql")).unlink()
     pulled = target.run("pull", name, env=env)
     assert pulled.returncode == 0, pulled.stderr
     assert backups_in(target.backup_dir) == [name]

@@ -198,13 +198,14 @@ def backups(target: Target) -> list[catalog.Backup]:
 
 
 def leftovers(target: Target) -> list[str]:
-    """Anything in the folder that is neither a backup, its manifest, a lock file nor the
-    scheduler's run log (the status page's history)."""
+    """Anything in the folder that is neither a backup, its manifest, its roles file, a
+    lock file nor the scheduler's run log (the status page's history)."""
     return sorted(
         p.name
         for p in target.backup_dir.iterdir()
         if not catalog.is_backup_name(p.name)
         and not (p.name.endswith(".dump.json") and catalog.is_backup_name(p.name[:-5]))
+        and not (p.name.endswith(".roles.sql") and catalog.is_backup_name(p.name[:-10]))
         and p.name not in (".velocity.lock", ".velocity-schedule.lock", runlog.FILE_NAME)
     )
 
@@ -251,7 +252,7 @@ def test_backups_appear_on_time_with_every_step_logged(
     for step in ("backup", "cleanup", "verify"):
         assert re.search(rf"^{STAMP} {step}: ok ", text, re.M), text
     assert re.search(rf"^{STAMP} backup: ok {target.dbname}_\S+\.dump \(", text, re.M)
-    assert f"verify: ok {target.dbname}_" in text and "(checksum, archive (" in text
+    assert f"verify: ok {target.dbname}_" in text and "(checksum, roles file, archive (" in text
     assert re.search(rf"^{STAMP} stopping \(SIGTERM\)", text, re.M)
     # Verified: every backup's manifest records the scheduled checksum verification.
     lines = [ln for ln in s.lines if " run " in ln or ": ok " in ln]
@@ -727,7 +728,12 @@ def test_a_run_pushes_off_site_prunes_there_and_counts_remote(
     assert re.search(rf"^{STAMP} cleanup off-site: ok Off-site: kept 1 backup", result.stdout, re.M)
     local = backups(target)
     assert len(local) == 2
-    assert bucket.names() == [f"db/{local[0].name}", f"db/{local[0].name}.json"]  # pruned to 1
+    newest = local[0].name
+    assert bucket.names() == [  # pruned to 1
+        f"db/{newest}",
+        f"db/{newest}.json",
+        f"db/{newest}.roles.sql",
+    ]
     found = read_metrics(metrics_file)
     assert found[("velocity_pg_backups", (("location", "remote"),))] == 1
     assert found[("velocity_pg_backups_size_bytes", (("location", "remote"),))] == local[0].size

@@ -36,7 +36,7 @@ def test_good_backup_passes_and_is_recorded(target: Target) -> None:
     dump = make_backup(target)
     result = target.run("verify")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"ok      {dump.name} (checksum, archive (")
+    assert result.stdout.startswith(f"ok      {dump.name} (checksum, roles file, archive (")
     record = manifest.read(dump)
     assert record is not None and record.last_verification is not None
     assert record.last_verification.ok
@@ -208,7 +208,8 @@ def assert_checked_but_not_recorded(
     assert result.returncode == 0, (result.stdout, result.stderr)
     lines = result.stdout.splitlines()
     for dump in dumps:
-        assert any(ln.startswith(f"ok      {dump.name} (checksum, archive (") for ln in lines)
+        checked = f"ok      {dump.name} (checksum, roles file, archive ("
+        assert any(ln.startswith(checked) for ln in lines), lines
         warning = f"velocity-pg: warning: {dump.name}: the result was not recorded in its manifest"
         (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith(warning)]
         assert reason in line, line

@@ -610,6 +610,18 @@ def report(state: State, html_file: Path) -> None:
     help="Keep the previous contents as a rollback point "
     "[env BACKUP_KEEP_PREVIOUS; default: keep].",
 )
+@click.option(
+    "--owner",
+    metavar="ROLE",
+    help="Make every restored object ROLE's (pg_restore --no-owner as ROLE); privileges "
+    "of roles the target lacks are left out and named.",
+)
+@click.option(
+    "--create-missing-roles",
+    is_flag=True,
+    help="Create the roles the backup needs and the target lacks (as recorded beside the "
+    "backup, NOLOGIN) before the restore.",
+)
 @json_option
 @global_options
 @pass_state
@@ -630,6 +642,8 @@ def restore(
     replace: bool,
     tables: tuple[str, ...],
     list_tables: bool,
+    owner: str | None,
+    create_missing_roles: bool,
     as_json: bool,
     staged_url: bool,
 ) -> None:
@@ -660,8 +674,19 @@ def restore(
     workers = None if jobs is None else parse_int(f"--jobs {jobs!r}", jobs, minimum=1, example=4)
     keep = None if keep_previous is None else ("true" if keep_previous else "false")
     settings = state.settings(BACKUP_KEEP_PREVIOUS=keep)
+    if (owner is not None or create_missing_roles) and not mode.takes_name:
+        raise click.UsageError(f"--owner and --create-missing-roles do not go with {mode.flag}")
+    if owner is not None and not owner:
+        raise click.UsageError("--owner needs a role name")
     request = restoring.Request(
-        name, check=check, yes=yes, jobs=workers, drop_later=drop_later, into=aside
+        name,
+        check=check,
+        yes=yes,
+        jobs=workers,
+        drop_later=drop_later,
+        into=aside,
+        owner=owner,
+        create_missing_roles=create_missing_roles,
     )
     show(mode.run(settings, request), as_json)
 

@@ -192,6 +192,8 @@ class Settings:
     dump_nice: int = DEFAULT_DUMP_NICE
     #: A restore keeps the database's previous contents as a rollback point.
     keep_previous: bool = True
+    #: BACKUP_ROLE_PASSWORDS: the roles file keeps the roles' password hashes (superuser).
+    role_passwords: bool = False
     #: pg_dump's --compress method and level (BACKUP_COMPRESSION).
     compression: Compression = compressions.DEFAULT
     #: BACKUP_ANOMALY_MIN_ROWS and BACKUP_ANOMALY_DROP (percent): when a backup is suspect.
@@ -480,6 +482,7 @@ def settings_from_layers(layers: Sequence[Layer]) -> Settings:
         tiers=tiers,
         dump_nice=number("BACKUP_NICE", DEFAULT_DUMP_NICE, minimum=0, maximum=19),
         keep_previous=parse_bool("BACKUP_KEEP_PREVIOUS", text("BACKUP_KEEP_PREVIOUS"), True),
+        role_passwords=parse_bool("BACKUP_ROLE_PASSWORDS", text("BACKUP_ROLE_PASSWORDS"), False),
         compression=compressions.parse(compression_text)
         if (compression_text := text("BACKUP_COMPRESSION")) is not None
         else compressions.DEFAULT,

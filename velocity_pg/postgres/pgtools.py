@@ -77,11 +77,13 @@ def pg_restore_cmd(
     jobs: int = 1,
     verbose: bool = False,
     use_list: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """``pg_restore`` of an archive into ``dbname`` (a name, or a connection string from
     ``Endpoint.conninfo``: never a password), stopping at the first error.
 
     ``use_list``: restore only the entries of this ``--use-list`` file, in its order.
+    ``extra``: more options (``--no-owner --role=ROLE`` for ``restore --owner``).
     """
     cmd = [
         str(program),
@@ -95,6 +97,7 @@ def pg_restore_cmd(
         cmd.append("--verbose")
     if use_list is not None:
         cmd.append(f"--use-list={use_list}")
+    cmd.extend(extra)
     cmd.append(str(archive))
     return cmd
 

@@ -150,6 +150,7 @@ def restore_all_but_matviews(
     jobs: int = 1,
     verbose: bool = False,
     on_stderr_line: Callable[[str], None] | None = None,
+    extra: Sequence[str] = (),
 ) -> None:
     """pg_restore every entry but the materialized views' data (raises CommandFailed).
 
@@ -158,7 +159,7 @@ def restore_all_but_matviews(
     kept = [e for e in entries if not e.is_matview_data]
     with list_file(kept) as listed:
         cmd = pgtools.pg_restore_cmd(
-            program, archive, dbname, jobs=jobs, verbose=verbose, use_list=listed
+            program, archive, dbname, jobs=jobs, verbose=verbose, use_list=listed, extra=extra
         )
         pgtools.run(cmd, env, on_stderr_line=on_stderr_line)
 
@@ -169,6 +170,7 @@ def refresh_matviews(
     dbname: str,
     entries: Sequence[Entry],
     env: Mapping[str, str | None],
+    extra: Sequence[str] = (),
 ) -> list[Unrefreshed]:
     """Refresh each materialized view that has data in the archive, one pg_restore each,
     in the archive's order (a view over another comes after it); the failures."""
@@ -177,7 +179,7 @@ def refresh_matviews(
         if not entry.is_matview_data:
             continue
         with list_file([entry]) as listed:
-            cmd = pgtools.pg_restore_cmd(program, archive, dbname, use_list=listed)
+            cmd = pgtools.pg_restore_cmd(program, archive, dbname, use_list=listed, extra=extra)
             try:
                 pgtools.run(cmd, env)
             except CommandFailed as exc:

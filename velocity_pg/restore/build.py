@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from velocity_pg.errors import CommandFailed, Interrupted, OperationFailed, VelocityError
 from velocity_pg.postgres import db, pgtools
-from velocity_pg.restore import archive, staging, swap
+from velocity_pg.restore import archive, roles, staging, swap
 from velocity_pg.restore.console import Console, describe
 from velocity_pg.restore.plan import Plan
 from velocity_pg.restore.progress import RestoreProgress
@@ -33,6 +33,7 @@ def build_copy(
     try:
         comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
         swap.create_staging(admin, plan.staging, plan.live, comment)
+        roles.own_new_database(admin, plan.staging, plan.roles, plan.live is None)
         if plan.live is not None:
             swap.rehearse_properties(
                 admin, plan.staging, plan.live, as_grantors=plan.role.superuser
@@ -114,19 +115,30 @@ def run_pg_restore(
             console.progress(f"restoring: {progress.describe()}")
 
     console.progress(f"restoring: {progress.describe()}", force=True)
+    # restore --owner ROLE: --no-owner --role=ROLE, privileges applied after (restore/roles.py)
+    owned = roles.pg_restore_args(plan.roles)
     try:
         archive.restore_all_but_matviews(
             plan.program.path,
             plan.backup,
             plan.where.conninfo(plan.staging),
-            plan.entries,
+            roles.restore_entries(plan.roles, plan.entries),
             env,
             jobs=plan.jobs,
             verbose=True,
             on_stderr_line=on_line,
+            extra=owned,
+        )
+        roles.apply_acls(
+            plan.program.path, plan.backup, plan.where, plan.staging, plan.roles, plan.entries
         )
         unrefreshed = archive.refresh_matviews(
-            plan.program.path, plan.backup, plan.where.conninfo(plan.staging), plan.entries, env
+            plan.program.path,
+            plan.backup,
+            plan.where.conninfo(plan.staging),
+            plan.entries,
+            env,
+            extra=owned,
         )
     except CommandFailed as exc:
         if not pgtools.went_silent(exc.stderr):

@@ -29,6 +29,7 @@ from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.drift import MigrationDrift
 from velocity_pg.restore.progress import Toc, parse_toc
 from velocity_pg.restore.properties import DatabaseProps
+from velocity_pg.restore.roles import RolesPlan
 from velocity_pg.store import catalog, manifest
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Plan:
     room: space.Space | None = None  # the free-space check, where the disk is visible
     #: The Django migration drift of the backup (or staged copy) from the live database.
     migrations: MigrationDrift | None = None
+    #: The backup's roles next to the target's (restore/roles.py); None until assessed.
+    roles: RolesPlan | None = None
 
     @property
     def other_source(self) -> bool:

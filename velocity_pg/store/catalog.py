@@ -475,6 +475,7 @@ def publish(
     names: Iterator[str],
     sidecar: Path | None = None,
     on_named: Callable[[Path], None] | None = None,
+    extras: tuple[tuple[Path, str], ...] = (),
 ) -> Path:
     """Give a complete, fsynced temporary file the first free backup name.
 
@@ -491,20 +492,43 @@ def publish(
     for name in names:
         final = folder / name
         side_final = folder / (name + ".json")
-        if sidecar is not None and (final.exists() or not _link_no_replace(sidecar, side_final)):
+        if final.exists() or not _link_extras(extras, folder, name):
+            continue
+        extra_finals = [folder / (name + suffix) for _, suffix in extras]
+        if sidecar is not None and not _link_no_replace(sidecar, side_final):
+            for path in extra_finals:
+                path.unlink(missing_ok=True)
             continue
         if not _link_no_replace(temp, final):
             if sidecar is not None:
                 side_final.unlink(missing_ok=True)
+            for path in extra_finals:
+                path.unlink(missing_ok=True)
             continue
         if on_named is not None:
             on_named(final)
         temp.unlink(missing_ok=True)
         if sidecar is not None:
             sidecar.unlink(missing_ok=True)
+        for source, _ in extras:
+            source.unlink(missing_ok=True)
         fsync_path(folder)
         return final
     raise OperationFailed(f"no free backup name left in {folder}")
+
+
+def _link_extras(extras: tuple[tuple[Path, str], ...], folder: Path, name: str) -> bool:
+    """Link the files that go with a backup (its roles file) to ``NAME<suffix>``, before
+    its manifest; all of them or none (True when all are linked)."""
+    done: list[Path] = []
+    for source, suffix in extras:
+        target = folder / (name + suffix)
+        if not _link_no_replace(source, target):
+            for path in done:
+                path.unlink(missing_ok=True)
+            return False
+        done.append(target)
+    return True
 
 
 def unsynced(final: Path, what: str) -> str:

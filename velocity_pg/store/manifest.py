@@ -113,6 +113,18 @@ class Pin:
 
 
 @dataclass(frozen=True)
+class RolesRecord:
+    """The backup's roles file (store/roles.py), always ``NAME.roles.sql`` beside the dump
+    ``NAME`` (the manifest is written before the dump's name is final, so it does not hold
+    the name): its size, SHA-256, whether it holds password hashes, and the roles in it."""
+
+    sha256: str
+    size_bytes: int
+    passwords: bool = False
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Manifest:
     sha256: str
     size_bytes: int
@@ -143,11 +155,13 @@ class Manifest:
     #: The database's Django migration state (its django_migrations table) at backup
     #: time; None for a database that is not Django's, and in manifests written before.
     migrations: django_migrations.MigrationState | None = None
+    #: The roles file (store/roles.py); None in manifests written before roles were recorded.
+    roles: RolesRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when present: a manifest without them reads as before.
-        for key in ("statistics", "suspect", "accepted", "migrations"):
+        for key in ("statistics", "suspect", "accepted", "migrations", "roles"):
             if data[key] is None:
                 del data[key]
         if self.migrations is not None:
@@ -290,6 +304,31 @@ def from_json(raw: object, where: str = "") -> Manifest:
         accepted=accepted_from(raw, where),
         pin=pin_from(raw, where),
         migrations=migrations_from(raw, where),
+        roles=roles_from(raw, where),
+    )
+
+
+def roles_from(raw: dict[str, Any], where: str = "") -> RolesRecord | None:
+    """The ``roles`` record of a parsed manifest, validated; None when it has none."""
+    mark = raw.get("roles")
+    if mark is None:
+        return None
+    where += "roles."
+    if not isinstance(mark, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    passwords = mark.get("passwords", False)
+    if not isinstance(passwords, bool):
+        raise ValueError(f"field {where}passwords is not true or false")
+    names = mark.get("roles", [])
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and 0 < len(n) <= 256 for n in names
+    ):
+        raise ValueError(f"field {where}roles is not a list of role names")
+    return RolesRecord(
+        sha256=text(mark, "sha256", where=where, pattern=_SHA256),
+        size_bytes=count(mark, "size_bytes", where),
+        passwords=passwords,
+        roles=tuple(names),
     )
 
 

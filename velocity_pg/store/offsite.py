@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import sys
@@ -57,7 +58,7 @@ from velocity_pg.errors import (
 )
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import OffSite, Settings
-from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote
+from velocity_pg.store import age, catalog, identity, lock, manifest, pipe, remote, roles_offsite
 from velocity_pg.store.remote import RemoteBackup, RemoteManifest, RemoteStore
 
 #: Leftovers in the bucket (objects without a manifest, unfinished multipart
@@ -322,7 +323,12 @@ def manifest_state_now(store: RemoteStore, key: str, data: bytes) -> str:
 
 
 def discard_uncommitted(
-    store: RemoteStore, key: str, mkey: str, manifest_sent: bytes | None, keep_object: bool
+    store: RemoteStore,
+    key: str,
+    mkey: str,
+    manifest_sent: bytes | None,
+    keep_object: bool,
+    also: tuple[str, ...] = (),
 ) -> str:
     """After a push that failed or was stopped before its manifest counted: delete its
     object, unless a manifest may name it. Returns what the store holds under ``mkey``
@@ -340,8 +346,9 @@ def discard_uncommitted(
         keep_object = state != "absent"
     if not keep_object:
         quick = store.hurried()
-        with contextlib.suppress(OperationFailed):
-            remote.within(remote.CLEANUP_LIMIT, lambda: quick.delete(key))
+        for gone in (key, *also):  # ``also``: the roles file sent with it
+            with contextlib.suppress(OperationFailed):
+                remote.within(remote.CLEANUP_LIMIT, functools.partial(quick.delete, gone))
     return state
 
 
@@ -452,6 +459,8 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
                 "run `velocity-pg verify` on it"
             )
         check_object(store, key, sent.size, sent.sha256, meter)
+        # The roles file goes with it, before the manifest (store/roles_offsite.py).
+        roles_offsite.push(store, dump, record, offsite, ctx.age_program)
         remote_record = RemoteManifest(
             name=name,
             object_key=key,
@@ -485,7 +494,9 @@ def push_backup(ctx: Context, dump: Path, meter: Meter | None = None) -> PushRes
         meter.end()
         state = "absent"
         if not committed:
-            state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object)
+            roles_key = roles_offsite.key_for(name, offsite.encrypted)
+            also = (roles_key,) if record.roles is not None else ()
+            state = discard_uncommitted(store, key, mkey, manifest_sent, keep_object, also)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
             if committed or state == "ours":
                 where = "and its off-site copy was complete before the stop"
@@ -862,6 +873,7 @@ def delete_remote(
             )
         store.delete(key)
         store.delete(record.object_key)
+        roles_offsite.delete(store, record.name, record.encrypted)
     except OperationFailed as exc:
         return RemoteDeletion(record.name, record.object_size, "failed", exc.message)
     return RemoteDeletion(record.name, record.object_size, "deleted", reason)

@@ -42,6 +42,7 @@ from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import db, endpoint, migrations, pgtools
 from velocity_pg.settings import Settings
 from velocity_pg.store import anomaly, catalog, lock, manifest
+from velocity_pg.store import roles as backup_roles
 from velocity_pg.store.migrations import MigrationState, state_from
 from velocity_pg.store.offsite import Context, PushResult, prepare, push_backup
 from velocity_pg.verbs import Failure, Say
@@ -149,6 +150,13 @@ def create_backup(
         statistics, statistics_problem = read_statistics(connection, now())
         # A Django database's applied migrations (None when it is not Django's).
         migration_state = state_from(migrations.read_applied(connection))
+        role = connection.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+    if settings.role_passwords and (
+        problem := backup_roles.passwords_problem(bool(role and role[1]), str(role and role[0]))
+    ):
+        raise OperationFailed(problem)
     program = pgtools.find_program("pg_dump", pgtools.server_major(server_num))
     pgtools.check_can_dump(program, server_num)
     compression = settings.compression
@@ -165,6 +173,8 @@ def create_backup(
         raise OperationFailed(f"cannot create a file in {folder}: {exc.strerror}") from exc
     side_fd: int | None = None
     side_temp: Path | None = None
+    roles_fd: int | None = None
+    roles_temp: Path | None = None
     named: list[Path] = []  # the backup's name, once it has one
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -189,6 +199,17 @@ def create_backup(
             os.fchmod(fd, catalog.FILE_MODE)
             sha256, size = manifest.sha256_file(temp)
             toc_entries = read_back(temp, server_num)
+            roles_data, kept = backup_roles.capture(
+                temp,
+                server_num,
+                where.conninfo(),
+                dbname,
+                env,
+                passwords=settings.role_passwords,
+            )
+            roles_fd, roles_temp = backup_roles.write_temp(folder, roles_data)
+            # Locked like the manifest: cleanup never takes it for an orphan meanwhile.
+            fcntl.flock(roles_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             finished = now()
             suspect, unjudged = judge_new(settings, dbname, started, statistics, finished)
             statistics_problem = statistics_problem or unjudged
@@ -209,6 +230,11 @@ def create_backup(
                 statistics=statistics,
                 suspect=suspect,
                 migrations=migration_state,
+                roles=backup_roles.record_for(
+                    roles_data,
+                    passwords=settings.role_passwords,
+                    roles=kept,
+                ),
             )
             side_fd, side_temp = manifest.write_temp(folder, record)
             fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -218,6 +244,7 @@ def create_backup(
                 catalog.candidate_names(started, dbname),
                 side_temp,
                 on_named=named.append,
+                extras=((roles_temp, backup_roles.SUFFIX),),
             )
         except OSError as exc:
             if named:  # it has its name: only the folder's fsync failed
@@ -234,6 +261,8 @@ def create_backup(
         temp.unlink(missing_ok=True)
         if side_temp is not None:
             side_temp.unlink(missing_ok=True)
+        if roles_temp is not None:
+            roles_temp.unlink(missing_ok=True)
         if isinstance(exc, KeyboardInterrupt | pgtools.Terminated):
             word = pgtools.stop_word(exc)
             if named:
@@ -246,6 +275,8 @@ def create_backup(
         os.close(fd)
         if side_fd is not None:
             os.close(side_fd)
+        if roles_fd is not None:
+            os.close(roles_fd)
     autopin = None if record.suspect is None else pin_before_anomaly(settings, record.suspect)
     return BackupResult(
         name=final.name,

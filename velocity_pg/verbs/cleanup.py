@@ -32,6 +32,7 @@ from pathlib import Path
 from velocity_pg.errors import ManifestUnreadable, OperationFailed
 from velocity_pg.settings import OffSite, Settings
 from velocity_pg.store import anomaly, catalog, lock, manifest, remote, retention
+from velocity_pg.store import roles as backup_roles
 from velocity_pg.store.offsite import (
     RemoteDeletion,
     delete_remote,
@@ -291,13 +292,13 @@ def read_marks(
 
 
 def backup_files(backup: catalog.Backup) -> list[Path]:
-    """The files that make up one backup, the dump first, then its manifest.
+    """The files that make up one backup, the dump first, then its manifest and roles file.
 
     The dump is removed first, so an interruption can leave at worst a stray
     manifest (removed by a later cleanup, see :func:`find_temp_files`), never a
     dump without its manifest.
     """
-    return [backup.path, manifest.path_for(backup.path)]
+    return [backup.path, manifest.path_for(backup.path), backup_roles.path_for(backup.path)]
 
 
 def delete_backup(decision: Decision) -> Outcome:
@@ -340,6 +341,8 @@ def is_leftover_name(folder: Path, name: str) -> bool:
     """A backup's temporary file, or a manifest whose dump is gone (an orphan)."""
     if name.startswith(catalog.TEMP_PREFIX) and name.endswith(catalog.TEMP_SUFFIX):
         return True
+    if backup_roles.is_roles_name(name):
+        return not (folder / name[: -len(backup_roles.SUFFIX)]).exists()
     return manifest.is_manifest_name(name) and not (folder / name[: -len(manifest.SUFFIX)]).exists()
 
 

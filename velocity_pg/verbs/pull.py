@@ -18,7 +18,7 @@ from pathlib import Path
 from velocity_pg.errors import Interrupted, OperationFailed
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import age, catalog, manifest
+from velocity_pg.store import age, catalog, manifest, roles_offsite
 from velocity_pg.store.offsite import (
     Meter,
     described_record,
@@ -55,6 +55,7 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Pulled:
     if (folder / name).exists():
         raise OperationFailed(f"{name} is already in {folder}; nothing was downloaded")
     side: Path | None = None
+    roles_temp: Path | None = None
     named: list[Path] = []  # the backup's name, once it has one
     try:
         with temp_file(folder) as (fd, temp):
@@ -65,10 +66,28 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Pulled:
             problem = fetch_problem(record, found)
             if problem is not None:
                 raise OperationFailed(f"{name}: {problem}; nothing was written")
+            # The roles file, checked by the dump's manifest (none for older backups).
+            try:
+                roles_data = roles_offsite.fetch(
+                    ctx.store, name, record.dump, record.encrypted, identity
+                )
+            except OperationFailed as exc:
+                raise OperationFailed(f"{exc.message}; nothing was written") from exc
+            extras: tuple[tuple[Path, str], ...] = ()
+            if roles_data is not None:
+                # A roles file of this name without its dump (the dump and manifest removed
+                # by hand, a killed run) is a leftover: the checked copy takes its place.
+                if not (folder / name).exists():
+                    (folder / (name + roles_offsite.SUFFIX)).unlink(missing_ok=True)
+                roles_fd, roles_temp = roles_offsite.write_temp(folder, roles_data)
+                os.close(roles_fd)
+                extras = ((roles_temp, roles_offsite.SUFFIX),)
             side_fd, side = manifest.write_temp(folder, record.dump)
             try:
                 fcntl.flock(side_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                final = catalog.publish(temp, folder, iter([name]), side, named.append)
+                final = catalog.publish(
+                    temp, folder, iter([name]), side, named.append, extras=extras
+                )
             finally:
                 os.close(side_fd)
     except OSError as exc:
@@ -90,6 +109,8 @@ def pull(settings: Settings, name: str, meter: Meter | None = None) -> Pulled:
     finally:
         if side is not None:
             side.unlink(missing_ok=True)
+        if roles_temp is not None:
+            roles_temp.unlink(missing_ok=True)
     return Pulled(final, folder)
 
 

@@ -57,6 +57,7 @@ from velocity_pg.restore import (
     undo,
 )
 from velocity_pg.restore import into as into_mode
+from velocity_pg.restore import roles as restore_roles
 from velocity_pg.restore.console import COUNTDOWN_SECONDS, Console, countdown, describe
 from velocity_pg.restore.plan import Plan, prepare, read_listing, refuse_target
 from velocity_pg.restore.progress import RestoreProgress
@@ -86,6 +87,10 @@ class Request:
     drop_later: bool = False
     #: ``--into DB`` (``--replace``, ``--table``): restore beside the live database.
     into: into_mode.Into | None = None
+    #: ``--owner ROLE``: every object owned by ROLE (restore/roles.py).
+    owner: str | None = None
+    #: ``--create-missing-roles``: create the roles the target lacks before the restore.
+    create_missing_roles: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class CheckResult:
             "subscriptions": list(plan.subscriptions),
             "free_space": None if plan.room is None else plan.room.to_json(),
             "migrations": None if plan.migrations is None else plan.migrations.to_json(),
+            "roles": None if plan.roles is None else plan.roles.to_json(),
         }
 
     def lines(self) -> list[str]:
@@ -143,6 +149,8 @@ class CheckResult:
         warning = plan.source_warning()
         if warning is not None:
             out.append(warning)
+        if plan.roles is not None:
+            out.extend(plan.roles.lines())
         return out
 
 
@@ -180,6 +188,8 @@ class RestoreResult:
     unrefreshed_matviews: tuple[archive.Unrefreshed, ...] = ()
     #: The database the backup was made of, when known.
     source_database: str | None = None
+    #: What was done about roles (created, privileges left out), one line each.
+    roles_done: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -204,6 +214,7 @@ class RestoreResult:
             "rollback_point": self.previous_kept_as if self.rollback_point else None,
             "replaced_rollback_point": self.replaced_rollback,
             "unrefreshed_materialized_views": [v.to_json() for v in self.unrefreshed_matviews],
+            "roles": list(self.roles_done),
         }
 
     def lines(self) -> list[str]:
@@ -251,6 +262,7 @@ class RestoreResult:
                 f"The previous contents were dropped (BACKUP_KEEP_PREVIOUS=false); the "
                 f"{self.untouched_rollback} is left as it was."
             )
+        out.extend(f"Roles: {line}." for line in self.roles_done)
         return out
 
 
@@ -465,6 +477,8 @@ def named(settings: Settings, request: Request, *, stage_only: bool) -> Result:
         stage_only=stage_only,
         drop_later=request.drop_later,
         into=request.into,
+        owner=request.owner,
+        create_missing_roles=request.create_missing_roles,
     )
 
 
@@ -564,6 +578,8 @@ def restore_backup(
     stage_only: bool = False,
     drop_later: bool = False,
     into: into_mode.Into | None = None,
+    owner: str | None = None,
+    create_missing_roles: bool = False,
 ) -> Result:
     """Check, count down, and (unless ``check``) restore; see the module docstring.
 
@@ -591,6 +607,18 @@ def restore_backup(
             # The session holds the per-database restore lock until it closes.
             with swap.connect_admin(where, target) as admin:
                 plan = prepare(where, admin, path, target, jobs)
+                plan = dataclasses.replace(
+                    plan,
+                    roles=restore_roles.assess(
+                        admin,
+                        plan.program,
+                        path,
+                        plan.entries,
+                        owner=owner,
+                        create=create_missing_roles,
+                        database_owner=None if plan.live is None else plan.live.owner,
+                    ),
+                )
                 if into is not None:
                     plan, selection = into_mode.adapt(admin, plan, into)
                     into_mode.announce(console, plan, into, selection)
@@ -606,8 +634,11 @@ def restore_backup(
                 if not (yes or check or stage_only or into):
                     countdown(console, countdown_seconds)
                 if check:
-                    result = into_mode.IntoCheck(plan, selection) if into else CheckResult(plan)
-                elif stage_only:
+                    return into_mode.IntoCheck(plan, selection) if into else CheckResult(plan)
+                roles_done = tuple(restore_roles.create_missing(admin, plan.roles))
+                for line in roles_done:
+                    console.say(line)
+                if stage_only:
                     result = stage_copy(settings, admin, plan, console)
                 elif into is not None:
                     marked = functools.partial(into_mode.mark_for, admin, plan, selection)
@@ -624,6 +655,7 @@ def restore_backup(
                     )
                 else:
                     result = execute(settings, admin, plan, console, drop_later=drop_later)
+                    result = dataclasses.replace(result, roles_done=roles_done + left_out(plan))
     except (KeyboardInterrupt, pgtools.Terminated) as exc:
         console.end_progress()
         if isinstance(result, (RestoreResult, StageResult, into_mode.IntoResult)):  # completed
@@ -650,6 +682,15 @@ def announce_migrations(console: Console, settings: Settings, plan: Plan, stage_
     )
     for line in plan.migrations.lines(migrate_hint=hint):
         console.say(line)
+
+
+def left_out(plan: Plan) -> tuple[str, ...]:
+    """restore --owner: the line naming the roles whose privileges were left out."""
+    if plan.roles is None or not plan.roles.left_out:
+        return ()
+    return (
+        "privileges of role(s) the target lacks were left out: " + ", ".join(plan.roles.left_out),
+    )
 
 
 def announce(console: Console, settings: Settings, plan: Plan) -> None:

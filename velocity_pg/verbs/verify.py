@@ -38,7 +38,8 @@ from velocity_pg.errors import (
 from velocity_pg.postgres import compression as compressions
 from velocity_pg.postgres import pgtools
 from velocity_pg.settings import Settings
-from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote
+from velocity_pg.store import age, anomaly, catalog, lock, manifest, remote, roles_offsite
+from velocity_pg.store import roles as backup_roles
 from velocity_pg.store.migrations import MigrationState
 from velocity_pg.store.offsite import (
     Context,
@@ -145,6 +146,12 @@ def check_checksum(dump: Path, record: manifest.Manifest | None, outcome: Outcom
         outcome.fail("SHA-256 does not match the manifest: the file is damaged")
         return False
     outcome.checks.append("checksum")
+    if record.roles is not None:  # the roles file beside it (store/roles.py)
+        problem = backup_roles.file_problem(backup_roles.path_for(dump), record.roles)
+        if problem is not None:
+            outcome.fail(f"the roles file {problem}")
+            return False
+        outcome.checks.append("roles file")
     return True
 
 
@@ -439,6 +446,12 @@ def verify_one_remote(
                 outcome.fail(problem)
             else:
                 outcome.checks += checks_done(record, found)
+        if outcome.ok:  # the roles file that goes with it (store/roles_offsite.py)
+            done = roles_offsite.check(
+                ctx.store, record.name, record.dump, record.encrypted, identity
+            )
+            if done is not None:
+                outcome.checks.append(done)
     except OperationFailed as exc:
         outcome.fail(exc.message)
     return outcome
