@@ -216,8 +216,9 @@ def test_db_backup_runs_velocity_pg_as_postgres_in_db(harness: Harness) -> None:
     assert call.argv[:2] == ["compose", "exec"]
     assert call.user == "postgres"
     assert call.short == ["velocity-pg", "backup"]
-    name, manifest_name = snapshot_dir(harness.target.backup_dir)
+    name, manifest_name, roles_name = snapshot_dir(harness.target.backup_dir)
     assert manifest_name == name + ".json"
+    assert roles_name == name + ".roles.sql"
     assert name in result.stdout
 
 
@@ -653,7 +654,7 @@ def test_db_restore_brings_the_data_back(harness: Harness) -> None:
     with target.connect() as conn:
         before = table_contents(conn)
     assert harness.just("db-backup").returncode == 0
-    name, _manifest = snapshot_dir(target.backup_dir)
+    name, _manifest, _roles = snapshot_dir(target.backup_dir)
     with target.connect() as conn:
         conn.execute("DELETE FROM shop.orders WHERE id > 10")
         conn.execute("DROP VIEW shop.big_orders")
@@ -902,7 +903,7 @@ def test_online_restore_counts_the_transactions_since_the_stage(harness: Harness
     target = harness.target
     load_varied_schema(target)
     assert harness.just("db-backup").returncode == 0
-    name, _manifest = snapshot_dir(target.backup_dir)
+    name, _manifest, _roles = snapshot_dir(target.backup_dir)
     staged = harness.target.run("restore", name, "--stage", "--yes")
     assert staged.returncode == 0, staged.stderr
     for i in range(25):  # 25 write transactions, each its own session, committed
