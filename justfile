@@ -300,6 +300,9 @@ db-upgrade *args:
     q() { docker compose exec -T -u postgres db sh -c 'psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'; }
     # Exact row counts of every table, one "schema.table|rows" line each, sorted.
     counts_sql="SELECT format('%s.%s|%s', n.nspname, c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1;"
+    # The database's own settings (ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET), as
+    # statements: a dump without --create does not carry them (list settings as stored).
+    settings_sql="SELECT format('ALTER %s SET %s TO %s;', CASE WHEN s.setrole = 0 THEN format('DATABASE %I', d.datname) ELSE format('ROLE %I IN DATABASE %I', r.rolname, d.datname) END, split_part(c, '=', 1), CASE WHEN split_part(c, '=', 1) IN ('search_path', 'temp_tablespaces', 'local_preload_libraries', 'session_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories') THEN substr(c, strpos(c, '=') + 1) ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database() LEFT JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) AS c ORDER BY 1;"
     old_major=$(echo 'SHOW server_version_num;' | q) || { say "cannot query the old server; nothing was changed"; exit 1; }
     old_major=$((old_major / 10000))
     others=$(echo "SELECT string_agg(datname, ', ') FROM pg_database WHERE NOT datistemplate AND datname NOT IN ('postgres', current_database()) AND datname NOT LIKE 'velocity\_pg\_%';" | q)
@@ -342,6 +345,7 @@ db-upgrade *args:
     say "backed up as $name"
     docker compose exec -T -u postgres db velocity-pg verify "$name" >&2 || { say "$name did not verify; nothing was changed"; restart_old; exit 1; }
     before=$(printf '%s\n' "$counts_sql" | q) || { say "cannot count the rows; nothing was changed"; restart_old; exit 1; }
+    settings=$(printf '%s\n' "$settings_sql" | q) || { say "cannot read the database's settings; nothing was changed"; restart_old; exit 1; }
     if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; restart_old; exit 130; fi
 
     # 3. The new server on the new volume (the old container goes, its volume stays).
@@ -368,6 +372,13 @@ db-upgrade *args:
         back_to_old; exit 1
     fi
     say "row counts match: $(printf '%s\n' "$before" | grep -c . ) tables"
+    if [ -n "$settings" ]; then
+        if printf '%s\n' "$settings" | q && [ "$(printf '%s\n' "$settings_sql" | q)" = "$settings" ]; then
+            say "the database's settings carried over: $(printf '%s\n' "$settings" | grep -c .)"
+        else
+            say "warning: not every setting of the database carried over; set them by hand: $settings"
+        fi
+    fi
     echo 'ANALYZE;' | q || say "warning: ANALYZE failed (the planner has no statistics until autovacuum's)"
 
     # 5. The first backup of the new server, then the app again. db-backup is
