@@ -318,6 +318,12 @@ db-upgrade *args:
         done
     fi
 
+    # 0. Build the new image first, with everything running (the old container keeps
+    #    its own image): minutes on a slow machine that would otherwise be downtime.
+    say "building the new image; the app keeps running"
+    docker compose build db {{ backup_service }} || { say "the new image did not build; nothing was changed"; exit 1; }
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+
     # 1. Stop the app services (and the scheduled backups) that are running: every
     #    write must be in the backup the new server gets.
     running=$(docker compose ps --services --filter status=running) || { say "cannot tell which services run; nothing was changed"; exit 1; }
@@ -351,7 +357,7 @@ db-upgrade *args:
     # 3. The new server on the new volume (the old container goes, its volume stays).
     say "starting the new server on $new_key"
     docker compose stop db || { say "could not stop the old server"; restart_old; exit 1; }
-    if ! docker compose up -d --build --wait --no-deps db; then
+    if ! docker compose up -d --wait --no-deps db; then
         say "the new server did not start; the old volume $old_key is untouched"; back_to_old; exit 1
     fi
     now_volume=$(mount "$(docker compose ps -q db)")
@@ -361,7 +367,8 @@ db-upgrade *args:
         say "the new server is PostgreSQL $new_major, older than $old_major: a dump does not go back a major"; back_to_old; exit 1
     fi
 
-    # 4. Restore with the new server's pg_restore, then the same counts; new statistics.
+    # 4. Restore with the new server's pg_restore (velocity-pg analyzes the copy), then
+    #    the same counts and the database's settings.
     say "restoring $name on PostgreSQL $new_major"
     docker compose exec -T -u postgres db velocity-pg restore --yes --no-keep-previous "$name" >&2 || {
         say "the restore on PostgreSQL $new_major failed; the app services stay stopped"; back_to_old; exit 1; }
@@ -379,14 +386,13 @@ db-upgrade *args:
             say "warning: not every setting of the database carried over; set them by hand: $settings"
         fi
     fi
-    echo 'ANALYZE;' | q || say "warning: ANALYZE failed (the planner has no statistics until autovacuum's)"
 
     # 5. The first backup of the new server, then the app again. db-backup is
     #    recreated, so that its pg_dump is the new image's.
     docker compose exec -T -u postgres db velocity-pg backup >&2 || say "warning: the first backup on PostgreSQL $new_major failed: run just db-backup"
     for service in "${stopped[@]}"; do
         if [ "$service" = {{ backup_service }} ]; then
-            docker compose up -d --build --no-deps "$service" || say "could not start $service"
+            docker compose up -d --no-deps "$service" || say "could not start $service"
         else
             docker compose start "$service" || say "could not start $service: docker compose start $service"
         fi
