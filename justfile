@@ -338,6 +338,7 @@ db-upgrade *args:
     restart_old() {
         if [ "${#stopped[@]}" -gt 0 ]; then docker compose start "${stopped[@]}" || say "could not start ${stopped[*]}: start them with: docker compose start ${stopped[*]}"; fi
     }
+    down_since=$(date +%s)
     if [ "${#stopped[@]}" -gt 0 ]; then
         say "stopping ${stopped[*]}"
         docker compose stop "${stopped[@]}" || { say "could not stop ${stopped[*]}; nothing was changed"; restart_old; exit 1; }
@@ -387,9 +388,8 @@ db-upgrade *args:
         fi
     fi
 
-    # 5. The first backup of the new server, then the app again. db-backup is
-    #    recreated, so that its pg_dump is the new image's.
-    docker compose exec -T -u postgres db velocity-pg backup >&2 || say "warning: the first backup on PostgreSQL $new_major failed: run just db-backup"
+    # 5. The app again (db-backup recreated, so that its pg_dump is the new image's),
+    #    then the new server's first backup (no downtime: the app runs meanwhile).
     for service in "${stopped[@]}"; do
         if [ "$service" = {{ backup_service }} ]; then
             docker compose up -d --no-deps "$service" || say "could not start $service"
@@ -397,6 +397,8 @@ db-upgrade *args:
             docker compose start "$service" || say "could not start $service: docker compose start $service"
         fi
     done
+    if [ "${#stopped[@]}" -gt 0 ]; then say "the app services were down for $(( $(date +%s) - down_since )) s"; fi
+    docker compose exec -T -u postgres db velocity-pg backup >&2 || say "warning: the first backup on PostgreSQL $new_major failed: run just db-backup"
     say "done: PostgreSQL $new_major on $new_key; $old_key (PostgreSQL $old_major) is untouched"
     back_to_old
     say "once sure, delete the old volume: docker volume rm $old_volume"

@@ -117,6 +117,7 @@ def test_db_upgrade_moves_to_the_new_major_and_the_old_volume_takes_it_back(
     assert p.sql(CONTENTS) == before
     assert "row counts match: 2 tables" in moved.stderr
     assert "the database's settings carried over: 2" in moved.stderr
+    assert "the app services were down for " in moved.stderr
     assert p.sql("SHOW work_mem") == "12MB"
     assert p.sql("SHOW search_path") == "shop, public"
     assert "postgres-data (PostgreSQL" in moved.stderr
