@@ -343,6 +343,153 @@ db-restore-undo *args:
     if [ -n "$restart_failed" ] && [ "$status" -eq 0 ]; then status=1; fi
     exit "$status"
 
+# Move to a newer PostgreSQL major (after setting POSTGRES_IMAGE and POSTGRES_DATA_VOLUME in .env): back up, restore on the new server, keep the old volume
+[no-exit-message]
+db-upgrade *args:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    # The new image and volume are what .env (Compose) says now; the running db
+    # container is still the old server on the old volume. Nothing touches the old
+    # volume: going back is setting the two lines back (the recipe prints them).
+    interrupted=
+    trap 'interrupted=1' INT TERM HUP
+    say() { printf 'db-upgrade: %s\n' "$*" >&2; }
+    yes=
+    for arg in "$@"; do
+        case "$arg" in
+            --yes|-y) yes=1 ;;
+            *) say "unknown argument $arg (only --yes)"; exit 2 ;;
+        esac
+    done
+    data=/var/lib/postgresql/data
+    # The data volume of the running db container (Docker's name) and its project.
+    old_id=$(docker compose ps -q db)
+    if [ -z "$old_id" ]; then say "the db service is not running: start the old server first (docker compose up -d --wait db, with the old POSTGRES_IMAGE and POSTGRES_DATA_VOLUME)"; exit 2; fi
+    mount() { docker inspect -f "{{{{range .Mounts}}{{{{if eq .Destination \"$data\"}}{{{{.Name}}{{{{end}}{{{{end}}" "$1"; }
+    old_volume=$(mount "$old_id") || exit 1
+    project=$(docker inspect -f '{{{{index .Config.Labels "com.docker.compose.project"}}' "$old_id") || exit 1
+    # The volume key Compose now gives db's data directory (v2's long form or v1's short one).
+    new_key=$(docker compose config | awk -v data="$data" '
+        $1 == "source:" { source = $2 }
+        $1 == "target:" && $2 == data { print source; exit }
+        $1 == "-" && index($2, ":" data) { split($2, part, ":"); print part[1]; exit }')
+    if [ -z "$new_key" ] || [ -z "$old_volume" ]; then say "cannot tell db's data volumes (old: '${old_volume}', new: '${new_key}'); nothing was changed"; exit 1; fi
+    old_key=${old_volume#"${project}"_}
+    new_volume="${project}_${new_key}"
+    if [ "$new_volume" = "$old_volume" ]; then
+        say "POSTGRES_DATA_VOLUME still names the running server's volume ($old_key): set it to a new one (e.g. postgres-data-17) and POSTGRES_IMAGE to the new image in .env first; nothing was changed"
+        exit 2
+    fi
+    if docker volume inspect "$new_volume" >/dev/null 2>&1; then
+        say "volume $new_volume already exists: db-upgrade restores only into a new volume (if it holds nothing you need: docker volume rm $new_volume); nothing was changed"
+        exit 1
+    fi
+    q() { docker compose exec -T -u postgres db sh -c 'psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'; }
+    # Exact row counts of every table, one "schema.table|rows" line each, sorted.
+    counts_sql="SELECT format('%s.%s|%s', n.nspname, c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1;"
+    # The database's own settings (ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET), as
+    # statements: a dump without --create does not carry them (list settings as stored).
+    settings_sql="SELECT format('ALTER %s SET %s TO %s;', CASE WHEN s.setrole = 0 THEN format('DATABASE %I', d.datname) ELSE format('ROLE %I IN DATABASE %I', r.rolname, d.datname) END, split_part(c, '=', 1), CASE WHEN split_part(c, '=', 1) IN ('search_path', 'temp_tablespaces', 'local_preload_libraries', 'session_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories') THEN substr(c, strpos(c, '=') + 1) ELSE quote_literal(substr(c, strpos(c, '=') + 1)) END) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database() LEFT JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) AS c ORDER BY 1;"
+    old_major=$(echo 'SHOW server_version_num;' | q) || { say "cannot query the old server; nothing was changed"; exit 1; }
+    old_major=$((old_major / 10000))
+    others=$(echo "SELECT string_agg(datname, ', ') FROM pg_database WHERE NOT datistemplate AND datname NOT IN ('postgres', current_database()) AND datname NOT LIKE 'velocity\_pg\_%';" | q)
+    if [ -n "$others" ]; then say "warning: only the configured database is moved; these others on the server are not: $others"; fi
+    say "moving the database from PostgreSQL $old_major on volume $old_key to the image POSTGRES_IMAGE names, on the new volume $new_key; $old_key stays untouched"
+    if [ -z "$yes" ]; then
+        remaining={{ restore_countdown }}
+        say "stopping the app for the move in $remaining s; press Ctrl+C to cancel"
+        while [ "$remaining" -gt 0 ]; do
+            sleep 1
+            if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+            remaining=$((remaining - 1))
+        done
+    fi
+
+    # 0. Build the new image first, with everything running (the old container keeps
+    #    its own image): minutes on a slow machine that would otherwise be downtime.
+    say "building the new image; the app keeps running"
+    docker compose build db {{ backup_service }} || { say "the new image did not build; nothing was changed"; exit 1; }
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; exit 130; fi
+
+    # 1. Stop the app services (and the scheduled backups) that are running: every
+    #    write must be in the backup the new server gets.
+    running=$(docker compose ps --services --filter status=running) || { say "cannot tell which services run; nothing was changed"; exit 1; }
+    stopped=()
+    for service in {{ app_services }} {{ long_lived }} {{ backup_service }}; do
+        case " ${stopped[*]} " in *" $service "*) continue ;; esac
+        if printf '%s\n' "$running" | grep -qxF -- "$service"; then stopped+=("$service"); fi
+    done
+    back_to_old() {
+        say "to go back: set POSTGRES_DATA_VOLUME=$old_key and POSTGRES_IMAGE back to the PostgreSQL $old_major image in .env, then: docker compose up -d --build --wait db && docker compose up -d ${stopped[*]}"
+    }
+    restart_old() {
+        if [ "${#stopped[@]}" -gt 0 ]; then docker compose start "${stopped[@]}" || say "could not start ${stopped[*]}: start them with: docker compose start ${stopped[*]}"; fi
+    }
+    down_since=$(date +%s)
+    if [ "${#stopped[@]}" -gt 0 ]; then
+        say "stopping ${stopped[*]}"
+        docker compose stop "${stopped[@]}" || { say "could not stop ${stopped[*]}; nothing was changed"; restart_old; exit 1; }
+    fi
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; restart_old; exit 130; fi
+
+    # 2. Back up on the old server (its own pg_dump), check the backup, count the rows.
+    made=$(docker compose exec -T -u postgres db velocity-pg backup --json) || { say "the backup on PostgreSQL $old_major failed; nothing was changed"; restart_old; exit 1; }
+    name=$(printf '%s\n' "$made" | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p' | head -n 1)
+    if [ -z "$name" ]; then say "cannot read the backup's name; nothing was changed"; restart_old; exit 1; fi
+    say "backed up as $name"
+    docker compose exec -T -u postgres db velocity-pg verify "$name" >&2 || { say "$name did not verify; nothing was changed"; restart_old; exit 1; }
+    before=$(printf '%s\n' "$counts_sql" | q) || { say "cannot count the rows; nothing was changed"; restart_old; exit 1; }
+    settings=$(printf '%s\n' "$settings_sql" | q) || { say "cannot read the database's settings; nothing was changed"; restart_old; exit 1; }
+    if [ -n "$interrupted" ]; then say "interrupted; nothing was changed"; restart_old; exit 130; fi
+
+    # 3. The new server on the new volume (the old container goes, its volume stays).
+    say "starting the new server on $new_key"
+    docker compose stop db || { say "could not stop the old server"; restart_old; exit 1; }
+    if ! docker compose up -d --wait --no-deps db; then
+        say "the new server did not start; the old volume $old_key is untouched"; back_to_old; exit 1
+    fi
+    now_volume=$(mount "$(docker compose ps -q db)")
+    if [ "$now_volume" != "$new_volume" ]; then say "db runs on $now_volume, not $new_volume"; back_to_old; exit 1; fi
+    new_major=$(echo 'SHOW server_version_num;' | q) && new_major=$((new_major / 10000)) || { say "cannot query the new server"; back_to_old; exit 1; }
+    if [ "$new_major" -lt "$old_major" ]; then
+        say "the new server is PostgreSQL $new_major, older than $old_major: a dump does not go back a major"; back_to_old; exit 1
+    fi
+
+    # 4. Restore with the new server's pg_restore (velocity-pg analyzes the copy), then
+    #    the same counts and the database's settings.
+    say "restoring $name on PostgreSQL $new_major"
+    docker compose exec -T -u postgres db velocity-pg restore --yes --no-keep-previous "$name" >&2 || {
+        say "the restore on PostgreSQL $new_major failed; the app services stay stopped"; back_to_old; exit 1; }
+    after=$(printf '%s\n' "$counts_sql" | q) || { say "cannot count the restored rows"; back_to_old; exit 1; }
+    if [ "$before" != "$after" ]; then
+        say "the restored row counts differ from the old server's; the app services stay stopped:"
+        diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") >&2
+        back_to_old; exit 1
+    fi
+    say "row counts match: $(printf '%s\n' "$before" | grep -c . ) tables"
+    if [ -n "$settings" ]; then
+        if printf '%s\n' "$settings" | q && [ "$(printf '%s\n' "$settings_sql" | q)" = "$settings" ]; then
+            say "the database's settings carried over: $(printf '%s\n' "$settings" | grep -c .)"
+        else
+            say "warning: not every setting of the database carried over; set them by hand: $settings"
+        fi
+    fi
+
+    # 5. The app again (db-backup recreated, so that its pg_dump is the new image's),
+    #    then the new server's first backup (no downtime: the app runs meanwhile).
+    for service in "${stopped[@]}"; do
+        if [ "$service" = {{ backup_service }} ]; then
+            docker compose up -d --no-deps "$service" || say "could not start $service"
+        else
+            docker compose start "$service" || say "could not start $service: docker compose start $service"
+        fi
+    done
+    if [ "${#stopped[@]}" -gt 0 ]; then say "the app services were down for $(( $(date +%s) - down_since )) s"; fi
+    docker compose exec -T -u postgres db velocity-pg backup >&2 || say "warning: the first backup on PostgreSQL $new_major failed: run just db-backup"
+    say "done: PostgreSQL $new_major on $new_key; $old_key (PostgreSQL $old_major) is untouched"
+    back_to_old
+    say "once sure, delete the old volume: docker volume rm $old_volume"
+
 # Check backups: checksum and archive (--restore: a restore drill; --all: every backup)
 [no-exit-message]
 db-backup-verify *args:

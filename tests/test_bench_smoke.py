@@ -68,3 +68,22 @@ def test_bench_compression_comparison_prints_its_rows(tmp_path: Path) -> None:
         "dump size gzip:1 / gzip:9",
         "restore time gzip:1 / gzip:9",
     ]
+
+
+def test_time_per_gb_bench_prints_its_table(tmp_path: Path) -> None:
+    """bench/pergb.py (the README's "Past one machine" figures) runs at a tiny size."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "pergb.py"), "--scale", "1", "--runs", "1"],
+        env=clean_env(TMPDIR=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = [line.split(" | ")[0].lstrip("| ") for line in result.stdout.splitlines()]
+    assert "pg_dump -Fc gzip:9" in steps
+    assert "pg_restore gzip:9, 1 job(s)" in steps
+    assert "pg_basebackup -Ft -X stream" in steps

@@ -51,10 +51,19 @@ def test_db_builds_from_dockerfile_db_with_the_base_image_as_argument(db: dict[s
 def test_backup_and_data_volumes_are_named_volumes(
     compose: dict[str, Any], db: dict[str, Any]
 ) -> None:
-    mounts = dict(m.split(":", 1) for m in db["volumes"])
+    mounts = dict(m.rsplit(":", 1) for m in db["volumes"])
     assert mounts["backup-data"] == "/backups"
-    assert mounts["postgres-data"] == "/var/lib/postgresql/data"  # the template's names
+    # The template's names; POSTGRES_DATA_VOLUME picks another for a newer major.
+    data = "${POSTGRES_DATA_VOLUME:-postgres-data}"
+    assert mounts[data] == "/var/lib/postgresql/data"
     assert set(compose["volumes"]) >= {"backup-data", "postgres-data"}
+
+
+def test_the_data_volumes_of_newer_majors_are_declared(compose: dict[str, Any]) -> None:
+    """`just db-upgrade` moves db to one of them (POSTGRES_DATA_VOLUME): Compose refuses a
+    volume the file does not declare, and creates only the one db uses."""
+    for major in (16, 17, 18):
+        assert f"postgres-data-{major}" in compose["volumes"]
 
 
 def test_healthcheck_uses_pg_isready(db: dict[str, Any]) -> None:
@@ -255,6 +264,25 @@ def test_every_compose_command_works_with_no_password_set(tmp_path: Path) -> Non
     connection = settings.settings_from_values(backup_env).connection
     assert (connection.host, connection.user, connection.dbname) == ("db", "postgres", "velocity")
     assert connection.password == "postgres"
+
+
+def data_volume_source(config: dict[str, Any]) -> str:
+    """The volume db's data directory is on, from `config` (v2's long form, v1's short)."""
+    for mount in config["services"]["db"]["volumes"]:
+        if isinstance(mount, dict):
+            if mount["target"] == "/var/lib/postgresql/data":
+                return str(mount["source"])
+        elif mount.split(":")[1] == "/var/lib/postgresql/data":
+            return str(mount.split(":")[0])
+    raise AssertionError(config["services"]["db"]["volumes"])
+
+
+def test_postgres_data_volume_in_env_moves_db_to_a_new_volume(tmp_path: Path) -> None:
+    """Without the line: the template's postgres-data; with it, the named one (what `just
+    db-upgrade` reads back from `config` to tell the old volume from the new)."""
+    assert data_volume_source(compose_config(tmp_path, "")) == "postgres-data"
+    moved = compose_config(tmp_path, "POSTGRES_DATA_VOLUME=postgres-data-17\n")
+    assert data_volume_source(moved) == "postgres-data-17"
 
 
 def test_a_setting_in_env_reaches_db_and_db_backup_alike(tmp_path: Path) -> None:

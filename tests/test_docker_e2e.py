@@ -127,7 +127,7 @@ class Project:
         """(running, started_at) of the service's container."""
         ids = self.run(
             "docker", "ps", "-a", "-q",
-            "--filter", f"label=com.docker.compose.project={PROJECT}",
+            "--filter", f"label=com.docker.compose.project={self.env['COMPOSE_PROJECT_NAME']}",
             "--filter", f"label=com.docker.compose.service={service}",
         ).stdout.split()  # fmt: skip
         assert len(ids) == 1, f"{service}: containers {ids}"
@@ -137,7 +137,7 @@ class Project:
     def state(self, service: str) -> dict[str, object]:
         ids = self.run(
             "docker", "ps", "-a", "-q",
-            "--filter", f"label=com.docker.compose.project={PROJECT}",
+            "--filter", f"label=com.docker.compose.project={self.env['COMPOSE_PROJECT_NAME']}",
             "--filter", f"label=com.docker.compose.service={service}",
         ).stdout.split()  # fmt: skip
         assert len(ids) == 1, f"{service}: containers {ids}"

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import ipaddress
-import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,6 +34,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from docker_support import bridge_gateway, free_port
 from test_docker_e2e import ENGINE_TIMEOUT, chosen_base_image, skip_reason
 
 pytestmark = pytest.mark.docker
@@ -75,27 +73,6 @@ def text_of(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain", "html"))
     assert part is not None
     return str(part.get_content())
-
-
-def bridge_gateway() -> str:
-    """The default bridge's gateway: the host, as containers reach it (the engine's IPAM
-    leaves Gateway empty on some versions: then the subnet's first address, docker0's)."""
-    found = subprocess.run(
-        ["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    config = json.loads(found.stdout)[0]
-    gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
-    assert gateway, found.stdout
-    return str(gateway)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -178,6 +178,7 @@ def test_default_recipe_lists_the_recipes(harness: Harness) -> None:
         "db-backup-list",
         "db-restore",
         "db-restore-undo",
+        "db-upgrade",
         "db-backup-verify",
         "db-backup-status",
         "db-backup-cleanup",
