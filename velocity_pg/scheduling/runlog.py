@@ -16,7 +16,6 @@ An entry (all times ISO 8601, UTC)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from datetime import datetime
@@ -126,26 +125,8 @@ def append(folder: Path, item: dict[str, Any], keep: int = KEEP) -> None:
     rename, 0600). Raises OSError (the caller logs it; a backup never fails of it)."""
     entries = [*read(folder), item][-keep:]
     data = "".join(json.dumps(e, separators=(",", ":"), sort_keys=True) + "\n" for e in entries)
-    target = path_in(folder)
-    temp = folder / f"{FILE_NAME}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            catalog.give_to_folder_owner(fd, folder, FILE_NAME)
-        finally:
-            os.close(fd)
-        temp.replace(target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    catalog.write_whole(
+        path_in(folder),
+        data.encode("utf-8"),
+        prepare=lambda fd: catalog.give_to_folder_owner(fd, folder, FILE_NAME),
+    )

@@ -22,6 +22,7 @@ of 255 bytes (impossible with PostgreSQL's 63-byte names) is refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -467,6 +468,34 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_whole(path: Path, data: bytes, prepare: Callable[[int], None] | None = None) -> None:
+    """``data`` as ``path``, whole or not at all: a temporary file beside it (mode 0600),
+    every byte written, fsynced, ``prepare(fd)`` (e.g. its owner), renamed, the folder
+    fsynced (best effort). Raises OSError; the temporary file never outlives a failure."""
+    folder = path.parent if str(path.parent) else Path()
+    hidden = "" if path.name.startswith(".") else "."
+    temp = folder / f"{hidden}{path.name}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, FILE_MODE)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            if prepare is not None:
+                prepare(fd)
+        finally:
+            os.close(fd)
+        temp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    with contextlib.suppress(OSError):
+        fsync_path(folder)
 
 
 def publish(
