@@ -225,11 +225,15 @@ def test_the_page_in_chromium_from_the_container(
 
 
 def test_with_the_page_off_the_scheduler_runs_and_nothing_answers(page: Page) -> None:
-    """Last: recreates db-backup with BACKUP_HTTP_ADDR empty (Compose still publishes
-    the port; nothing behind it answers)."""
+    """Last: `up -d` with BACKUP_HTTP_ADDR emptied recreates db-backup, and db not at
+    all (Compose still publishes the port; nothing behind it answers)."""
     first_backup(page)
+    db_started = page.state("db")["StartedAt"]
     page.set_addr("")
-    page.run("docker", "compose", "up", "-d", "--wait", "db-backup", timeout=1200)
+    # As a user does after editing .env: the whole project.
+    page.run("docker", "compose", "up", "-d", "--wait", timeout=1200)
+    # Only db-backup was recreated: the database kept running (the setting is not db's).
+    assert page.state("db")["StartedAt"] == db_started
     assert page.container_env("db-backup")["BACKUP_HTTP_ADDR"] == ""
     assert page.state("db-backup")["Running"] is True
     log = page.wait_for_log("db-backup", "next run at", timeout=300)
