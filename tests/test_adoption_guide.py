@@ -146,7 +146,13 @@ def test_without_compose_the_files_resolve_as_compose_resolves_them(
 
 
 def shared(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(SHARED) or k == "TZ"}
+    """The settings db and db-backup share: all but the status page's address, which is
+    db-backup's alone (turning the page on must not recreate db)."""
+    return {
+        k: v
+        for k, v in env.items()
+        if (k.startswith(SHARED) or k == "TZ") and k != "BACKUP_HTTP_ADDR"
+    }
 
 
 def test_the_template_copy_is_the_templates_files() -> None:

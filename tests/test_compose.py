@@ -160,6 +160,20 @@ def test_the_status_page_is_off_by_default_and_published_on_loopback_only(
     assert db_backup["ports"] == ["127.0.0.1:${BACKUP_HTTP_PORT:-8070}:8070"]
 
 
+def test_turning_the_status_page_on_leaves_the_database_service_unchanged(
+    tmp_path: Path,
+) -> None:
+    """BACKUP_HTTP_ADDR is db-backup's alone: in db's environment, a change of it made
+    `docker compose up -d` recreate db (the database restarted, the app's connections
+    dropped) just to turn a read-only page on (seen on a real engine,
+    tests/test_docker_page.py)."""
+    off = compose_config(tmp_path, "BACKUP_HTTP_ADDR=\n")
+    on = compose_config(tmp_path, "BACKUP_HTTP_ADDR=0.0.0.0:8070\n")
+    assert "BACKUP_HTTP_ADDR" not in service_environment(on, "db")
+    assert on["services"]["db"] == off["services"]["db"]
+    assert service_environment(on, "db-backup")["BACKUP_HTTP_ADDR"] == "0.0.0.0:8070"
+
+
 def test_the_status_page_address_and_port_resolve(tmp_path: Path) -> None:
     config = compose_config(tmp_path, "BACKUP_HTTP_ADDR=0.0.0.0:8070\nBACKUP_HTTP_PORT=18070\n")
     assert service_environment(config, "db-backup")["BACKUP_HTTP_ADDR"] == "0.0.0.0:8070"
@@ -296,7 +310,10 @@ def test_a_setting_in_env_reaches_db_and_db_backup_alike(tmp_path: Path) -> None
     ):
         assert db_env[name] == backup_env[name] == value, name
     shared = {k for k in db_env if k.startswith(("BACKUP_", "AWS_")) or k == "TZ"}
-    assert shared == {k for k in backup_env if k.startswith(("BACKUP_", "AWS_")) or k == "TZ"}
+    # Every backup setting but the scheduler's own status page address (db-backup's alone).
+    assert shared | {"BACKUP_HTTP_ADDR"} == {
+        k for k in backup_env if k.startswith(("BACKUP_", "AWS_")) or k == "TZ"
+    }
     assert all(db_env[k] == backup_env[k] for k in shared)
 
 
