@@ -224,3 +224,20 @@ def test_old_manifest_without_properties_restores_as_before(
     assert "database settings from the backup" not in result.stdout + result.stderr
     assert settings_of(target) == {}
     assert comment_limit_acl(target)[:2] == (None, -1)
+
+
+def test_properties_too_large_to_record_are_a_warning_not_a_failure(target: Target) -> None:
+    huge = "x" * (300 * 1024)  # above what a manifest records of them
+    with admin(target) as conn:
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(target.dbname), sql.Literal(huge)
+            )
+        )
+    result = target.run("backup", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "own properties are larger than" in result.stderr
+    assert json.loads(result.stdout)["properties_problem"]
+    name = json.loads(result.stdout)["name"]
+    record = manifest.read(target.backup_dir / name)
+    assert record is not None and record.database_properties is None
