@@ -34,9 +34,9 @@ def build_copy(
         comment = staging.staging_comment(target, os.getpid(), socket.gethostname())
         swap.create_staging(admin, plan.staging, plan.live, comment)
         roles.own_new_database(admin, plan.staging, plan.roles, plan.live is None)
-        if plan.live is not None:
-            swap.rehearse_properties(
-                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
+        if plan.live is not None or plan.recorded is not None:
+            swap.rehearse_merged(
+                admin, plan.staging, plan.live, plan.recorded, as_grantors=plan.role.superuser
             )
         console.say(
             f"restoring into a new database, {plan.staging}, with {plan.jobs} job(s); "

@@ -157,9 +157,17 @@ def adapt(admin: Conn, the_plan: Plan, into: Into) -> tuple[Plan, tables.Selecti
                 f"made at {mark.at}); add --replace to replace it, or choose a new name for "
                 "--into; nothing was changed"
             )
+    # The copy's comment is velocity-pg's mark (how --replace knows its own copy): the
+    # backup's comment is not given to it.
+    from_backup = the_plan.from_backup
+    if from_backup is not None:
+        from_backup = dataclasses.replace(
+            from_backup, taken=tuple(t for t in from_backup.taken if t != "comment")
+        )
     # A copy staged for DB by `restore --stage` is never swapped in here: dropped first.
     the_plan = dataclasses.replace(
         the_plan,
+        from_backup=from_backup,
         keep_previous=False,
         reuse=False,
         stale_reason="a restore --into builds its own copy" if the_plan.staged else None,
@@ -195,6 +203,9 @@ def announce(
         console.say(note)
     for name, story in zip(the_plan.leftovers, the_plan.leftover_stories, strict=False):
         console.say(f"the restore will first drop {name}, left by {story}")
+    line = None if the_plan.from_backup is None else the_plan.from_backup.line()
+    if line is not None:
+        console.say(line)
 
 
 # -- results ------------------------------------------------------------------------------
@@ -234,6 +245,9 @@ class IntoCheck:
             f"{the_plan.target!r} (it would {action}; no other database is touched). "
             "Nothing was changed."
         ]
+        line = None if the_plan.from_backup is None else the_plan.from_backup.line()
+        if line is not None:
+            out.append(line)
         return out + ([] if self.selection is None else self.selection.notes())
 
 

@@ -28,7 +28,7 @@ from velocity_pg.restore import archive, copies, space, staging, swap
 from velocity_pg.restore.copies import Copy
 from velocity_pg.restore.drift import MigrationDrift
 from velocity_pg.restore.progress import Toc, parse_toc
-from velocity_pg.restore.properties import DatabaseProps
+from velocity_pg.restore.properties import DatabaseProps, Merged
 from velocity_pg.restore.roles import RolesPlan
 from velocity_pg.store import catalog, manifest
 
@@ -83,6 +83,10 @@ class Plan:
     migrations: MigrationDrift | None = None
     #: The backup's roles next to the target's (restore/roles.py); None until assessed.
     roles: RolesPlan | None = None
+    #: The backup's own database properties (its manifest; None in older ones), and the
+    #: live database's with the gaps filled from them (what the restored copy gets).
+    recorded: manifest.DatabaseProperties | None = None
+    from_backup: Merged | None = None
 
     @property
     def other_source(self) -> bool:
@@ -208,8 +212,15 @@ def prepare(
                 f"user {role.name!r} does not own database {target!r} (owner: {live.owner!r}); "
                 "restore as a superuser or as the owner; nothing was changed"
             )
+    # The backup's own settings, comment and grants fill what the live database (or, on a
+    # fresh server, the database about to be created) does not set.
+    recorded = record.database_properties if record is not None else None
+    base = live or DatabaseProps(
+        oid=0, name=target, owner=role.name, encoding="", collate="", ctype="", tablespace=""
+    )
+    from_backup = swap.merged_props(admin, base, recorded)
     if live is not None:
-        rehearse_on_live(admin, role, live)
+        rehearse_on_live(admin, role, from_backup.props)
     subs = swap.subscriptions(admin, target) if live is not None else []
     if not role.superuser:
         foreign = sorted({owner for _, owner, _ in subs if not swap.is_member_of(admin, owner)})
@@ -274,6 +285,8 @@ def prepare(
         where=where,
         target=target,
         live=live,
+        recorded=recorded,
+        from_backup=from_backup,
         role=role,
         program=program,
         server_version=server_version,

@@ -15,9 +15,11 @@ parameters, and ``Literal`` is psycopg's own quoting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from psycopg import sql
+
+from velocity_pg.store.manifest import DatabaseProperties
 
 #: Settings whose stored value is a list of quoted elements: pg_dump's
 #: ``variable_is_guc_list_quote``. Their elements must be given one literal each.
@@ -73,6 +75,114 @@ class DatabaseProps:
     locale_provider: str = "c"  # c: libc, i: ICU, b: builtin
     locale: str | None = None  # the ICU or builtin locale
     icu_rules: str | None = None
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The properties a restored database gets: the live database's, with the gaps filled
+    from the backup's recorded ones (:func:`merge_recorded`)."""
+
+    props: DatabaseProps
+    #: What came from the backup: setting names (``name`` or ``name (for role)``), then
+    #: ``comment``, ``grants``, ``connection limit``.
+    taken: tuple[str, ...] = ()
+    #: Roles the backup's settings or grants name that the target lacks (left out).
+    left_out: tuple[str, ...] = ()
+
+    def line(self) -> str | None:
+        """``database settings from the backup: search_path, statement_timeout; comment``."""
+        if not self.taken and not self.left_out:
+            return None
+        settings = sorted(t for t in self.taken if t not in _WHOLE)
+        whole = [t for t in self.taken if t in _WHOLE]
+        parts = [", ".join(settings)] if settings else []
+        parts.extend(whole)
+        text = "database settings from the backup: " + ("; ".join(parts) or "none")
+        if self.left_out:
+            text += "; left out for role(s) the target lacks: " + ", ".join(self.left_out)
+        return text
+
+
+_WHOLE = ("comment", "grants", "connection limit")
+
+
+def setting_name(entry: str) -> str:
+    """The (lower-case) name of a stored ``name=value`` setting."""
+    return entry.partition("=")[0].lower()
+
+
+def merge_recorded(
+    live: DatabaseProps, recorded: DatabaseProperties | None, roles: frozenset[str]
+) -> Merged:
+    """``live``'s properties, with the backup's ``recorded`` ones filling the gaps (pure).
+
+    The live database wins where it has its own: a setting name (per role) it sets, a
+    comment, grants other than the default privileges, a connection limit. The backup
+    fills the rest. A per-role setting or a grant to a role not in ``roles`` (the
+    target's) is left out and reported; grants taken from the backup are made by the
+    live database's owner (the recorded grantor may be missing on the target).
+    """
+    if recorded is None:
+        return Merged(props=live)
+    taken: list[str] = []
+    left_out: set[str] = set()
+    settings = list(live.settings)
+    have = {(s.role, setting_name(e)) for s in live.settings for e in s.config}
+    added: dict[str | None, list[str]] = {}
+    for item in recorded.settings:
+        key = (item.role, setting_name(item.setting))
+        if key in have:
+            continue
+        if item.role is not None and item.role not in roles:
+            left_out.add(item.role)
+            continue
+        have.add(key)
+        added.setdefault(item.role, []).append(item.setting)
+        taken.append(key[1] if item.role is None else f"{key[1]} (for {item.role})")
+    for role, entries in added.items():
+        index = next((i for i, s in enumerate(settings) if s.role == role), None)
+        if index is None:
+            settings.append(RoleSetting(role=role, config=tuple(entries)))
+        else:
+            settings[index] = RoleSetting(role=role, config=(*settings[index].config, *entries))
+    comment = live.comment
+    if comment is None and recorded.comment is not None:
+        comment = recorded.comment
+        taken.append("comment")
+    acl = live.acl
+    if acl is None and recorded.grants is not None:
+        kept: list[Grant] = []
+        for grant in recorded.grants:
+            if grant.grantee is not None and grant.grantee not in roles:
+                left_out.add(grant.grantee)
+                continue
+            kept.append(
+                Grant(
+                    grantor=live.owner,
+                    grantee=grant.grantee,
+                    privilege=grant.privilege,
+                    grantable=grant.grantable,
+                )
+            )
+        # The owner keeps its own privileges (its grants are not the backup's to take).
+        if not any(g.grantee == live.owner for g in kept):
+            kept[:0] = [
+                Grant(grantor=live.owner, grantee=live.owner, privilege=p, grantable=False)
+                for p in ("CREATE", "TEMPORARY", "CONNECT")
+            ]
+        acl = tuple(dict.fromkeys(kept))
+        taken.append("grants")
+    conn_limit = live.conn_limit
+    if conn_limit == -1 and recorded.connection_limit != -1:
+        conn_limit = recorded.connection_limit
+        taken.append("connection limit")
+    return Merged(
+        props=replace(
+            live, settings=tuple(settings), comment=comment, acl=acl, conn_limit=conn_limit
+        ),
+        taken=tuple(taken),
+        left_out=tuple(sorted(left_out)),
+    )
 
 
 def create_database_sql(name: str, like: DatabaseProps | None) -> sql.Composed:

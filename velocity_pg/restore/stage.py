@@ -162,10 +162,14 @@ def ready_for_swap(admin: Conn, plan: Plan, console: Console) -> None:
 
     found = plan.staged
     assert found is not None and found.staged is not None
-    if plan.live is not None:
+    if plan.live is not None or plan.recorded is not None:
         try:
-            swap.rehearse_properties(
-                admin, plan.staging, plan.live, as_grantors=plan.role.superuser
+            swap.rehearse_merged(
+                admin,
+                plan.staging,
+                plan.live,
+                plan.recorded,
+                as_grantors=plan.role.superuser,
             )
         except psycopg.Error as exc:
             raise OperationFailed(f"{describe(exc)}; {kept_after_failure(plan)}") from exc

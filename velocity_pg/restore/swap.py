@@ -23,6 +23,7 @@ dropping the old database happens after the commit.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -35,11 +36,14 @@ from velocity_pg.postgres import db
 from velocity_pg.restore.properties import (
     DatabaseProps,
     Grant,
+    Merged,
     RoleSetting,
     create_database_sql,
+    merge_recorded,
     property_statements,
     reset_statements,
 )
+from velocity_pg.store.manifest import DatabaseProperties
 
 if TYPE_CHECKING:
     import psycopg
@@ -189,6 +193,34 @@ def read_props(admin: Conn, name: str) -> DatabaseProps | None:
         locale=extra.get("datlocale") or extra.get("daticulocale"),
         icu_rules=extra.get("daticurules"),
     )
+
+
+def present_roles(admin: Conn, recorded: DatabaseProperties | None) -> frozenset[str]:
+    """Which of the roles the backup's recorded properties name exist on this server."""
+    if recorded is None:
+        return frozenset()
+    names = {s.role for s in recorded.settings if s.role is not None}
+    names |= {g.grantee for g in recorded.grants or () if g.grantee is not None}
+    if not names:
+        return frozenset()
+    rows = admin.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (sorted(names),)
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def fresh_props(admin: Conn, name: str) -> DatabaseProps:
+    """A database velocity-pg just created, as the base the backup's properties fill:
+    its own properties without the staging comment."""
+    props = read_props(admin, name)
+    if props is None:
+        raise OperationFailed(f"database {name!r} disappeared")
+    return dataclasses.replace(props, comment=None)
+
+
+def merged_props(admin: Conn, base: DatabaseProps, recorded: DatabaseProperties | None) -> Merged:
+    """``base`` with the gaps filled from the backup's recorded properties."""
+    return merge_recorded(base, recorded, present_roles(admin, recorded))
 
 
 # -- one restore at a time ---------------------------------------------------------
@@ -457,6 +489,21 @@ def rehearse_properties(
                 raise PropertyRefused(stmt.as_string(admin), exc) from exc
 
 
+def rehearse_merged(
+    admin: Conn,
+    staging: str,
+    live: DatabaseProps | None,
+    recorded: DatabaseProperties | None,
+    *,
+    as_grantors: bool,
+) -> None:
+    """:func:`rehearse_properties` with what the swap will give: the live database's
+    properties (on a fresh server, the new database's own) filled from the backup's."""
+    base = live if live is not None else fresh_props(admin, staging)
+    merged = merged_props(admin, base, recorded).props
+    rehearse_properties(admin, staging, merged, as_grantors=as_grantors)
+
+
 class PropertyRefused(OperationFailed):
     """One of the statements that carry a database's settings and grants over failed."""
 
@@ -526,6 +573,7 @@ def swap_in(
     as_grantors: bool,
     lock_timeout: float = SWAP_LOCK_TIMEOUT,
     chain: Chain | None = None,
+    recorded: DatabaseProperties | None = None,
 ) -> SwapResult:
     """Put the restored ``staging`` database in ``target``'s place, in one transaction.
 
@@ -537,6 +585,10 @@ def swap_in(
 
     ``chain`` adds renames before and after, and comments, to the same
     transaction (the rollback point's moves, see :class:`Chain`).
+
+    ``recorded``: the backup's own database properties (its manifest), which fill
+    what the replaced database does not set (:func:`merge_recorded`); with no database
+    replaced they are all the new one gets.
     """
     import psycopg
     from psycopg import sql
@@ -577,7 +629,10 @@ def swap_in(
                     )
                 )
                 old = read_props(admin, aside) if replace else None
+                if old is None and recorded is not None:
+                    old = fresh_props(admin, target)
                 if old is not None:
+                    old = merged_props(admin, old, recorded).props
                     owner = database_owner(admin, target)
                     if chain.reset_target:
                         returning = read_props(admin, target)

@@ -125,6 +125,45 @@ class RolesRecord:
 
 
 @dataclass(frozen=True)
+class DatabaseSetting:
+    """One ``ALTER DATABASE ... SET`` (``role`` None) or ``ALTER ROLE role IN DATABASE ...
+    SET`` of the backed-up database, as ``pg_db_role_setting`` stores it: ``name=value``."""
+
+    role: str | None
+    setting: str
+
+
+@dataclass(frozen=True)
+class DatabaseGrant:
+    """One privilege on the backed-up database (``grantee`` None: PUBLIC)."""
+
+    grantor: str
+    grantee: str | None
+    privilege: str
+    grantable: bool = False
+
+
+@dataclass(frozen=True)
+class DatabaseProperties:
+    """The backed-up database's own properties, which ``pg_dump`` without ``--create``
+    leaves out of the archive: its settings (also per role), comment, grants (None: the
+    default privileges) and connection limit. Flat, to stay within :data:`MAX_DEPTH`."""
+
+    settings: tuple[DatabaseSetting, ...] = ()
+    comment: str | None = None
+    grants: tuple[DatabaseGrant, ...] | None = None
+    connection_limit: int = -1
+
+    def is_empty(self) -> bool:
+        return (
+            not self.settings
+            and self.comment is None
+            and self.grants is None
+            and self.connection_limit == -1
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     sha256: str
     size_bytes: int
@@ -157,11 +196,21 @@ class Manifest:
     migrations: django_migrations.MigrationState | None = None
     #: The roles file (store/roles.py); None in manifests written before roles were recorded.
     roles: RolesRecord | None = None
+    #: The database's own settings, comment, grants and connection limit (read just
+    #: before pg_dump); None in manifests written before, or when they could not be read.
+    database_properties: DatabaseProperties | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # Written only when present: a manifest without them reads as before.
-        for key in ("statistics", "suspect", "accepted", "migrations", "roles"):
+        for key in (
+            "statistics",
+            "suspect",
+            "accepted",
+            "migrations",
+            "roles",
+            "database_properties",
+        ):
             if data[key] is None:
                 del data[key]
         if self.migrations is not None:
@@ -305,6 +354,84 @@ def from_json(raw: object, where: str = "") -> Manifest:
         pin=pin_from(raw, where),
         migrations=migrations_from(raw, where),
         roles=roles_from(raw, where),
+        database_properties=database_properties_from(raw, where),
+    )
+
+
+_MAX_DATABASE_ENTRIES = 1000
+_DATABASE_PRIVILEGES = ("CREATE", "TEMPORARY", "CONNECT")
+
+
+def _role_name(value: object, where: str, *, public: bool = False) -> str | None:
+    if value is None and public:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise ValueError(f"field {where} is not a role name")
+    return value
+
+
+def database_properties_from(raw: dict[str, Any], where: str = "") -> DatabaseProperties | None:
+    """The ``database_properties`` of a parsed manifest, validated; None when it has none."""
+    props = raw.get("database_properties")
+    if props is None:
+        return None
+    where += "database_properties."
+    if not isinstance(props, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    settings_raw = props.get("settings", [])
+    if not isinstance(settings_raw, list) or len(settings_raw) > _MAX_DATABASE_ENTRIES:
+        raise ValueError(f"field {where}settings is not a list of settings")
+    settings: list[DatabaseSetting] = []
+    for i, item in enumerate(settings_raw):
+        at = f"{where}settings[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"field {at} is not an object")
+        entry = text(item, "setting", where=at + ".")
+        name, sep, _ = entry.partition("=")
+        if not sep or not name:
+            raise ValueError(f"field {at}.setting is not name=value")
+        settings.append(
+            DatabaseSetting(
+                role=_role_name(item.get("role"), at + ".role", public=True), setting=entry
+            )
+        )
+    grants: list[DatabaseGrant] | None = None
+    grants_raw = props.get("grants")
+    if grants_raw is not None:
+        if not isinstance(grants_raw, list) or len(grants_raw) > _MAX_DATABASE_ENTRIES:
+            raise ValueError(f"field {where}grants is not a list of grants")
+        grants = []
+        for i, item in enumerate(grants_raw):
+            at = f"{where}grants[{i}]"
+            if not isinstance(item, dict):
+                raise ValueError(f"field {at} is not an object")
+            privilege = text(item, "privilege", where=at + ".")
+            if privilege not in _DATABASE_PRIVILEGES:
+                raise ValueError(f"field {at}.privilege is not a database privilege")
+            grantable = item.get("grantable", False)
+            if not isinstance(grantable, bool):
+                raise ValueError(f"field {at}.grantable is not true or false")
+            grantor = _role_name(item.get("grantor"), at + ".grantor")
+            assert grantor is not None
+            grants.append(
+                DatabaseGrant(
+                    grantor=grantor,
+                    grantee=_role_name(item.get("grantee"), at + ".grantee", public=True),
+                    privilege=privilege,
+                    grantable=grantable,
+                )
+            )
+    comment = props.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_TEXT):
+        raise ValueError(f"field {where}comment is not a valid value")
+    limit = props.get("connection_limit", -1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < -1:
+        raise ValueError(f"field {where}connection_limit is not a connection limit")
+    return DatabaseProperties(
+        settings=tuple(settings),
+        comment=comment,
+        grants=None if grants is None else tuple(grants),
+        connection_limit=limit,
     )
 
 

@@ -26,7 +26,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,6 +72,8 @@ class BackupResult:
     autopin: AutoPin | None = None
     #: The database's Django migrations (None: not a Django database).
     migrations: MigrationState | None = None
+    #: Why the database's own properties were not recorded ("" when they were).
+    properties_problem: str = ""
 
     def warnings(self) -> list[str]:
         """For stderr: a suspect backup's WARNING (it is a valid backup still: exit 0), or
@@ -95,6 +97,11 @@ class BackupResult:
                 f"velocity-pg: warning: the migration state was not recorded: "
                 f"{self.migrations.unreadable}"
             )
+        if self.properties_problem:
+            lines.append(
+                f"velocity-pg: warning: {self.properties_problem}; a restore on a fresh "
+                "server will not bring back the database's own settings, comment and grants"
+            )
         return lines
 
     def to_json(self) -> dict[str, object]:
@@ -116,6 +123,7 @@ class BackupResult:
             "autopin": None if self.autopin is None else self.autopin.to_json(),
             "statistics_problem": self.statistics_problem or None,
             "migrations": None if self.migrations is None else self.migrations.to_json(),
+            "properties_problem": self.properties_problem or None,
         }
 
 
@@ -150,6 +158,8 @@ def create_backup(
         statistics, statistics_problem = read_statistics(connection, now())
         # A Django database's applied migrations (None when it is not Django's).
         migration_state = state_from(migrations.read_applied(connection))
+        # The database's own settings, comment and grants, which pg_dump leaves out.
+        properties, properties_problem = read_database_properties(connection)
         role = connection.execute(
             "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
@@ -230,6 +240,7 @@ def create_backup(
                 statistics=statistics,
                 suspect=suspect,
                 migrations=migration_state,
+                database_properties=properties,
                 roles=backup_roles.record_for(
                     roles_data,
                     passwords=settings.role_passwords,
@@ -295,7 +306,88 @@ def create_backup(
         statistics_problem=statistics_problem,
         autopin=autopin,
         migrations=migration_state,
+        properties_problem=properties_problem,
     )
+
+
+#: The most a manifest records of a database's own properties (JSON characters): a
+#: database with more (a huge comment, thousands of settings) gets none recorded.
+MAX_PROPERTIES_CHARS = 256 * 1024
+
+
+def read_database_properties(
+    connection: db.Conn,
+) -> tuple[manifest.DatabaseProperties | None, str]:
+    """The connected database's settings (also per role), comment, grants and connection
+    limit, or None and why not: a backup never fails for want of them."""
+    import json
+
+    import psycopg
+
+    try:
+        row = connection.execute(
+            """
+            SELECT d.oid, shobj_description(d.oid, 'pg_database'), d.datconnlimit,
+                   d.datacl IS NULL
+            FROM pg_database d WHERE d.datname = current_database()
+            """
+        ).fetchone()
+        if row is None:
+            return None, "the database's own properties could not be read (no catalog row)"
+        oid = int(row[0])
+        grants: tuple[manifest.DatabaseGrant, ...] | None = None
+        if not row[3]:
+            grants = tuple(
+                manifest.DatabaseGrant(
+                    grantor=str(g[0]),
+                    grantee=None if g[1] is None else str(g[1]),
+                    privilege=str(g[2]),
+                    grantable=bool(g[3]),
+                )
+                for g in connection.execute(
+                    """
+                    SELECT pg_get_userbyid(a.grantor),
+                           CASE WHEN a.grantee = 0 THEN NULL
+                                ELSE pg_get_userbyid(a.grantee) END,
+                           a.privilege_type, a.is_grantable
+                    FROM pg_database d, aclexplode(d.datacl) WITH ORDINALITY AS a
+                    WHERE d.oid = %s ORDER BY a.ordinality
+                    """,
+                    (oid,),
+                )
+            )
+        settings = tuple(
+            manifest.DatabaseSetting(role=None if s[0] is None else str(s[0]), setting=str(entry))
+            for s in connection.execute(
+                """
+                SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
+                       s.setconfig
+                FROM pg_db_role_setting s WHERE s.setdatabase = %s
+                ORDER BY s.setrole <> 0, 1
+                """,
+                (oid,),
+            )
+            for entry in s[1] or ()
+        )
+    except psycopg.Error as exc:
+        return None, f"the database's own properties could not be read ({db.one_line(exc)})"
+    props = manifest.DatabaseProperties(
+        settings=settings,
+        comment=None if row[1] is None else str(row[1]),
+        grants=grants,
+        connection_limit=int(row[2]),
+    )
+    written = json.dumps(asdict(props))
+    if len(written) > MAX_PROPERTIES_CHARS:
+        return None, (
+            "the database's own properties are larger than the "
+            f"{MAX_PROPERTIES_CHARS // 1024} KiB a manifest holds of them; none were recorded"
+        )
+    try:  # what the manifest would refuse to load is not written
+        manifest.database_properties_from({"database_properties": json.loads(written)})
+    except ValueError as exc:
+        return None, f"the database's own properties were not recorded ({exc})"
+    return props, ""
 
 
 def read_statistics(connection: db.Conn, at: datetime) -> tuple[manifest.Statistics | None, str]:

@@ -136,6 +136,7 @@ class CheckResult:
             "free_space": None if plan.room is None else plan.room.to_json(),
             "migrations": None if plan.migrations is None else plan.migrations.to_json(),
             "roles": None if plan.roles is None else plan.roles.to_json(),
+            "database_properties_from_backup": properties_json(plan),
         }
 
     def lines(self) -> list[str]:
@@ -151,6 +152,7 @@ class CheckResult:
             out.append(warning)
         if plan.roles is not None:
             out.extend(plan.roles.lines())
+        out.extend(properties_lines(plan))
         return out
 
 
@@ -684,6 +686,22 @@ def announce_migrations(console: Console, settings: Settings, plan: Plan, stage_
         console.say(line)
 
 
+def properties_lines(plan: Plan) -> tuple[str, ...]:
+    """``database settings from the backup: search_path, statement_timeout; comment``: what
+    the restored database takes from the backup's manifest (the live one wins elsewhere)."""
+    line = None if plan.from_backup is None else plan.from_backup.line()
+    return () if line is None else (line,)
+
+
+def properties_json(plan: Plan) -> dict[str, object] | None:
+    if plan.from_backup is None or plan.recorded is None:
+        return None
+    return {
+        "taken": list(plan.from_backup.taken),
+        "left_out_roles": list(plan.from_backup.left_out),
+    }
+
+
 def left_out(plan: Plan) -> tuple[str, ...]:
     """restore --owner: the line naming the roles whose privileges were left out."""
     if plan.roles is None or not plan.roles.left_out:
@@ -727,6 +745,8 @@ def announce(console: Console, settings: Settings, plan: Plan) -> None:
         )
     for name, story in zip(plan.leftovers, plan.leftover_stories, strict=False):
         console.say(f"the restore will first drop {name}, left by {story}")
+    for line in properties_lines(plan):
+        console.say(line)
 
 
 def execute(
@@ -782,6 +802,7 @@ def execute(
                 replace=plan.live is not None,
                 as_grantors=plan.role.superuser,
                 chain=chain,
+                recorded=plan.recorded,
             )
         except Exception as exc:  # swap_in raises only once it knows nothing was committed
             if plan.reuse:
