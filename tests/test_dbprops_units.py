@@ -102,6 +102,16 @@ def test_the_live_databases_own_values_win() -> None:
     )
 
 
+def test_a_setting_only_a_superuser_may_set_is_left_out_and_said() -> None:
+    merged = merge_recorded(LIVE, RECORDED, ROLES, unsettable=frozenset({"statement_timeout"}))
+    assert "statement_timeout" not in merged.taken
+    assert merged.needs_superuser == ("statement_timeout",)
+    assert all("statement_timeout" not in e for s in merged.props.settings for e in s.config)
+    line = merged.line()
+    assert line is not None
+    assert line.endswith("; left out, only a superuser may set them: statement_timeout")
+
+
 def test_nothing_recorded_changes_nothing() -> None:
     assert merge_recorded(LIVE, None, ROLES).props == LIVE
     assert merge_recorded(LIVE, None, ROLES).line() is None

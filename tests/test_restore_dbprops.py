@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from conftest import Target, create_database, drop_copies_of, drop_database
+from conftest import PASSWORD, Target, create_database, drop_copies_of, drop_database
 from psycopg import sql
 
 from velocity_pg.store import manifest
@@ -241,3 +241,89 @@ def test_properties_too_large_to_record_are_a_warning_not_a_failure(target: Targ
     name = json.loads(result.stdout)["name"]
     record = manifest.read(target.backup_dir / name)
     assert record is not None and record.database_properties is None
+
+
+def test_a_non_superuser_owner_leaves_out_what_only_a_superuser_may_set(
+    target: Target, postgresql_proc: object
+) -> None:
+    """A backup recorded log_statement (superuser-only); a fresh server restored by the
+    database's owner, who is not a superuser: the rest comes back, log_statement is left
+    out and said, and the restore does not fail for it."""
+    role = f"vt_owner_{uuid.uuid4().hex[:6]}"
+    db = sql.Identifier(target.dbname)
+    with admin(target) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(db))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '41s'").format(db))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(PASSWORD)
+            )
+        )
+    try:
+        with target.connect() as conn:
+            conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+            conn.execute(sql.SQL("ALTER TABLE t OWNER TO {}").format(sql.Identifier(role)))
+        name = backup(target)
+        fresh_server(target, postgresql_proc)
+        with admin(target) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(role)))
+        env = target.env(PGUSER=role)
+        check = target.run("restore", name, "--check", env=env)
+        assert check.returncode == 0, check.stderr
+        said = "left out, only a superuser may set them: log_statement"
+        assert said in check.stdout
+        result = target.run("restore", name, "--yes", env=env)
+        assert result.returncode == 0, result.stderr
+        assert said in result.stdout + result.stderr
+        assert settings_of(target) == {"*": ["statement_timeout=41s"]}
+        with target.connect() as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        with admin(target) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+            drop_copies_of(postgresql_proc, target.dbname)
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_objects_of_a_role_the_restoring_user_cannot_become_are_refused_up_front(
+    target: Target, postgresql_proc: object
+) -> None:
+    """The owner of the database, not a superuser, restoring a backup whose table another
+    role owns: refused before anything runs (not at pg_restore's OWNER TO), with the way
+    out (--owner)."""
+    role = f"vt_owner_{uuid.uuid4().hex[:6]}"
+    db = sql.Identifier(target.dbname)
+    with admin(target) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(PASSWORD)
+            )
+        )
+    try:
+        with target.connect() as conn:
+            conn.execute("CREATE TABLE t AS SELECT 1 AS x")  # owned by the superuser
+        name = backup(target)
+        with admin(target) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(role)))
+        env = target.env(PGUSER=role)
+        for args in (("--check",), ("--yes",)):
+            result = target.run("restore", name, *args, env=env)
+            assert result.returncode == 1, result.stderr
+            last = result.stderr.strip().splitlines()[-1]
+            assert "may not act as (SET ROLE)" in last and "--owner ROLE" in last, last
+            assert "nothing was changed" in last
+        owned = target.run("restore", name, "--owner", role, "--yes", env=env)
+        assert owned.returncode == 0, owned.stderr
+        with target.connect() as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        drop_copies_of(postgresql_proc, target.dbname)
+        with target.connect() as conn:
+            conn.execute(
+                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role))
+            )
+        with admin(target) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(db))
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -88,10 +88,12 @@ class Merged:
     taken: tuple[str, ...] = ()
     #: Roles the backup's settings or grants name that the target lacks (left out).
     left_out: tuple[str, ...] = ()
+    #: Settings only a superuser may set, which the restoring user is not (left out).
+    needs_superuser: tuple[str, ...] = ()
 
     def line(self) -> str | None:
         """``database settings from the backup: search_path, statement_timeout; comment``."""
-        if not self.taken and not self.left_out:
+        if not self.taken and not self.left_out and not self.needs_superuser:
             return None
         settings = sorted(t for t in self.taken if t not in _WHOLE)
         whole = [t for t in self.taken if t in _WHOLE]
@@ -100,6 +102,8 @@ class Merged:
         text = "database settings from the backup: " + ("; ".join(parts) or "none")
         if self.left_out:
             text += "; left out for role(s) the target lacks: " + ", ".join(self.left_out)
+        if self.needs_superuser:
+            text += "; left out, only a superuser may set them: " + ", ".join(self.needs_superuser)
         return text
 
 
@@ -112,7 +116,10 @@ def setting_name(entry: str) -> str:
 
 
 def merge_recorded(
-    live: DatabaseProps, recorded: DatabaseProperties | None, roles: frozenset[str]
+    live: DatabaseProps,
+    recorded: DatabaseProperties | None,
+    roles: frozenset[str],
+    unsettable: frozenset[str] = frozenset(),
 ) -> Merged:
     """``live``'s properties, with the backup's ``recorded`` ones filling the gaps (pure).
 
@@ -120,12 +127,16 @@ def merge_recorded(
     comment, grants other than the default privileges, a connection limit. The backup
     fills the rest. A per-role setting or a grant to a role not in ``roles`` (the
     target's) is left out and reported; grants taken from the backup are made by the
-    live database's owner (the recorded grantor may be missing on the target).
+    live database's owner (the recorded grantor may be missing on the target). A
+    setting named in ``unsettable`` (lower case: only a superuser may set it, and the
+    restoring user is not one) is left out and reported rather than refused: the backup's
+    fill-ins never cost the restore.
     """
     if recorded is None:
         return Merged(props=live)
     taken: list[str] = []
     left_out: set[str] = set()
+    needs_superuser: set[str] = set()
     settings = list(live.settings)
     have = {(s.role, setting_name(e)) for s in live.settings for e in s.config}
     added: dict[str | None, list[str]] = {}
@@ -135,6 +146,9 @@ def merge_recorded(
             continue
         if item.role is not None and item.role not in roles:
             left_out.add(item.role)
+            continue
+        if key[1] in unsettable:
+            needs_superuser.add(key[1])
             continue
         have.add(key)
         added.setdefault(item.role, []).append(item.setting)
@@ -182,6 +196,7 @@ def merge_recorded(
         ),
         taken=tuple(taken),
         left_out=tuple(sorted(left_out)),
+        needs_superuser=tuple(sorted(needs_superuser)),
     )
 
 

@@ -25,7 +25,7 @@ not trust, an event trigger) is refused up front, naming it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,7 +162,29 @@ def assess(
     needed_missing = [r for r in missing if r in needed.all]
     if needed_missing:
         raise OperationFailed(missing_message(path.name, needed_missing, needed))
+    foreign = owners_out_of_reach(admin, needed.owners)
+    if foreign:
+        raise OperationFailed(
+            f"{path.name}'s objects are owned by {', '.join(foreign)}, which the restoring "
+            "user may not act as (SET ROLE), so pg_restore could not give them their owners; "
+            "restore as a superuser or as a member of those roles, or make every object one "
+            "role's with `--owner ROLE`; nothing was changed"
+        )
     return plan
+
+
+def owners_out_of_reach(admin: Conn, owners: Collection[str]) -> list[str]:
+    """The archive's owners the connected user cannot become (a superuser can become any);
+    PostgreSQL 16+ asks for membership WITH SET, earlier ones for membership."""
+    if not owners:
+        return []
+    how = "SET" if admin.info.server_version >= 160000 else "MEMBER"
+    rows = admin.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) "
+        "AND NOT pg_has_role(current_user, oid, %s) ORDER BY 1",
+        (sorted(owners), how),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _replace(plan: RolesPlan, **changes: Any) -> RolesPlan:

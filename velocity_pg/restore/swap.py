@@ -42,6 +42,7 @@ from velocity_pg.restore.properties import (
     merge_recorded,
     property_statements,
     reset_statements,
+    setting_name,
 )
 from velocity_pg.store.manifest import DatabaseProperties
 
@@ -218,9 +219,31 @@ def fresh_props(admin: Conn, name: str) -> DatabaseProps:
     return dataclasses.replace(props, comment=None)
 
 
+def unsettable_settings(admin: Conn, recorded: DatabaseProperties | None) -> frozenset[str]:
+    """Which of the recorded settings the connected user may not set on a database: those
+    only a superuser may (``pg_settings.context``), when it is not one and (PostgreSQL 15+)
+    holds no ``SET`` privilege on them. Names unknown to this server are not judged here."""
+    if recorded is None or not recorded.settings:
+        return frozenset()
+    names = sorted({setting_name(s.setting) for s in recorded.settings})
+    row = admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row is not None and row[0]:
+        return frozenset()
+    query = (
+        "SELECT lower(name) FROM pg_settings WHERE context = 'superuser' AND lower(name) = ANY(%s)"
+    )
+    if admin.info.server_version >= 150000:  # GRANT SET ON PARAMETER
+        query += " AND NOT has_parameter_privilege(name, 'SET')"
+    rows = admin.execute(query, (names,)).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
 def merged_props(admin: Conn, base: DatabaseProps, recorded: DatabaseProperties | None) -> Merged:
-    """``base`` with the gaps filled from the backup's recorded properties."""
-    return merge_recorded(base, recorded, present_roles(admin, recorded))
+    """``base`` with the gaps filled from the backup's recorded properties (leaving out
+    roles the target lacks and settings the user may not set)."""
+    return merge_recorded(
+        base, recorded, present_roles(admin, recorded), unsettable_settings(admin, recorded)
+    )
 
 
 # -- one restore at a time ---------------------------------------------------------
