@@ -31,7 +31,7 @@ from offsite_support import (  # noqa: F401 (fixtures)
 )
 from test_anomaly import backup, fill, read
 
-from velocity_pg.store import catalog, manifest
+from velocity_pg.store import catalog, manifest, roles
 
 COUNT = {"BACKUP_MAX_COUNT": "7"}
 
@@ -55,12 +55,16 @@ def dated(source: Path, day: date, *, move: bool) -> Path:
         started_at=shifted(record.started_at, delta),
         finished_at=shifted(record.finished_at, delta),
     )
+    roles_file = roles.path_for(source)  # the roles file goes with its dump
     if move:
         os.rename(source, target)
         manifest.path_for(source).unlink()
+        os.rename(roles_file, roles.path_for(target))
     else:
         shutil.copyfile(source, target)
         target.chmod(0o600)
+        shutil.copyfile(roles_file, roles.path_for(target))
+        roles.path_for(target).chmod(0o600)
     manifest.path_for(target).write_bytes(manifest.dumps(moved))
     manifest.path_for(target).chmod(0o600)
     os.utime(target, (moment.timestamp(), moment.timestamp()))

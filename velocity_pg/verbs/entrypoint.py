@@ -33,7 +33,7 @@ from velocity_pg.errors import ConfigError, OperationFailed
 OWNER = "postgres"
 MODE = 0o700
 #: Signals Python itself ignores or handles; an exec keeps an ignored one ignored.
-_RESET = ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP")
+_RESET = ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT", "SIGTERM", "SIGHUP")
 
 
 def needs_handover(info: os.stat_result | None, owner_uid: int, euid: int) -> bool:
