@@ -231,7 +231,8 @@ def test_a_backup_behind_the_deploy_is_migrated_on_the_staged_copy_then_swapped_
     out = restored.stdout + restored.stderr
     assert restored.returncode == 0, out
     # The drift, reported before anything changed; then the default command, in web.
-    assert "behind" in out, out
+    assert "shop: behind by 3 (0001_initial → 0004_check_items)" in out, out
+    assert "blog: behind by 1 (0001_initial → 0002_post_subtitle)" in out, out
     assert f"migrating the staged copy: {MIGRATE} (in web)" in restored.stderr
     assert "migrate --check: the database is at the code's migration state" in restored.stderr
     assert "the app services were down for" in restored.stderr
@@ -277,6 +278,7 @@ def test_a_failing_migrate_leaves_the_live_database_and_the_app_as_they_were(
     restored = failing.just("db-restore", name, "--yes")
     out = restored.stdout + restored.stderr
     assert restored.returncode == 1, out
+    assert "shop: behind by 3 (0001_initial → 0004_check_items)" in out, out
     assert f"migrating the staged copy: {MIGRATE} (in web)" in restored.stderr
     assert "shop.0004_check_items failed (SHOP_MIGRATION_FAILS is set)" in out  # migrate's
     assert "could not be migrated" in restored.stderr
