@@ -370,14 +370,25 @@ def _role_name(value: object, where: str, *, public: bool = False) -> str | None
     return value
 
 
+def optional_object(raw: dict[str, Any], key: str, where: str) -> tuple[dict[str, Any], str] | None:
+    """An optional object field of a parsed manifest: ``(raw[key], where it is)`` for the
+    messages of its own fields, None when absent (manifests written before it); ValueError
+    when it is there but not an object."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    where += f"{key}."
+    if not isinstance(value, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    return value, where
+
+
 def database_properties_from(raw: dict[str, Any], where: str = "") -> DatabaseProperties | None:
     """The ``database_properties`` of a parsed manifest, validated; None when it has none."""
-    props = raw.get("database_properties")
-    if props is None:
+    found = optional_object(raw, "database_properties", where)
+    if found is None:
         return None
-    where += "database_properties."
-    if not isinstance(props, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    props, where = found
     settings_raw = props.get("settings", [])
     if not isinstance(settings_raw, list) or len(settings_raw) > _MAX_DATABASE_ENTRIES:
         raise ValueError(f"field {where}settings is not a list of settings")
@@ -437,12 +448,10 @@ def database_properties_from(raw: dict[str, Any], where: str = "") -> DatabasePr
 
 def roles_from(raw: dict[str, Any], where: str = "") -> RolesRecord | None:
     """The ``roles`` record of a parsed manifest, validated; None when it has none."""
-    mark = raw.get("roles")
-    if mark is None:
+    found = optional_object(raw, "roles", where)
+    if found is None:
         return None
-    where += "roles."
-    if not isinstance(mark, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    mark, where = found
     passwords = mark.get("passwords", False)
     if not isinstance(passwords, bool):
         raise ValueError(f"field {where}passwords is not true or false")
@@ -477,12 +486,10 @@ MAX_TABLES = 20_000
 
 def statistics_from(raw: dict[str, Any], where: str = "") -> Statistics | None:
     """The ``statistics`` of a parsed manifest, validated; None when it has none."""
-    stats = raw.get("statistics")
-    if stats is None:
+    found = optional_object(raw, "statistics", where)
+    if found is None:
         return None
-    where += "statistics."
-    if not isinstance(stats, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    stats, where = found
     tables = stats.get("tables", [])
     if not isinstance(tables, list) or len(tables) > MAX_TABLES:
         raise ValueError(f"{where}tables is not a list")
@@ -512,12 +519,10 @@ def statistics_from(raw: dict[str, Any], where: str = "") -> Statistics | None:
 
 def suspect_from(raw: dict[str, Any], where: str = "") -> Suspect | None:
     """The ``suspect`` mark of a parsed manifest, validated; None when it has none."""
-    mark = raw.get("suspect")
-    if mark is None:
+    found = optional_object(raw, "suspect", where)
+    if found is None:
         return None
-    where += "suspect."
-    if not isinstance(mark, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    mark, where = found
     reasons = mark.get("reasons")
     if (
         not isinstance(reasons, list)
@@ -534,23 +539,19 @@ def suspect_from(raw: dict[str, Any], where: str = "") -> Suspect | None:
 
 def accepted_from(raw: dict[str, Any], where: str = "") -> Accepted | None:
     """The ``accepted`` mark of a parsed manifest, validated; None when it has none."""
-    mark = raw.get("accepted")
-    if mark is None:
+    found = optional_object(raw, "accepted", where)
+    if found is None:
         return None
-    where += "accepted."
-    if not isinstance(mark, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    mark, where = found
     return Accepted(at=moment(mark, "at", where=where), by=text(mark, "by", where=where))
 
 
 def verification_from(raw: dict[str, Any], where: str = "") -> Verification | None:
     """The ``last_verification`` of a parsed manifest (local or off-site), validated."""
-    verification = raw.get("last_verification")
-    if verification is None:
+    found = optional_object(raw, "last_verification", where)
+    if found is None:
         return None
-    where += "last_verification."
-    if not isinstance(verification, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    verification, where = found
     method = text(verification, "method", where=where)
     if method not in _METHODS:
         raise ValueError(f"{where}method {method!r} is not one of {_METHODS}")
@@ -586,12 +587,10 @@ MAX_REASON = 500
 def pin_from(raw: dict[str, Any], where: str = "") -> Pin | None:
     """The ``pin`` of a parsed manifest (local, or the dump's in an off-site one), validated;
     None when absent (a manifest from before pins reads as unpinned)."""
-    pin = raw.get("pin")
-    if pin is None:
+    found = optional_object(raw, "pin", where)
+    if found is None:
         return None
-    where += "pin."
-    if not isinstance(pin, dict):
-        raise ValueError(f"{where.rstrip('.')} is not an object")
+    pin, where = found
     reason = pin.get("reason", "")
     if not isinstance(reason, str) or reason_problem(reason) is not None:
         raise ValueError(f"field {where}reason is not a valid reason")
