@@ -324,58 +324,31 @@ def read_database_properties(
 
     import psycopg
 
+    from velocity_pg.restore import swap
+
     try:
-        row = connection.execute(
-            """
-            SELECT d.oid, shobj_description(d.oid, 'pg_database'), d.datconnlimit,
-                   d.datacl IS NULL
-            FROM pg_database d WHERE d.datname = current_database()
-            """
-        ).fetchone()
-        if row is None:
-            return None, "the database's own properties could not be read (no catalog row)"
-        oid = int(row[0])
-        grants: tuple[manifest.DatabaseGrant, ...] | None = None
-        if not row[3]:
-            grants = tuple(
-                manifest.DatabaseGrant(
-                    grantor=str(g[0]),
-                    grantee=None if g[1] is None else str(g[1]),
-                    privilege=str(g[2]),
-                    grantable=bool(g[3]),
-                )
-                for g in connection.execute(
-                    """
-                    SELECT pg_get_userbyid(a.grantor),
-                           CASE WHEN a.grantee = 0 THEN NULL
-                                ELSE pg_get_userbyid(a.grantee) END,
-                           a.privilege_type, a.is_grantable
-                    FROM pg_database d, aclexplode(d.datacl) WITH ORDINALITY AS a
-                    WHERE d.oid = %s ORDER BY a.ordinality
-                    """,
-                    (oid,),
-                )
-            )
-        settings = tuple(
-            manifest.DatabaseSetting(role=None if s[0] is None else str(s[0]), setting=str(entry))
-            for s in connection.execute(
-                """
-                SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
-                       s.setconfig
-                FROM pg_db_role_setting s WHERE s.setdatabase = %s
-                ORDER BY s.setrole <> 0, 1
-                """,
-                (oid,),
-            )
-            for entry in s[1] or ()
-        )
+        name = str(connection.info.dbname)
+        live = swap.read_props(connection, name)
     except psycopg.Error as exc:
         return None, f"the database's own properties could not be read ({db.one_line(exc)})"
+    if live is None:
+        return None, "the database's own properties could not be read (no catalog row)"
     props = manifest.DatabaseProperties(
-        settings=settings,
-        comment=None if row[1] is None else str(row[1]),
-        grants=grants,
-        connection_limit=int(row[2]),
+        settings=tuple(
+            manifest.DatabaseSetting(role=s.role, setting=entry)
+            for s in live.settings
+            for entry in s.config
+        ),
+        comment=live.comment,
+        grants=None
+        if live.acl is None
+        else tuple(
+            manifest.DatabaseGrant(
+                grantor=g.grantor, grantee=g.grantee, privilege=g.privilege, grantable=g.grantable
+            )
+            for g in live.acl
+        ),
+        connection_limit=live.conn_limit,
     )
     written = json.dumps(asdict(props))
     if len(written) > MAX_PROPERTIES_CHARS:
