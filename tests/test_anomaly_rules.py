@@ -3,6 +3,7 @@ no database; the real server's side is in tests/test_anomaly.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,10 +86,20 @@ def record(**extra: object) -> manifest.Manifest:
     return manifest.Manifest(**fields)  # type: ignore[arg-type]
 
 
-def put(folder: Path, when: datetime, rec: manifest.Manifest | None, db: str = "app") -> Path:
+def put(
+    folder: Path,
+    when: datetime,
+    rec: manifest.Manifest | None,
+    db: str = "app",
+    started: datetime | None = None,
+) -> Path:
+    """A backup named for ``when`` whose manifest says it started then (or at ``started``:
+    a name bumped to a later second)."""
     path = folder / catalog.format_name(when, db)
     path.write_bytes(b"PGDMP")
     if rec is not None:
+        at = (started or when).isoformat()
+        rec = dataclasses.replace(rec, started_at=at, finished_at=at)
         manifest.path_for(path).write_bytes(manifest.dumps(rec))
     return path
 
@@ -107,6 +118,24 @@ def test_previous_good_skips_suspect_unmeasured_other_and_newer(tmp_path: Path) 
     found = anomaly.previous_good(catalog.list_backups(tmp_path), "app", now)
     assert found is not None and found.name == good.name
     assert anomaly.previous_good(catalog.list_backups(tmp_path), "app", good_time(good)) is None
+
+
+def test_previous_good_goes_by_when_a_backup_started_not_its_bumped_name(
+    tmp_path: Path,
+) -> None:
+    """Two backups started within one second: the later one's name takes the next second,
+    which can be after the next backup's start. It is still the previous good one (not the
+    backup before it), because its manifest says when it started."""
+    now = datetime(2026, 12, 7, 4, 0, 5, 900_000, tzinfo=UTC)
+    first = put(tmp_path, now - timedelta(seconds=1), record(statistics=stats(t=1)))
+    bumped = put(
+        tmp_path,
+        now + timedelta(seconds=1),  # named 04:00:07, after the new backup's start
+        record(statistics=stats(t=2)),
+        started=now - timedelta(seconds=0.5),
+    )
+    found = anomaly.previous_good(catalog.list_backups(tmp_path), "app", now)
+    assert found is not None and found.name == bumped.name, (found, first.name)
 
 
 def good_time(path: Path) -> datetime:

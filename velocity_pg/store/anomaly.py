@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from velocity_pg.errors import ManifestUnreadable
@@ -93,6 +93,11 @@ class Previous:
     record: manifest.Manifest
 
 
+#: How far a backup's name can be ahead of its start: a backup started in a second that
+#: already has one takes the next free second (catalog.candidate_names).
+NAME_AHEAD = timedelta(seconds=3600)
+
+
 def previous_good(
     backups: Iterable[catalog.Backup],
     database: str,
@@ -101,17 +106,25 @@ def previous_good(
     skip: str = "",
     read: Callable[[Path], manifest.Manifest | None] = manifest.read,
 ) -> Previous | None:
-    """The newest backup of ``database`` made before ``before`` that counts as good
+    """The newest backup of ``database`` that started before ``before`` and counts as good
     (``backups`` newest first, as :func:`catalog.list_backups` gives them). A backup
-    whose manifest cannot be read is passed over, never an error."""
+    whose manifest cannot be read is passed over, never an error.
+
+    When it started is its manifest's ``started_at``, not its name's time: two backups
+    started within one second have consecutive seconds in their names, so the name of
+    the one just before can be *later* than ``before``."""
     for backup in backups:
-        if backup.database != database or backup.name == skip or backup.created >= before:
+        if backup.database != database or backup.name == skip:
+            continue
+        if backup.created >= before + NAME_AHEAD:
             continue
         try:
             record = read(backup.path)
         except (ManifestUnreadable, OSError):
             continue
-        if record is not None and counts_as_good(record):
+        if record is None or not counts_as_good(record):
+            continue
+        if datetime.fromisoformat(record.started_at) < before:
             return Previous(backup.name, record)
     return None
 
