@@ -82,8 +82,14 @@ def test_into_restores_beside_the_live_database_which_is_untouched(
         assert table_contents(conn) == expected
     mark = into.parse_mark(comment_of(target, copy_name))
     assert mark is not None and mark.backup == name and mark.database == copy_name
-    # No rollback point, staged copy or leftover of either database.
-    assert [d for d in databases(target) if d.startswith("velocity_pg_")] == []
+    # No rollback point, staged copy or leftover of either database (other tests' copies
+    # of their own databases are not this test's to judge).
+    ours = {
+        copy(db)
+        for db in (target.dbname, copy_name)
+        for copy in (staging.staging_name, staging.aside_name, staging.previous_name)
+    }
+    assert ours.isdisjoint(databases(target)), databases(target)
 
 
 def test_an_existing_database_is_never_replaced_without_our_mark_and_replace(
