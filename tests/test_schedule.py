@@ -469,6 +469,10 @@ def test_runs_fail_while_the_server_is_stopped_and_succeed_once_it_is_back(
     s.wait_for(lambda: s.count("run FAILED") >= failed_before + 2, what="two failed runs")
     assert s.proc.poll() is None  # the scheduler keeps going
     assert re.search(rf"^{STAMP} backup: FAILED .*", s.text(), re.M)
+    # The metrics file is written after the run's summary line (with the skipped count).
+    s.wait_for(
+        lambda: runs(read_metrics(metrics_file), "failure") >= 2, what="two failures counted"
+    )
     assert runs(read_metrics(metrics_file), "failure") >= 2
     succeeded = s.count("run succeeded")
     own_server.start()

@@ -144,13 +144,15 @@ class Scheduler:
         summary = f"run {verdict} in {result.duration:.1f} s" + (
             f" ({', '.join(failed)} failed)" if failed else ""
         )
+        # Recorded (totals, run log) before the summary line: whoever reads the log's
+        # "run succeeded" finds the run log already written, never its temporary file.
+        self.record(result)
+        backup = None if ctx is None or ctx.backup is None else ctx.backup.name
+        self.log_run(runlog.entry(result, backup))
         self.log(summary)
         if self.pinger is not None:
             body = "\n".join([*(s.line(self.zone) for s in result.steps), summary]) + "\n"
             self.pinger.send(Kind.SUCCESS if result.ok else Kind.FAIL, body)
-        self.record(result)
-        backup = None if ctx is None or ctx.backup is None else ctx.backup.name
-        self.log_run(runlog.entry(result, backup))
         try:
             self.tell(result, fresh=ctx is None or SUSPECT_KEY not in ctx.extra)
         except (KeyboardInterrupt, Terminated, Interrupted):
